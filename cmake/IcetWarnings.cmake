@@ -1,0 +1,20 @@
+# icet_warnings: an interface target every first-party target links privately.
+add_library(icet_warnings INTERFACE)
+target_compile_options(icet_warnings INTERFACE
+  -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Woverloaded-virtual
+  -Wimplicit-fallthrough)
+if(ICET_WERROR)
+  target_compile_options(icet_warnings INTERFACE -Werror)
+endif()
+
+if(ICET_SANITIZE)
+  target_compile_options(icet_warnings INTERFACE
+    -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  target_link_options(icet_warnings INTERFACE -fsanitize=address,undefined)
+endif()
+
+# Qt defines shared by every target that touches Qt (STYLE.md: LibTorch has a member named
+# `slots`, so Qt's keywords are off everywhere).
+add_library(icet_qt_defs INTERFACE)
+target_compile_definitions(icet_qt_defs INTERFACE
+  QT_NO_KEYWORDS QT_NO_CAST_FROM_ASCII QT_NO_NARROWING_CONVERSIONS_IN_CONNECT)

@@ -1,0 +1,17 @@
+#pragma once
+
+#include <QString>
+
+class QApplication;
+
+namespace icet::ui {
+
+enum class Theme { Light, Dark };
+
+// Fusion style with a light or dark palette (Qt 6.4 has no colour-scheme hint to follow).
+void applyTheme(QApplication& app, Theme theme);
+
+QString themeKey(Theme theme);         // "light" / "dark", as stored in QSettings
+Theme themeFromKey(const QString& key);  // unknown keys give Light
+
+}  // namespace icet::ui
