@@ -1,4 +1,5 @@
-// icet: the command-line front end. Argument parsing only; the work lives in icet_core.
+// icet: the command-line front end. Argument parsing and printing only; the work lives in
+// icet_core.
 #include <CLI/CLI.hpp>
 
 #include <nlohmann/json.hpp>
@@ -9,9 +10,75 @@
 
 #include "core/base/error.h"
 #include "core/base/log.h"
+#include "core/engine/bench.h"
+#include "core/engine/session.h"
+#include "core/io/load_bench.h"
 #include "core/runtime/diagnostics.h"
 #include "core/runtime/startup.h"
+#include "core/vision/image.h"
 #include "icet/version.h"
+
+namespace {
+
+struct ModelArgs {
+  std::string model;
+  std::string image;
+  std::string prompt;
+  std::string device = "auto";
+  std::string dtype = "auto";
+  int64_t max_new_tokens = 64;
+  double temperature = 0.0;  // 0: greedy
+  double top_p = 1.0;
+  int64_t top_k = 0;
+  double repetition_penalty = 1.0;
+  int64_t seed = -1;
+  bool json = false;
+};
+
+void add_model_options(CLI::App* cmd, ModelArgs& a) {
+  cmd->add_option("--model", a.model, "Hugging Face snapshot folder (config.json, *.safetensors, tokenizer)")
+      ->required();
+  cmd->add_option("--image", a.image, "Image file (PNG, JPEG, BMP, WebP, ...)")->required();
+  cmd->add_option("--prompt", a.prompt, "The user's message; the model's chat template is applied")->required();
+  cmd->add_option("--device", a.device, "auto, cpu, cuda or cuda:N");
+  cmd->add_option("--dtype", a.dtype, "auto, float32, bfloat16 or float16");
+  cmd->add_option("--max-new-tokens", a.max_new_tokens, "Most tokens to generate")->check(CLI::PositiveNumber);
+  cmd->add_option("--temperature", a.temperature, "Sampling temperature; 0 = greedy")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-p", a.top_p, "Nucleus sampling mass (with --temperature)");
+  cmd->add_option("--top-k", a.top_k, "Top-k sampling (with --temperature); 0 = off");
+  cmd->add_option("--repetition-penalty", a.repetition_penalty, "HF repetition penalty; 1 = off");
+  cmd->add_option("--seed", a.seed, "Sampling seed (default: fresh, printed with --json)");
+  cmd->add_flag("--json", a.json, "Print one JSON object");
+}
+
+icet::generate::SamplingParams sampling(const ModelArgs& a) {
+  icet::generate::SamplingParams p;
+  p.do_sample = a.temperature > 0.0;
+  p.temperature = a.temperature > 0.0 ? a.temperature : 1.0;
+  p.top_p = a.top_p;
+  p.top_k = a.top_k;
+  p.repetition_penalty = a.repetition_penalty;
+  p.max_new_tokens = a.max_new_tokens;
+  if (a.seed >= 0) p.seed = static_cast<uint64_t>(a.seed);
+  return p;
+}
+
+std::unique_ptr<icet::engine::Session> open_session(const ModelArgs& a) {
+  auto session = icet::engine::Session::open(a.model, {a.device, a.dtype});
+  session->set_image(icet::vision::load_image(a.image));
+  return session;
+}
+
+nlohmann::json result_json(const icet::engine::GenerationRecord& r) {
+  return {{"layer", r.layer},
+          {"token_ids", r.token_ids},
+          {"text", r.text},
+          {"seed", r.params.seed.value_or(0)},
+          {"stop_reason", r.stop_reason},
+          {"record", icet::engine::to_json(r)}};
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"ICET Studio command line: image-encoder early exit for VLM safety", "icet"};
@@ -34,6 +101,34 @@ int main(int argc, char** argv) {
   info->add_flag("--json", info_json, "Print one JSON object");
   info->add_flag("--matmul", info_bench, "Also measure float32 matmul throughput (512x512)");
 
+  ModelArgs gen_args;
+  CLI::App* gen = app.add_subcommand("generate", "Answer a prompt about an image at one encoder exit layer");
+  add_model_options(gen, gen_args);
+  int64_t gen_layer = 0;
+  gen->add_option("--layer", gen_layer, "Exit layer l (ICET-l = hidden_states[l]); default: the model's own");
+
+  ModelArgs sweep_args;
+  CLI::App* sweep = app.add_subcommand("sweep", "Answer at every chosen exit layer, as one batch");
+  add_model_options(sweep, sweep_args);
+  std::string sweep_layers = "all";
+  sweep->add_option("--layers", sweep_layers, "Layers: all, 1-24, 3,7,9 or 1-8,20");
+
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks");
+  bench->require_subcommand(1);
+  CLI::App* bench_sweep = bench->add_subcommand("sweep", "Sequential per-layer generation vs the batched sweep");
+  icet::engine::SweepBenchOptions sweep_bench;
+  std::string bench_model;
+  bool bench_json = false;
+  bench_sweep->add_option("--model", bench_model, "Snapshot folder (default: a synthetic LLaVA-1.5 layout)");
+  bench_sweep->add_option("--max-new-tokens", sweep_bench.max_new_tokens, "Tokens per answer")
+      ->check(CLI::PositiveNumber);
+  bench_sweep->add_option("--repeats", sweep_bench.repeats, "Best of N")->check(CLI::PositiveNumber);
+  bench_sweep->add_flag("--json", bench_json, "Print one JSON object");
+  CLI::App* bench_load = bench->add_subcommand("load", "Safetensors load time and peak RSS");
+  std::string load_file;
+  bench_load->add_option("file", load_file, "A .safetensors file (default: generate a 2 GB one)");
+  bench_load->add_flag("--json", bench_json, "Print one JSON object");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -49,9 +144,7 @@ int main(int argc, char** argv) {
     startup.executable = "icet";
     startup.verbosity = verbosity;
     startup.quiet_console = true;
-    if (threads > 0) {
-      startup.threads_option = threads;
-    }
+    if (threads > 0) startup.threads_option = threads;
     if (no_log_file) {
       startup.log_file = std::filesystem::path();
     } else if (!log_file.empty()) {
@@ -61,21 +154,59 @@ int main(int argc, char** argv) {
 
     if (info->parsed()) {
       double gflops = 0.0;
-      if (info_bench) {
-        gflops = icet::runtime::measure_cpu_matmul_gflops(512, 5);
-      }
+      if (info_bench) gflops = icet::runtime::measure_cpu_matmul_gflops(512, 5);
       if (info_json) {
         auto j = icet::runtime::to_json(runtime_info);
-        if (info_bench) {
-          j["cpu_matmul_512_gflops"] = gflops;
-        }
+        if (info_bench) j["cpu_matmul_512_gflops"] = gflops;
         std::cout << j.dump(2) << "\n";
       } else {
         std::cout << icet::runtime::to_text(runtime_info);
-        if (info_bench) {
-          std::printf("  CPU matmul        %.1f GFLOP/s (float32, 512x512, best of 5)\n", gflops);
+        if (info_bench) std::printf("  CPU matmul        %.1f GFLOP/s (float32, 512x512, best of 5)\n", gflops);
+      }
+    } else if (gen->parsed()) {
+      auto session = open_session(gen_args);
+      icet::engine::StreamCallback stream;
+      if (!gen_args.json) {
+        stream = [](const icet::engine::StreamEvent& e) {
+          std::cout << e.text << std::flush;
+        };
+      }
+      const std::optional<int64_t> layer = gen_layer > 0 ? std::optional<int64_t>(gen_layer) : std::nullopt;
+      const auto r = session->generate(gen_args.prompt, layer, sampling(gen_args), stream);
+      if (gen_args.json) {
+        std::cout << result_json(r).dump() << "\n";
+      } else {
+        std::cout << "\n";
+      }
+    } else if (sweep->parsed()) {
+      auto session = open_session(sweep_args);
+      const auto layers = icet::engine::parse_layers(sweep_layers, session->summary().vision_layers);
+      const auto rows = session->sweep(sweep_args.prompt, layers, sampling(sweep_args));
+      if (sweep_args.json) {
+        nlohmann::json results = nlohmann::json::array();
+        for (const auto& r : rows) results.push_back(result_json(r));
+        std::cout << nlohmann::json{{"model", icet::engine::to_json(session->summary())}, {"results", results}}.dump()
+                  << "\n";
+      } else {
+        for (const auto& r : rows) {
+          std::cout << "ICET-" << r.layer << (r.layer == session->summary().default_layer ? " (default)" : "")
+                    << ": " << r.text << "\n";
         }
       }
+    } else if (bench_sweep->parsed()) {
+      if (!bench_model.empty()) sweep_bench.model = std::filesystem::path(bench_model);
+      const auto j = icet::engine::run_sweep_benchmark(sweep_bench);
+      if (bench_json) {
+        std::cout << j.dump() << "\n";
+      } else {
+        std::cout << j.dump(2) << "\n";
+      }
+    } else if (bench_load->parsed()) {
+      std::optional<std::filesystem::path> file;
+      if (!load_file.empty()) file = std::filesystem::path(load_file);
+      const auto report = icet::io::run_load_benchmark(file);
+      const auto j = icet::io::to_json(report);
+      std::cout << (bench_json ? j.dump() : j.dump(2)) << "\n";
     }
     return 0;
   } catch (const icet::Error& e) {

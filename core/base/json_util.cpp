@@ -1,0 +1,188 @@
+#include "core/base/json_util.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "core/base/error.h"
+
+namespace icet::json_util {
+
+nlohmann::json read_file(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    throw InputError(file.string() + ": cannot open the file (" +
+                     (std::filesystem::exists(file) ? "permission denied" : "it does not exist") +
+                     ")");
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  try {
+    return nlohmann::json::parse(buffer.str());
+  } catch (const nlohmann::json::parse_error& e) {
+    throw InputError(describe(file.string(), "valid JSON", std::string("a parse error (") + e.what() + ")"));
+  }
+}
+
+std::string type_name(const nlohmann::json& value) {
+  switch (value.type()) {
+    case nlohmann::json::value_t::null: return "null";
+    case nlohmann::json::value_t::object: return "an object";
+    case nlohmann::json::value_t::array: return "a list";
+    case nlohmann::json::value_t::string: return "a string";
+    case nlohmann::json::value_t::boolean: return "a boolean";
+    case nlohmann::json::value_t::number_integer:
+    case nlohmann::json::value_t::number_unsigned: return "an integer";
+    case nlohmann::json::value_t::number_float: return "a number";
+    default: return "an unsupported value";
+  }
+}
+
+namespace {
+const nlohmann::json& empty_object() {
+  static const nlohmann::json empty = nlohmann::json::object();
+  return empty;
+}
+}  // namespace
+
+Reader::Reader(const nlohmann::json& object, std::string file, std::string prefix)
+    : object_(object.is_object() ? &object : &empty_object()),
+      file_(std::move(file)),
+      prefix_(std::move(prefix)) {
+  if (!object.is_object() && !object.is_null()) {
+    throw InputError(describe(file_ + (prefix_.empty() ? std::string() : ": key '" + prefix_.substr(0, prefix_.size() - 1) + "'"),
+                              "a JSON object", type_name(object)));
+  }
+}
+
+std::string Reader::where(const char* key) const {
+  return file_ + ": key '" + key_path(key) + "'";
+}
+
+const nlohmann::json* Reader::find(const char* key) const {
+  auto it = object_->find(key);
+  if (it == object_->end() || it->is_null()) {
+    return nullptr;
+  }
+  return &*it;
+}
+
+bool Reader::has(const char* key) const { return find(key) != nullptr; }
+
+void Reader::type_error(const char* key, const char* expected) const {
+  const nlohmann::json* v = find(key);
+  throw InputError(describe(where(key), expected, v != nullptr ? type_name(*v) : "nothing (the key is missing)",
+                            v != nullptr ? std::string() : "Add it to the file, or use an unmodified Hugging Face snapshot."));
+}
+
+int64_t Reader::integer(const char* key, std::optional<int64_t> fallback) const {
+  const nlohmann::json* v = find(key);
+  if (v == nullptr) {
+    if (fallback) return *fallback;
+    type_error(key, "an integer");
+  }
+  if (v->is_number_integer() || v->is_number_unsigned()) {
+    return v->get<int64_t>();
+  }
+  if (v->is_number_float() && v->get<double>() == static_cast<double>(static_cast<int64_t>(v->get<double>()))) {
+    return static_cast<int64_t>(v->get<double>());
+  }
+  type_error(key, "an integer");
+}
+
+double Reader::number(const char* key, std::optional<double> fallback) const {
+  const nlohmann::json* v = find(key);
+  if (v == nullptr) {
+    if (fallback) return *fallback;
+    type_error(key, "a number");
+  }
+  if (!v->is_number()) {
+    type_error(key, "a number");
+  }
+  return v->get<double>();
+}
+
+bool Reader::boolean(const char* key, std::optional<bool> fallback) const {
+  const nlohmann::json* v = find(key);
+  if (v == nullptr) {
+    if (fallback) return *fallback;
+    type_error(key, "true or false");
+  }
+  if (!v->is_boolean()) {
+    type_error(key, "true or false");
+  }
+  return v->get<bool>();
+}
+
+std::string Reader::string(const char* key, std::optional<std::string> fallback) const {
+  const nlohmann::json* v = find(key);
+  if (v == nullptr) {
+    if (fallback) return *fallback;
+    type_error(key, "a string");
+  }
+  if (!v->is_string()) {
+    type_error(key, "a string");
+  }
+  return v->get<std::string>();
+}
+
+std::vector<int64_t> Reader::integers(const char* key, std::optional<std::vector<int64_t>> fallback) const {
+  const nlohmann::json* v = find(key);
+  if (v == nullptr) {
+    if (fallback) return *fallback;
+    type_error(key, "a list of integers");
+  }
+  if (!v->is_array()) {
+    type_error(key, "a list of integers");
+  }
+  std::vector<int64_t> out;
+  for (const auto& item : *v) {
+    if (!item.is_number_integer() && !item.is_number_unsigned()) {
+      type_error(key, "a list of integers");
+    }
+    out.push_back(item.get<int64_t>());
+  }
+  return out;
+}
+
+std::vector<double> Reader::numbers(const char* key, std::optional<std::vector<double>> fallback) const {
+  const nlohmann::json* v = find(key);
+  if (v == nullptr) {
+    if (fallback) return *fallback;
+    type_error(key, "a list of numbers");
+  }
+  if (!v->is_array()) {
+    type_error(key, "a list of numbers");
+  }
+  std::vector<double> out;
+  for (const auto& item : *v) {
+    if (!item.is_number()) {
+      type_error(key, "a list of numbers");
+    }
+    out.push_back(item.get<double>());
+  }
+  return out;
+}
+
+std::vector<int64_t> Reader::integer_or_list(const char* key) const {
+  const nlohmann::json* v = find(key);
+  if (v == nullptr) {
+    return {};
+  }
+  if (v->is_array()) {
+    return integers(key);
+  }
+  return {integer(key)};
+}
+
+Reader Reader::child(const char* key) const {
+  const nlohmann::json* v = find(key);
+  if (v == nullptr) {
+    return Reader(empty_object(), file_, prefix_ + key + ".");
+  }
+  if (!v->is_object()) {
+    type_error(key, "an object");
+  }
+  return Reader(*v, file_, prefix_ + key + ".");
+}
+
+}  // namespace icet::json_util

@@ -1,0 +1,133 @@
+#include "core/generate/decode.h"
+
+#include <ATen/Functions.h>
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+
+#include "core/base/error.h"
+#include "core/models/llama.h"
+#include "core/text/stream_decoder.h"
+#include "core/text/tokenizer.h"
+
+namespace icet::generate {
+
+std::string stop_reason_name(StopReason r) {
+  switch (r) {
+    case StopReason::Eos: return "eos";
+    case StopReason::StopString: return "stop_string";
+    case StopReason::MaxTokens: return "max_new_tokens";
+    case StopReason::ContextFull: return "context_full";
+    case StopReason::Cancelled: return "cancelled";
+  }
+  return "unknown";
+}
+
+std::vector<RowOutput> run_decode(const DecodeRequest& req) {
+  c10::InferenceMode inference;
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  const auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - start).count(); };
+
+  const models::LlamaModel& lm = *req.lm;
+  const int64_t B = req.prompt_embeds.size(0), T = req.prompt_embeds.size(1);
+  if (static_cast<int64_t>(req.params.size()) != B) {
+    throw Error(describe("decode request", std::to_string(B) + " sampling settings (one per row)",
+                         std::to_string(req.params.size())));
+  }
+  int64_t max_new = 0;
+  for (const auto& p : req.params) max_new = std::max(max_new, p.max_new_tokens);
+  const int64_t capacity = std::min(T + max_new, req.context_limit);
+
+  std::vector<RowOutput> out(static_cast<size_t>(B));
+  std::vector<at::Generator> generators;
+  std::vector<std::unique_ptr<text::StreamDecoder>> streams;
+  std::vector<std::vector<int64_t>> history(static_cast<size_t>(B), req.prompt_ids);
+  for (int64_t r = 0; r < B; ++r) {
+    generators.push_back(make_generator(req.params[static_cast<size_t>(r)].seed.value_or(0)));
+    streams.push_back(req.tokenizer != nullptr ? std::make_unique<text::StreamDecoder>(*req.tokenizer) : nullptr);
+  }
+
+  models::KvCache cache = lm.make_cache(B, capacity);
+  const auto dev = req.prompt_embeds.device();
+  const auto long_opts = at::TensorOptions().dtype(at::kLong).device(dev);
+  // Prefill: all prompt positions, logits of the last one only. [B,T,H] -> [B,V]
+  at::Tensor positions = at::arange(T, long_opts).view({1, T}).expand({B, T});
+  at::Tensor logits = lm.logits(lm.forward(req.prompt_embeds, positions, &cache).narrow(1, T - 1, 1)).select(1, 0);
+
+  std::vector<size_t> active(static_cast<size_t>(B));
+  for (size_t r = 0; r < active.size(); ++r) active[r] = r;
+
+  while (!active.empty()) {
+    if (req.cancel != nullptr && req.cancel->load(std::memory_order_relaxed)) {
+      for (size_t r : active) out[r].stop = StopReason::Cancelled;
+      break;
+    }
+    const at::Tensor rows_logits = logits.to(at::kCPU);  // [b,V]
+    std::vector<int64_t> next;
+    std::vector<int64_t> keep;  // batch positions that go on
+    std::vector<size_t> still_active;
+    for (size_t i = 0; i < active.size(); ++i) {
+      const size_t r = active[i];
+      const SamplingParams& p = req.params[r];
+      at::Tensor row = suppress(rows_logits[static_cast<int64_t>(i)], req.suppress_ids);
+      const int64_t token = choose_token(row, p, history[r], generators[r]);
+      RowOutput& o = out[r];
+      if (o.tokens.empty()) o.first_token_seconds = elapsed();
+      o.tokens.push_back(token);
+      history[r].push_back(token);
+
+      const bool is_eos = std::find(req.eos_ids.begin(), req.eos_ids.end(), token) != req.eos_ids.end();
+      std::string piece;
+      if (streams[r] && !(is_eos && p.stop_at_eos)) {
+        piece = streams[r]->push(token);
+        o.text += piece;
+      }
+      if (req.on_token) req.on_token({r, token, piece});
+
+      bool done = true;
+      if (is_eos && p.stop_at_eos) {
+        o.stop = StopReason::Eos;
+      } else if (std::any_of(p.stop_strings.begin(), p.stop_strings.end(),
+                             [&](const std::string& s) { return !s.empty() && o.text.find(s) != std::string::npos; })) {
+        o.stop = StopReason::StopString;
+      } else if (static_cast<int64_t>(o.tokens.size()) >= p.max_new_tokens) {
+        o.stop = StopReason::MaxTokens;
+      } else if (cache.length >= capacity) {
+        o.stop = StopReason::ContextFull;
+      } else {
+        done = false;
+      }
+      if (done) {
+        if (streams[r]) {
+          const std::string tail = streams[r]->flush();
+          o.text += tail;
+          if (!tail.empty() && req.on_token) req.on_token({r, -1, tail});
+        }
+        o.seconds = elapsed();
+      } else {
+        next.push_back(token);
+        keep.push_back(static_cast<int64_t>(i));
+        still_active.push_back(r);
+      }
+    }
+    if (still_active.empty()) break;
+    if (still_active.size() != active.size()) {
+      cache.keep_rows(at::tensor(keep, at::TensorOptions().dtype(at::kLong)).to(dev));
+    }
+    active = std::move(still_active);
+    const int64_t b = static_cast<int64_t>(active.size());
+    // One decode step for the rows still going: [b,1] -> [b,V]
+    const at::Tensor ids = at::tensor(next, at::TensorOptions().dtype(at::kLong)).to(dev).view({b, 1});
+    positions = at::full({b, 1}, cache.length, long_opts);
+    logits = lm.logits(lm.forward(lm.embed(ids), positions, &cache)).select(1, 0);
+  }
+  for (auto& o : out) {
+    if (o.seconds == 0.0) o.seconds = elapsed();
+  }
+  return out;
+}
+
+}  // namespace icet::generate

@@ -1,0 +1,184 @@
+#include "core/models/llama.h"
+
+#include <ATen/Functions.h>
+
+#include <cmath>
+#include <limits>
+#include <numbers>
+
+#include "core/base/error.h"
+#include "core/models/weights.h"
+
+namespace icet::models {
+namespace {
+
+// x: [..., d] -> [..., d]: (-x2, x1) over halves (HF rotate_half, not interleaved pairs).
+at::Tensor rotate_half(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+}  // namespace
+
+void KvCache::keep_rows(const at::Tensor& rows) {
+  for (auto& t : k) t = t.index_select(0, rows);
+  for (auto& t : v) t = t.index_select(0, rows);
+}
+
+at::Tensor rope_inv_freq(const LlamaConfig& c) {
+  const int64_t d = c.head_dim;
+  at::Tensor inv = 1.0 / at::pow(c.rope_theta, at::arange(0, d, 2, at::kLong).to(at::kFloat) / static_cast<double>(d));
+  if (c.rope_scaling && c.rope_scaling->rope_type == "llama3") {
+    // transformers' _compute_llama3_parameters, element by element in float32.
+    const RopeScaling& s = *c.rope_scaling;
+    const double old_len = static_cast<double>(s.original_max_position_embeddings);
+    const double low_wavelen = old_len / s.low_freq_factor;
+    const double high_wavelen = old_len / s.high_freq_factor;
+    at::Tensor wavelen = 2 * std::numbers::pi / inv;
+    at::Tensor scaled = at::where(wavelen > low_wavelen, inv / s.factor, inv);
+    at::Tensor smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+    at::Tensor smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
+    at::Tensor is_medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+    inv = at::where(is_medium, smoothed, scaled);
+  }
+  return inv.contiguous();
+}
+
+LlamaModel::LlamaModel(const LlamaConfig& c, WeightLoader& w, const std::string& prefix, bool lm_head)
+    : config_(c) {
+  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  const int64_t q_out = c.num_attention_heads * c.head_dim, kv_out = c.num_key_value_heads * c.head_dim;
+  const std::string m = prefix + "model.";
+  embed_tokens_ = w.take(m + "embed_tokens.weight", {V, H});
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string l = m + "layers." + std::to_string(i) + ".";
+    Layer L;
+    L.in_norm = w.take(l + "input_layernorm.weight", {H});
+    L.q_w = w.take(l + "self_attn.q_proj.weight", {q_out, H});
+    L.k_w = w.take(l + "self_attn.k_proj.weight", {kv_out, H});
+    L.v_w = w.take(l + "self_attn.v_proj.weight", {kv_out, H});
+    L.o_w = w.take(l + "self_attn.o_proj.weight", {H, q_out});
+    if (c.attention_bias) {
+      L.q_b = w.take(l + "self_attn.q_proj.bias", {q_out});
+      L.k_b = w.take(l + "self_attn.k_proj.bias", {kv_out});
+      L.v_b = w.take(l + "self_attn.v_proj.bias", {kv_out});
+      L.o_b = w.take(l + "self_attn.o_proj.bias", {H});
+    }
+    L.post_norm = w.take(l + "post_attention_layernorm.weight", {H});
+    L.gate_w = w.take(l + "mlp.gate_proj.weight", {I, H});
+    L.up_w = w.take(l + "mlp.up_proj.weight", {I, H});
+    L.down_w = w.take(l + "mlp.down_proj.weight", {H, I});
+    layers_.push_back(std::move(L));
+  }
+  norm_ = w.take(m + "norm.weight", {H});
+  if (lm_head) {
+    // Tied checkpoints (e.g. Llama 3.2 1B, Llama Guard 3 1B) carry no lm_head.weight.
+    lm_head_ = c.tie_word_embeddings && !w.contains(prefix + "lm_head.weight")
+                   ? embed_tokens_
+                   : w.take(prefix + "lm_head.weight", {V, H});
+  }
+  inv_freq_ = rope_inv_freq(c).to(embed_tokens_.device());
+}
+
+KvCache LlamaModel::make_cache(int64_t batch, int64_t capacity) const {
+  KvCache cache;
+  const auto opts = embed_tokens_.options();
+  for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+    cache.k.push_back(at::empty({batch, config_.num_key_value_heads, capacity, config_.head_dim}, opts));
+    cache.v.push_back(at::empty({batch, config_.num_key_value_heads, capacity, config_.head_dim}, opts));
+  }
+  cache.capacity = capacity;
+  return cache;
+}
+
+at::Tensor LlamaModel::embed(const at::Tensor& ids) const {
+  return at::embedding(embed_tokens_, ids.to(embed_tokens_.device()));
+}
+
+at::Tensor LlamaModel::rms_norm(const at::Tensor& x, const at::Tensor& w) const {
+  // HF LlamaRMSNorm: in float32, then back to the input dtype before the weight.
+  const at::Tensor xf = x.to(at::kFloat);
+  const at::Tensor normed = xf * at::rsqrt(xf.pow(2).mean({-1}, true) + config_.rms_norm_eps);
+  return w * normed.to(x.scalar_type());
+}
+
+at::Tensor LlamaModel::attention(const Layer& l, size_t index, const at::Tensor& x, const at::Tensor& cos,
+                                 const at::Tensor& sin, KvCache* cache, const at::Tensor& mask) const {
+  const int64_t B = x.size(0), T = x.size(1);
+  const int64_t h = config_.num_attention_heads, g = config_.num_key_value_heads, d = config_.head_dim;
+  at::Tensor q = at::linear(x, l.q_w, l.q_b).view({B, T, h, d}).transpose(1, 2);  // [B,h,T,d]
+  at::Tensor k = at::linear(x, l.k_w, l.k_b).view({B, T, g, d}).transpose(1, 2);  // [B,g,T,d]
+  at::Tensor v = at::linear(x, l.v_w, l.v_b).view({B, T, g, d}).transpose(1, 2);
+  q = q * cos + rotate_half(q) * sin;
+  k = k * cos + rotate_half(k) * sin;
+  if (cache != nullptr) {
+    const int64_t P = cache->length;
+    cache->k[index].narrow(2, P, T).copy_(k);
+    cache->v[index].narrow(2, P, T).copy_(v);
+    k = cache->k[index].narrow(2, 0, P + T);  // [B,g,P+T,d]
+    v = cache->v[index].narrow(2, 0, P + T);
+  }
+  const int64_t S = k.size(2);
+  if (g != h) {  // GQA: kv head j serves query heads j*h/g .. (j+1)*h/g-1 (HF repeat_kv)
+    k = k.unsqueeze(2).expand({B, g, h / g, S, d}).reshape({B, h, S, d});
+    v = v.unsqueeze(2).expand({B, g, h / g, S, d}).reshape({B, h, S, d});
+  }
+  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(d));  // [B,h,T,S]
+  if (mask.defined()) {
+    scores = scores + mask;
+  }
+  at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+  at::Tensor ctx = at::matmul(probs, v).transpose(1, 2).reshape({B, T, h * d});  // [B,T,h*d]
+  return at::linear(ctx, l.o_w, l.o_b);
+}
+
+at::Tensor LlamaModel::forward(const at::Tensor& embeds, const at::Tensor& positions, KvCache* cache,
+                               const at::Tensor& key_mask) const {
+  const int64_t B = embeds.size(0), T = embeds.size(1);
+  const int64_t P = cache != nullptr ? cache->length : 0;
+  if (cache != nullptr && P + T > cache->capacity) {
+    throw Error(describe("KV cache", "at most " + std::to_string(cache->capacity) + " positions",
+                         std::to_string(P + T)));
+  }
+  const auto dev = embeds.device();
+  // RoPE tables for the new positions: [B,1,T,d] (float32 products, as HF).
+  at::Tensor freqs = positions.to(dev).to(at::kFloat).unsqueeze(-1) * inv_freq_.view({1, 1, -1});  // [B,T,d/2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);
+  const at::Tensor cos = emb.cos().to(embeds.scalar_type());
+  const at::Tensor sin = emb.sin().to(embeds.scalar_type());
+
+  // Additive mask [B,1,T,P+T]: causal within the new block, plus key padding. A single new
+  // token with no padding needs none.
+  at::Tensor mask;
+  // HF fills with the dtype's lowest finite value (not -inf: a fully masked padding row must
+  // not turn into NaN).
+  const double min_value = embeds.scalar_type() == at::kHalf ? -65504.0 : std::numeric_limits<float>::lowest();
+  if (T > 1 || key_mask.defined()) {
+    at::Tensor q_pos = at::arange(P, P + T, at::TensorOptions().dtype(at::kLong).device(dev)).view({T, 1});
+    at::Tensor k_pos = at::arange(0, P + T, at::TensorOptions().dtype(at::kLong).device(dev)).view({1, P + T});
+    at::Tensor allowed = (k_pos <= q_pos).view({1, 1, T, P + T}).expand({B, 1, T, P + T});
+    if (key_mask.defined()) {
+      allowed = allowed.logical_and(key_mask.to(dev).to(at::kBool).view({B, 1, 1, P + T}));
+    }
+    mask = at::zeros({B, 1, T, P + T}, at::TensorOptions().dtype(embeds.scalar_type()).device(dev))
+               .masked_fill(allowed.logical_not(), min_value);
+  }
+
+  at::Tensor x = embeds;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = layers_[i];
+    x = x + attention(l, i, rms_norm(x, l.in_norm), cos, sin, cache, mask);
+    const at::Tensor y = rms_norm(x, l.post_norm);
+    x = x + at::linear(at::silu(at::linear(y, l.gate_w)) * at::linear(y, l.up_w), l.down_w);
+  }
+  if (cache != nullptr) {
+    cache->length = P + T;
+  }
+  return rms_norm(x, norm_);
+}
+
+at::Tensor LlamaModel::logits(const at::Tensor& hidden) const {
+  return at::linear(hidden, lm_head_).to(at::kFloat);
+}
+
+}  // namespace icet::models

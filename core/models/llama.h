@@ -1,0 +1,76 @@
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "core/models/config.h"
+
+namespace icet::models {
+
+class WeightLoader;
+
+// Key/value cache, preallocated for `capacity` positions so a decode step writes in place
+// instead of concatenating. k[l], v[l]: [B, kv_heads, capacity, head_dim].
+struct KvCache {
+  std::vector<at::Tensor> k, v;
+  int64_t length = 0;  // positions filled
+  int64_t capacity = 0;
+
+  int64_t batch() const { return k.empty() ? 0 : k.front().size(0); }
+  // Keeps only the rows in `rows` (int64 indices, on the cache's device): finished rows of a
+  // batch stop costing work.
+  void keep_rows(const at::Tensor& rows);
+};
+
+// Llama decoder (HF LlamaModel + lm_head): RMSNorm, RoPE (with Llama-3 scaling), grouped-query
+// attention, SiLU-gated MLP, KV cache.
+//
+// Shape legend: B batch, T new positions, P cached positions, H hidden, V vocab, h query
+// heads, g kv heads, d head_dim, I MLP size.
+class LlamaModel {
+ public:
+  // prefix: "language_model." in llava-hf checkpoints, "" for a plain LlamaForCausalLM.
+  // With `lm_head` false no output projection is loaded (sequence classifiers).
+  LlamaModel(const LlamaConfig& config, WeightLoader& weights, const std::string& prefix, bool lm_head = true);
+
+  // ids: [B, T] int64 -> [B, T, H]
+  at::Tensor embed(const at::Tensor& ids) const;
+
+  // embeds: [B, T, H]; positions: [B, T] int64 (absolute positions of the new tokens);
+  // cache: optional, filled from cache->length on; key_mask: optional [B, P+T] (1 = attend,
+  // 0 = padding). -> final-norm hidden states [B, T, H]
+  at::Tensor forward(const at::Tensor& embeds, const at::Tensor& positions, KvCache* cache = nullptr,
+                     const at::Tensor& key_mask = {}) const;
+
+  // hidden: [B, T, H] -> logits [B, T, V] (float32)
+  at::Tensor logits(const at::Tensor& hidden) const;
+
+  KvCache make_cache(int64_t batch, int64_t capacity) const;
+
+  const LlamaConfig& config() const { return config_; }
+  const at::Tensor& inv_freq() const { return inv_freq_; }  // [d/2] float32, scaled
+
+ private:
+  struct Layer {
+    at::Tensor in_norm, q_w, k_w, v_w, o_w, q_b, k_b, v_b, o_b, post_norm, gate_w, up_w, down_w;
+  };
+  at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w) const;
+  // x: [B, T, H] -> [B, T, H]
+  at::Tensor attention(const Layer& l, size_t index, const at::Tensor& x, const at::Tensor& cos,
+                       const at::Tensor& sin, KvCache* cache, const at::Tensor& mask) const;
+
+  LlamaConfig config_;
+  at::Tensor embed_tokens_;  // [V, H]
+  at::Tensor lm_head_;       // [V, H] (the embedding when tied)
+  at::Tensor norm_;          // [H]
+  at::Tensor inv_freq_;      // [d/2] float32
+  std::vector<Layer> layers_;
+};
+
+// RoPE inverse frequencies as transformers computes them, float32: 1 / theta^(2i/d), then the
+// llama3 scaling when configured. -> [d/2]
+at::Tensor rope_inv_freq(const LlamaConfig& config);
+
+}  // namespace icet::models

@@ -1,0 +1,130 @@
+#include "core/models/weights.h"
+
+#include <ATen/Functions.h>
+
+#include <sstream>
+
+#include "core/base/error.h"
+#include "core/base/log.h"
+#include "core/io/safetensors.h"
+
+namespace icet::models {
+namespace {
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::ostringstream out;
+  out << "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    out << (i ? ", " : "") << shape[i];
+  }
+  out << "]";
+  return out.str();
+}
+
+bool is_floating(io::DType d) {
+  return d == io::DType::F32 || d == io::DType::F16 || d == io::DType::BF16;
+}
+
+}  // namespace
+
+WeightLoader::WeightLoader(const io::TensorStore& store, LoadOptions options, std::string source,
+                           LoadProgress progress)
+    : store_(&store),
+      options_(options),
+      source_(std::move(source)),
+      progress_(std::move(progress)),
+      total_(store.names().size()) {}
+
+WeightLoader::WeightLoader(LoadOptions options) : store_(nullptr), options_(options), source_("schema") {}
+
+WeightLoader WeightLoader::schema(LoadOptions options) { return WeightLoader(options); }
+
+bool WeightLoader::contains(const std::string& name) const { return store_ != nullptr && store_->contains(name); }
+
+void WeightLoader::tick() {
+  if (progress_ && !progress_(taken_.size(), total_)) {
+    throw Cancelled();
+  }
+}
+
+at::Tensor WeightLoader::take(const std::string& name, std::vector<int64_t> shape) {
+  auto placeholder = [&] {
+    return at::zeros(shape, at::TensorOptions().dtype(options_.dtype).device(options_.device));
+  };
+  if (store_ == nullptr) {
+    recorded_.push_back({name, shape});
+    return placeholder();
+  }
+  if (!store_->contains(name)) {
+    problems_.push_back("missing tensor '" + name + "' " + shape_string(shape));
+    return placeholder();
+  }
+  taken_.insert(name);
+  const io::TensorInfo& info = store_->info(name);
+  if (info.shape != shape) {
+    problems_.push_back("tensor '" + name + "' in " + store_->file_of(name).filename().string() +
+                        ": expected shape " + shape_string(shape) + " (from config.json), found " +
+                        shape_string(info.shape));
+    return placeholder();
+  }
+  if (!is_floating(info.dtype)) {
+    problems_.push_back("tensor '" + name + "': expected a floating-point dtype (F32, F16, BF16), found " +
+                        std::string(io::dtype_name(info.dtype)));
+    return placeholder();
+  }
+  at::Tensor t = store_->get(name, options_.dtype, options_.device);
+  tick();
+  return t;
+}
+
+void WeightLoader::skip(const std::string& name, std::vector<int64_t> shape) {
+  if (store_ == nullptr) {
+    recorded_.push_back({name, std::move(shape)});
+  } else if (store_->contains(name)) {
+    taken_.insert(name);
+  }
+}
+
+void WeightLoader::finish(const std::vector<std::string>& ignore_prefixes) {
+  if (store_ == nullptr) {
+    return;
+  }
+  std::vector<std::string> unexpected;
+  for (const std::string& name : store_->names()) {
+    if (taken_.count(name) != 0) {
+      continue;
+    }
+    bool ignored = false;
+    for (const auto& prefix : ignore_prefixes) {
+      ignored = ignored || name.rfind(prefix, 0) == 0;
+    }
+    if (!ignored) {
+      unexpected.push_back(name);
+    }
+  }
+  if (problems_.empty() && unexpected.empty()) {
+    log::get("models")->debug("{}: all {} tensors loaded", source_, taken_.size());
+    return;
+  }
+  std::ostringstream msg;
+  msg << source_ << ": the weights do not match config.json (" << problems_.size() << " problem(s), "
+      << unexpected.size() << " unexpected tensor(s); expected tensors found: " << taken_.size() << " of "
+      << total_ << ")";
+  const size_t shown = 12;
+  for (size_t i = 0; i < problems_.size() && i < shown; ++i) {
+    msg << "\n  - " << problems_[i];
+  }
+  if (problems_.size() > shown) {
+    msg << "\n  - ... and " << problems_.size() - shown << " more";
+  }
+  for (size_t i = 0; i < unexpected.size() && i < shown; ++i) {
+    msg << "\n  - unexpected tensor '" << unexpected[i] << "'";
+  }
+  if (unexpected.size() > shown) {
+    msg << "\n  - ... and " << unexpected.size() - shown << " more unexpected";
+  }
+  msg << "\nCheck that config.json belongs to these weights (same model and size).";
+  throw InputError(msg.str());
+}
+
+}  // namespace icet::models

@@ -1,0 +1,75 @@
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <functional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace icet::io {
+class TensorStore;
+}
+
+namespace icet::models {
+
+struct LoadOptions {
+  c10::Device device = c10::Device(c10::kCPU);
+  c10::ScalarType dtype = c10::kFloat;  // floating weights are converted to this
+};
+
+// Progress of a load: tensors taken so far and in all; return false to cancel.
+using LoadProgress = std::function<bool(size_t done, size_t total)>;
+
+// Hands out a checkpoint's tensors by their Hugging Face names, checking each name, shape and
+// dtype. Problems are collected, not thrown one at a time, so finish() can report every
+// missing, mis-shaped and unexpected tensor in one message (llama.cpp-style:
+// "expected N tensors, got M").
+class WeightLoader {
+ public:
+  WeightLoader(const io::TensorStore& store, LoadOptions options, std::string source,
+               LoadProgress progress = {});
+
+  // Schema mode: no checkpoint; take() returns zeros and records every name and shape, so
+  // a model's constructor lists the tensors its checkpoint must hold (used to write
+  // synthetic checkpoints for tests and benchmarks).
+  static WeightLoader schema(LoadOptions options = {});
+  struct Entry {
+    std::string name;
+    std::vector<int64_t> shape;
+  };
+  const std::vector<Entry>& recorded() const { return recorded_; }
+
+  // A floating-point weight of exactly `shape`, as options.dtype on options.device
+  // (zero-copy when the checkpoint already matches). On a problem, records it and returns
+  // zeros of the expected shape so construction can go on to find the other problems.
+  at::Tensor take(const std::string& name, std::vector<int64_t> shape);
+  // Consumed but not used (e.g. CLIP's post_layernorm, which LLaVA never applies).
+  void skip(const std::string& name, std::vector<int64_t> shape);
+  // Optional tensors: absent is fine.
+  bool contains(const std::string& name) const;
+
+  // Throws InputError listing every problem and every unexpected tensor. With
+  // `ignore_prefixes`, unexpected tensors under them are tolerated (e.g. buffers old
+  // checkpoints carry).
+  void finish(const std::vector<std::string>& ignore_prefixes = {});
+
+  const LoadOptions& options() const { return options_; }
+
+ private:
+  void tick();
+
+  WeightLoader(LoadOptions options);  // schema mode
+
+  const io::TensorStore* store_;  // null in schema mode
+  std::vector<Entry> recorded_;
+  LoadOptions options_;
+  std::string source_;
+  LoadProgress progress_;
+  std::set<std::string> taken_;
+  std::vector<std::string> problems_;
+  size_t total_ = 0;
+};
+
+}  // namespace icet::models
