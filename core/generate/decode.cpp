@@ -1,6 +1,7 @@
 #include "core/generate/decode.h"
 
 #include <ATen/Functions.h>
+#include <ATen/TensorOperators.h>
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>

@@ -1,6 +1,7 @@
 #include "core/models/clip_vision.h"
 
 #include <ATen/Functions.h>
+#include <ATen/TensorOperators.h>
 
 #include "core/base/error.h"
 #include "core/models/weights.h"

@@ -1,6 +1,7 @@
 #include "core/models/llama.h"
 
 #include <ATen/Functions.h>
+#include <ATen/TensorOperators.h>
 
 #include <cmath>
 #include <limits>

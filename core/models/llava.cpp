@@ -1,6 +1,7 @@
 #include "core/models/llava.h"
 
 #include <ATen/Functions.h>
+#include <ATen/TensorOperators.h>
 
 #include "core/base/error.h"
 #include "core/base/log.h"

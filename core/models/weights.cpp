@@ -1,6 +1,7 @@
 #include "core/models/weights.h"
 
 #include <ATen/Functions.h>
+#include <ATen/TensorOperators.h>
 
 #include <sstream>
 
