@@ -195,6 +195,8 @@ class TestSafetensors : public QObject {
                        "__metadata__");
     EXPECT_INPUT_ERROR(icet::io::save_safetensors(file, {{"u", at::Tensor()}}), "'u'",
                        "undefined");
+    EXPECT_INPUT_ERROR(icet::io::save_safetensors(file, {{"bad\xff", at::ones({1})}}),
+                       file.string(), "UTF-8");
     QVERIFY(!fs::exists(file));
     QVERIFY(!fs::exists(path("rejected.safetensors.tmp")));
   }
@@ -407,7 +409,7 @@ class TestSafetensors : public QObject {
     const fs::path p = writeRaw("dup.safetensors",
                                 R"({"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
                                 R"("w":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})");
-    EXPECT_INPUT_ERROR(SafetensorsFile::open(p), p.string(), "'w'", "twice");
+    EXPECT_INPUT_ERROR(SafetensorsFile::open(p), p.string(), "tensor 'w'", "twice");
   }
 
   void rejectsEntriesMissingAField() {
