@@ -207,8 +207,7 @@ LoadBenchReport run_load_benchmark(std::optional<fs::path> file, uint64_t genera
     }
     report.file = temp.path / "bench.safetensors";
     report.generated = true;
-    log->info("load bench: generating {:.2f} GB in {}", generate_bytes / 1e9,
-              report.file.string());
+    log->info("load bench: generating {:.2f} GB in {}", generate_bytes / 1e9, report.file.string());
     expected_sum = generate_file(report.file, generate_bytes);
   }
 
@@ -250,11 +249,12 @@ LoadBenchReport run_load_benchmark(std::optional<fs::path> file, uint64_t genera
   report.gb_per_s = report.load_seconds > 0 ? report.file_bytes / report.load_seconds / 1e9 : 0;
   report.checksum_ok = !expected_sum || *expected_sum == report.checksum;
 
-  log->info("load bench: {} tensors, {:.3f} GB in {:.3f} s ({:.2f} GB/s), peak RSS +{:.3f} GB "
-            "(x{:.3f} of the file){}",
-            report.tensor_count, report.file_bytes / 1e9, report.load_seconds, report.gb_per_s,
-            report.rss_increase_bytes / 1e9, report.rss_ratio,
-            report.checksum_ok ? "" : ", CHECKSUM MISMATCH");
+  log->info(
+      "load bench: {} tensors, {:.3f} GB in {:.3f} s ({:.2f} GB/s), peak RSS +{:.3f} GB "
+      "(x{:.3f} of the file){}",
+      report.tensor_count, report.file_bytes / 1e9, report.load_seconds, report.gb_per_s,
+      report.rss_increase_bytes / 1e9, report.rss_ratio,
+      report.checksum_ok ? "" : ", CHECKSUM MISMATCH");
   return report;
 }
 

@@ -88,8 +88,8 @@ class SafetensorsFile {
 
   // Raw views, for hashing and diagnostics.
   uint64_t file_size() const { return file_size_; }
-  std::string_view header_text() const;           // the N header bytes, verbatim
-  std::span<const std::byte> data_area() const;   // everything after the header
+  std::string_view header_text() const;          // the N header bytes, verbatim
+  std::span<const std::byte> data_area() const;  // everything after the header
 
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
