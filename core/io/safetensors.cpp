@@ -286,6 +286,7 @@ SafetensorsFile::~SafetensorsFile() = default;
 std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& file) {
   std::shared_ptr<SafetensorsFile> self(new SafetensorsFile());
   self->path_ = file;
+  self->mapping_ = std::make_shared<Mapping>();  // allocated first: no leak of fd or map
 
   const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -326,7 +327,6 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& file) {
                  "vm.overcommit_memory=2 the whole file counts against "
                  "the commit limit"));
   }
-  self->mapping_ = std::make_shared<Mapping>();
   self->mapping_->base = static_cast<std::byte*>(addr);
   self->mapping_->size = self->file_size_;
 
