@@ -49,7 +49,7 @@ std::string json_type(const json& j) { return j.type_name(); }
 std::string shape_text(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (std::size_t i = 0; i < shape.size(); ++i) {
-    s += (i ? ", " : "") + std::to_string(shape[i]);
+    s += (i > 0 ? ", " : "") + std::to_string(shape[i]);
   }
   return s + "]";
 }
@@ -58,7 +58,17 @@ std::string range_text(uint64_t begin, uint64_t end) {
   return "[" + std::to_string(begin) + ", " + std::to_string(end) + "]";
 }
 
-std::string errno_text(int err) { return std::strerror(err); }
+// strerror is not thread-safe and loads run on worker threads. The two overloads accept
+// either strerror_r: GNU returns the message, POSIX fills the buffer and returns 0.
+[[maybe_unused]] const char* strerror_result(const char* message, const char* /*buffer*/) {
+  return message;
+}
+[[maybe_unused]] const char* strerror_result(int /*status*/, const char* buffer) { return buffer; }
+
+std::string errno_text(int err) {
+  char buffer[256] = {};
+  return strerror_result(::strerror_r(err, buffer, sizeof buffer), buffer);
+}
 
 // Parses JSON text and reports duplicate keys, which nlohmann would otherwise resolve silently
 // (last one wins). `dup_scope` picks the object whose keys are checked: empty for the root,
@@ -690,7 +700,7 @@ TensorStore TensorStore::open_index(const fs::path& index_file) {
                                       store.files_[i]->path().string(),
                                   "The snapshot mixes shards of different checkpoints"));
       }
-      if (shard_of.count(name) == 0) {
+      if (!shard_of.contains(name)) {
         icet::log::get("io")->warn("{}: tensor '{}' is in shard {} but not in the weight_map",
                                    where, name, store.files_[i]->path().filename().string());
       }
