@@ -427,7 +427,8 @@ LlamaTokenizerConfig read_llama_tokenizer_config(const fs::path& dir) {
           }
         }
       }
-      for (const auto& [content, index] : read_json_file(added_file).items()) {
+      const json added_tokens = read_json_file(added_file);
+      for (const auto& [content, index] : added_tokens.items()) {
         if (!index.is_number_integer() || index.get<int64_t>() < 0) {
           throw InputError(describe(where_key(added_file, content), "a token id", index.dump()));
         }

@@ -368,8 +368,8 @@ ParsedModel parse_model_proto(std::string_view data, const std::string& source) 
 
 [[noreturn]] void unsupported(const std::string& source, const std::string& found,
                               const std::string& hint) {
-  throw InputError(describe(source, "a SentencePiece BPE model with identity normalisation", found,
-                            hint));
+  throw InputError(describe(source, "a SentencePiece BPE model with identity normalisation",
+                            "an unsupported " + found, hint));
 }
 
 [[noreturn]] void invalid(const std::string& source, const std::string& found) {
@@ -402,30 +402,29 @@ SentencePieceModel SentencePieceModel::load(const std::filesystem::path& file) {
 
 SentencePieceModel SentencePieceModel::parse(std::string_view bytes, const std::string& source) {
   ParsedModel parsed = parse_model_proto(bytes, source);
-
-  if (parsed.raw_model_type != static_cast<int>(ModelType::bpe)) {
-    const int t = parsed.raw_model_type;
-    const std::string name = t == 1   ? "a Unigram model"
-                             : t == 3 ? "a word model"
-                             : t == 4 ? "a char model"
-                                      : "model type " + std::to_string(t);
-    unsupported(source, name + " (trainer_spec.model_type = " + std::to_string(t) + ")",
-                "Only BPE SentencePiece models (LLaMA, Llama-2, Vicuna, Mistral, LLaVA) are "
-                "supported; a Unigram model is not tokenised by this reader");
-  }
-  if (parsed.normalizer.has_precompiled_charsmap || parsed.denormalizer_has_rules) {
-    unsupported(source,
-                "precompiled normalisation rules (normalizer \"" + parsed.normalizer.name + "\")",
-                "Only identity normalisation is implemented; LLaMA-family tokenizers use it");
-  }
-  if (parsed.trainer.treat_whitespace_as_suffix) {
-    unsupported(source, "treat_whitespace_as_suffix = true",
-                "LLaMA-family tokenizers put the whitespace symbol in front of a word");
-  }
   if (parsed.pieces.empty()) {
     invalid(source, "no pieces");
   }
-
+  if (parsed.raw_model_type != static_cast<int>(ModelType::bpe)) {
+    const int t = parsed.raw_model_type;
+    const std::string name = t == 1   ? "Unigram model"
+                             : t == 3 ? "word model"
+                             : t == 4 ? "char model"
+                                      : "model type";
+    unsupported(source, name + " (trainer_spec.model_type = " + std::to_string(t) + ")",
+                "Only BPE SentencePiece models (LLaMA, Llama-2, Vicuna, Mistral, LLaVA) are "
+                "supported");
+  }
+  if (parsed.normalizer.has_precompiled_charsmap || parsed.denormalizer_has_rules) {
+    unsupported(source,
+                "normalisation with precompiled rules (normalizer \"" + parsed.normalizer.name +
+                    "\")",
+                "Only identity normalisation is implemented; LLaMA-family tokenizers use it");
+  }
+  if (parsed.trainer.treat_whitespace_as_suffix) {
+    unsupported(source, "whitespace-as-suffix model (treat_whitespace_as_suffix = true)",
+                "LLaMA-family tokenizers put the whitespace symbol in front of a word");
+  }
   SentencePieceModel model;
   model.source_ = source;
   model.trainer_ = parsed.trainer;
