@@ -19,9 +19,9 @@
 #include "core/text/tokenizer.h"
 
 namespace fs = std::filesystem;
-using nlohmann::json;
 using icet::text::Segment;
 using icet::text::SentencePieceModel;
+using nlohmann::json;
 using Ids = std::vector<int64_t>;
 
 namespace {
@@ -80,19 +80,24 @@ std::string repeat(const std::string& s, int n) {
 
 std::string show(const Ids& ids) {
   std::string s = "[";
-  for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
-  return s + "]";
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i > 0) s += ',';
+    s += std::to_string(ids[i]);
+  }
+  s += ']';
+  return s;
 }
 
-#define COMPARE_IDS(actual, expected)                                                   \
-  do {                                                                                  \
-    const Ids a_ = (actual);                                                            \
-    const Ids e_ = (expected);                                                          \
-    QVERIFY2(a_ == e_, ("got " + show(a_) + "\nwant " + show(e_)).c_str());             \
+#define COMPARE_IDS(actual, expected)                                       \
+  do {                                                                      \
+    const Ids a_ = (actual);                                                \
+    const Ids e_ = (expected);                                              \
+    QVERIFY2(a_ == e_, ("got " + show(a_) + "\nwant " + show(e_)).c_str()); \
   } while (0)
 
 // Splits a rendered prompt into text and special segments at the given token contents.
-std::vector<Segment> segments_of(const std::string& text, const std::vector<std::string>& specials) {
+std::vector<Segment> segments_of(const std::string& text,
+                                 const std::vector<std::string>& specials) {
   std::vector<Segment> out;
   std::string pending;
   for (size_t i = 0; i < text.size();) {
@@ -247,11 +252,11 @@ std::string join(const std::vector<std::string>& v) {
   return s;
 }
 
-#define COMPARE_PIECES(actual, ...)                                                      \
-  do {                                                                                   \
-    const std::vector<std::string> a_ = (actual);                                        \
-    const std::vector<std::string> e_ = __VA_ARGS__;                                     \
-    QVERIFY2(a_ == e_, ("got " + join(a_) + "\nwant " + join(e_)).c_str());             \
+#define COMPARE_PIECES(actual, ...)                                         \
+  do {                                                                      \
+    const std::vector<std::string> a_ = (actual);                           \
+    const std::vector<std::string> e_ = __VA_ARGS__;                        \
+    QVERIFY2(a_ == e_, ("got " + join(a_) + "\nwant " + join(e_)).c_str()); \
   } while (0)
 
 template <typename F>
@@ -264,14 +269,14 @@ std::string input_error_of(F&& f) {
   return {};
 }
 
-#define VERIFY_INPUT_ERROR(expr, ...)                                                     \
-  do {                                                                                    \
-    const std::string msg_ = input_error_of([&] { (void)(expr); });                       \
-    QVERIFY2(!msg_.empty(), "expected icet::InputError from " #expr);                    \
-    for (const std::string& part_ : std::vector<std::string>{__VA_ARGS__}) {              \
-      QVERIFY2(msg_.find(part_) != std::string::npos,                                     \
-               ("message lacks \"" + part_ + "\": " + msg_).c_str());                     \
-    }                                                                                     \
+#define VERIFY_INPUT_ERROR(expr, ...)                                        \
+  do {                                                                       \
+    const std::string msg_ = input_error_of([&] { (void)(expr); });          \
+    QVERIFY2(!msg_.empty(), "expected icet::InputError from " #expr);        \
+    for (const std::string& part_ : std::vector<std::string>{__VA_ARGS__}) { \
+      QVERIFY2(msg_.find(part_) != std::string::npos,                        \
+               ("message lacks \"" + part_ + "\": " + msg_).c_str());        \
+    }                                                                        \
   } while (0)
 
 }  // namespace
@@ -418,7 +423,8 @@ class TestSentencePieceTokenizer : public QObject {
     const auto tok = icet::text::load_tokenizer(fixture("llava"));
     // Leading "▁" of the first token is dropped; <image> (an added special token past the
     // vocabulary) is its own sub-text and sub-texts are joined with spaces.
-    COMPARE_STR(tok->decode({1, 293, 350, 328, 384, 13, 362}), std::string("<s> USER:  <image> \nW"));
+    COMPARE_STR(tok->decode({1, 293, 350, 328, 384, 13, 362}),
+                std::string("<s> USER:  <image> \nW"));
     COMPARE_STR(tok->decode({1, 293, 350, 328, 384, 13, 362}, true), std::string("USER: \nW"));
     COMPARE_STR(tok->decode({293, 2, 350}), std::string("USER</s>:"));
     COMPARE_STR(tok->decode({}), std::string());
@@ -438,11 +444,11 @@ class TestSentencePieceTokenizer : public QObject {
     // Values from transformers' slow LlamaTokenizer with legacy=True on this snapshot.
     const std::string prompt = "USER: <image>\nWhat is in the picture? ASSISTANT:";
     COMPARE_IDS(legacy->encode_template(prompt),
-                (Ids{293, 350, 328, 384, 328, 13, 362, 335, 277, 307, 328, 270, 265, 298, 336,
-                     346, 333, 343, 262, 360, 295, 350}));
+                (Ids{293, 350, 328, 384, 328, 13,  362, 335, 277, 307, 328,
+                     270, 265, 298, 336, 346, 333, 343, 262, 360, 295, 350}));
     COMPARE_IDS(current->encode_template(prompt),
-                (Ids{293, 350, 328, 384, 13, 362, 335, 277, 307, 328, 270, 265, 298, 336, 346, 333,
-                     343, 262, 360, 295, 350}));
+                (Ids{293, 350, 328, 384, 13,  362, 335, 277, 307, 328, 270,
+                     265, 298, 336, 346, 333, 343, 262, 360, 295, 350}));
     // The HF docstring example: "▁." after a special token in legacy mode, "." otherwise.
     COMPARE_IDS(legacy->encode_template("The <s>."), (Ids{267, 328, 1, 328, 342}));
     COMPARE_IDS(current->encode_template("The <s>."), (Ids{267, 328, 1, 342}));
@@ -462,12 +468,12 @@ class TestSentencePieceTokenizer : public QObject {
       auto& d = c["added_tokens_decoder"];
       d["384"]["lstrip"] = true;
       d["384"]["rstrip"] = true;
-      d["386"] = {{"content", "<tool>"}, {"lstrip", false}, {"normalized", false},
-                  {"rstrip", true}, {"single_word", false}, {"special", false}};
-      d["387"] = {{"content", "wordy"}, {"lstrip", false}, {"normalized", false},
-                  {"rstrip", false}, {"single_word", true}, {"special", false}};
-      d["388"] = {{"content", "<tool_end>"}, {"lstrip", true}, {"normalized", false},
-                  {"rstrip", false}, {"single_word", false}, {"special", false}};
+      d["386"] = {{"content", "<tool>"}, {"lstrip", false},      {"normalized", false},
+                  {"rstrip", true},      {"single_word", false}, {"special", false}};
+      d["387"] = {{"content", "wordy"}, {"lstrip", false},     {"normalized", false},
+                  {"rstrip", false},    {"single_word", true}, {"special", false}};
+      d["388"] = {{"content", "<tool_end>"}, {"lstrip", true},       {"normalized", false},
+                  {"rstrip", false},         {"single_word", false}, {"special", false}};
     }));
     // Values from transformers' slow LlamaTokenizer on this configuration.
     COMPARE_IDS(tok->encode_template("a  <image>  b"), (Ids{261, 384, 341}));
@@ -499,13 +505,14 @@ class TestSentencePieceTokenizer : public QObject {
 
   void cleanUpTokenizationSpacesIsApplied() {
     QTemporaryDir tmp;
-    const auto tok = icet::text::load_tokenizer(snapshot_copy(
-        tmp, "llava", [](json& c) { c["clean_up_tokenization_spaces"] = true; }));
+    const auto tok = icet::text::load_tokenizer(
+        snapshot_copy(tmp, "llava", [](json& c) { c["clean_up_tokenization_spaces"] = true; }));
     const Ids ids = tok->encode_user("It is n't there . Is it ? Yes , it 's");
     COMPARE_STR(tok->decode(ids), std::string("It isn't there. Is it? Yes, it's"));
   }
 
-  // --- segments, user text, empty input -----------------------------------------------------------
+  // --- segments, user text, empty input
+  // -----------------------------------------------------------
 
   void segmentsEqualTemplateReference() {
     {
@@ -539,7 +546,8 @@ class TestSentencePieceTokenizer : public QObject {
       const json refs = read_json(fixture("llama_rm") / "refs.json");
       const auto tok = icet::text::load_tokenizer(fixture("llama_rm"));
       for (const auto& e : refs["examples"]) {
-        COMPARE_IDS(tok->encode_segments(segments_of(e["text"], llama3)), e["input_ids"].get<Ids>());
+        COMPARE_IDS(tok->encode_segments(segments_of(e["text"], llama3)),
+                    e["input_ids"].get<Ids>());
       }
     }
   }
@@ -547,9 +555,9 @@ class TestSentencePieceTokenizer : public QObject {
   void userTextNeverBecomesSpecial() {
     const auto tok = icet::text::load_tokenizer(fixture("llava"));
     const std::string typed = "USER: <image> and </s> and <s> <pad> <unk>";
-    for (const Ids& ids : {tok->encode_user(typed),
-                           tok->encode_segments({{"A: ", false}, {typed, false}}),
-                           tok->encode_segments({{"<image>", true}, {"</s>", false}})}) {
+    for (const Ids& ids :
+         {tok->encode_user(typed), tok->encode_segments({{"A: ", false}, {typed, false}}),
+          tok->encode_segments({{"<image>", true}, {"</s>", false}})}) {
       for (int64_t id : ids) {
         if (id == 384 && ids.front() == 384) continue;  // the real special segment
         QVERIFY2(!tok->is_special(id), show(ids).c_str());
@@ -593,7 +601,8 @@ class TestSentencePieceTokenizer : public QObject {
 
   void tokenizerProperties() {
     const auto llava = icet::text::load_tokenizer(fixture("llava"));
-    QCOMPARE(llava->size(), read_json(fixture("llava") / "refs.json")["len_tokenizer"].get<int64_t>());
+    QCOMPARE(llava->size(),
+             read_json(fixture("llava") / "refs.json")["len_tokenizer"].get<int64_t>());
     QCOMPARE(*llava->bos_id(), int64_t{1});
     QCOMPARE(*llava->eos_id(), int64_t{2});
     QCOMPARE(*llava->pad_id(), int64_t{385});
@@ -632,8 +641,12 @@ class TestSentencePieceTokenizer : public QObject {
 
   void bpeMergesHighestScoreThenLeftmost() {
     // "ab" and "bc" have the same score: the leftmost pair merges first.
-    TestModel m = small_model({{"a", -10, 1}, {"b", -11, 1}, {"c", -12, 1},
-                               {"ab", -1, 1}, {"bc", -1, 1}, {"abc", -2, 1}});
+    TestModel m = small_model({{"a", -10, 1},
+                               {"b", -11, 1},
+                               {"c", -12, 1},
+                               {"ab", -1, 1},
+                               {"bc", -1, 1},
+                               {"abc", -2, 1}});
     auto sp = SentencePieceModel::parse(m.serialize(), "tie.model");
     COMPARE_PIECES(pieces_of(sp.encode("abc")), {"abc"});
     COMPARE_PIECES(pieces_of(sp.encode("bcab")), {"bc", "ab"});
@@ -654,8 +667,7 @@ class TestSentencePieceTokenizer : public QObject {
     TestModel with_bytes = small_model({{kSp, -1, 1}, {"x", -2, 1}, {"y", -3, 1}}, true);
     with_bytes.add_dummy_prefix = true;
     auto sp = SentencePieceModel::parse(with_bytes.serialize(), "bytes.model");
-    COMPARE_PIECES(pieces_of(sp.encode("x\xc3\xa9y")),
-                   {kSp, "x", "<0xC3>", "<0xA9>", "y"});
+    COMPARE_PIECES(pieces_of(sp.encode("x\xc3\xa9y")), {kSp, "x", "<0xC3>", "<0xA9>", "y"});
     QCOMPARE(sp.encode("x\xc3\xa9y")[2].id, 3 + 0xC3);
     COMPARE_STR(sp.decode({kSp, "x", "<0xC3>", "<0xA9>"}), std::string("x\xc3\xa9"));
     COMPARE_STR(sp.decode({"<0xC3>", "x"}), std::string("\xef\xbf\xbdx"));
@@ -674,15 +686,21 @@ class TestSentencePieceTokenizer : public QObject {
 
   void unusedPiecesAreSplitAgain() {
     // "abc" exists but is unused: the merge happens and is undone into its two parts.
-    TestModel m = small_model({{"a", -10, 1}, {"b", -11, 1}, {"c", -12, 1}, {"ab", -1, 1},
-                               {"abc", -2, 5}});
+    TestModel m =
+        small_model({{"a", -10, 1}, {"b", -11, 1}, {"c", -12, 1}, {"ab", -1, 1}, {"abc", -2, 5}});
     const auto sp = SentencePieceModel::parse(m.serialize(), "unused.model");
     COMPARE_PIECES(pieces_of(sp.encode("abc")), {"ab", "c"});
   }
 
   void userDefinedSymbolsAreAtomic() {
-    TestModel m = small_model({{"<sep>", 0, 4}, {"<", -5, 1}, {"s", -6, 1}, {"e", -7, 1},
-                               {"p", -8, 1}, {">", -9, 1}, {"p>", -1, 1}, {"a", -10, 1}});
+    TestModel m = small_model({{"<sep>", 0, 4},
+                               {"<", -5, 1},
+                               {"s", -6, 1},
+                               {"e", -7, 1},
+                               {"p", -8, 1},
+                               {">", -9, 1},
+                               {"p>", -1, 1},
+                               {"a", -10, 1}});
     const auto sp = SentencePieceModel::parse(m.serialize(), "user.model");
     COMPARE_PIECES(pieces_of(sp.encode("a<sep>p>")), {"a", "<sep>", "p>"});
   }
@@ -763,7 +781,8 @@ class TestSentencePieceTokenizer : public QObject {
     VERIFY_INPUT_ERROR(SentencePieceModel::parse(dup.serialize(), "dup.model"), "twice");
     TestModel no_unk = small_model({{"a", -1, 1}});
     no_unk.pieces.erase(no_unk.pieces.begin());
-    VERIFY_INPUT_ERROR(SentencePieceModel::parse(no_unk.serialize(), "nounk.model"), "unknown piece");
+    VERIFY_INPUT_ERROR(SentencePieceModel::parse(no_unk.serialize(), "nounk.model"),
+                       "unknown piece");
     TestModel stray_byte = small_model({{"<0x41>", 0, 6}});
     VERIFY_INPUT_ERROR(SentencePieceModel::parse(stray_byte.serialize(), "b.model"),
                        "byte_fallback is false");

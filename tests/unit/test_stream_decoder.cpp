@@ -66,8 +66,8 @@ bool valid_utf8(const std::string& s) {
 }
 
 // Streams `ids`; checks every chunk is whole UTF-8 and returns the chunks.
-std::vector<std::string> stream_chunks(const icet::text::Tokenizer& tok, const Ids& ids,
-                                       bool skip, bool* all_valid) {
+std::vector<std::string> stream_chunks(const icet::text::Tokenizer& tok, const Ids& ids, bool skip,
+                                       bool* all_valid) {
   icet::text::StreamDecoder stream(tok, skip);
   std::vector<std::string> chunks;
   *all_valid = true;
@@ -87,14 +87,14 @@ std::string concat(const std::vector<std::string>& chunks) {
   QCOMPARE(QByteArray::fromStdString(actual), QByteArray::fromStdString(expected))
 
 // Streaming equals decode() for both skip settings, chunk by chunk valid UTF-8.
-#define VERIFY_STREAM_EQUALS_DECODE(tok, ids)                                  \
-  do {                                                                         \
-    for (bool skip_ : {true, false}) {                                         \
-      bool valid_ = false;                                                     \
-      const auto chunks_ = stream_chunks((tok), (ids), skip_, &valid_);        \
-      QVERIFY(valid_);                                                         \
-      COMPARE_STR(concat(chunks_), (tok).decode((ids), skip_));                \
-    }                                                                          \
+#define VERIFY_STREAM_EQUALS_DECODE(tok, ids)                           \
+  do {                                                                  \
+    for (bool skip_ : {true, false}) {                                  \
+      bool valid_ = false;                                              \
+      const auto chunks_ = stream_chunks((tok), (ids), skip_, &valid_); \
+      QVERIFY(valid_);                                                  \
+      COMPARE_STR(concat(chunks_), (tok).decode((ids), skip_));         \
+    }                                                                   \
   } while (0)
 
 fs::path snapshot_copy(const QTemporaryDir& tmp, const std::string& name,
@@ -114,7 +114,7 @@ fs::path snapshot_copy(const QTemporaryDir& tmp, const std::string& name,
 const std::string kMixed =
     "Hello \xe4\xbd\xa0\xe5\xa5\xbd\xef\xbc\x8c\xe4\xb8\x96\xe7\x95\x8c "  // 你好，世界
     "\xf0\x9f\x99\x82\xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd caf\xc3\xa9 "        // 🙂👍🏽 café
-    "\xe2\x88\x91 \xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82";     // ∑ Привет
+    "\xe2\x88\x91 \xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82";       // ∑ Привет
 
 }  // namespace
 
@@ -124,7 +124,8 @@ class TestStreamDecoder : public QObject {
  private Q_SLOTS:
   void referenceGenerationsStreamLikeDecode_data() {
     QTest::addColumn<QString>("name");
-    for (const char* n : {"llava", "llava_next", "mllama"}) QTest::newRow(n) << QString::fromLatin1(n);
+    for (const char* n : {"llava", "llava_next", "mllama"})
+      QTest::newRow(n) << QString::fromLatin1(n);
   }
   void referenceGenerationsStreamLikeDecode() {
     QFETCH(QString, name);
@@ -219,14 +220,14 @@ class TestStreamDecoder : public QObject {
     for (const char* n : {"llava", "mllama", "llama_guard"}) {
       tokenizers.emplace_back(n, icet::text::load_tokenizer(fixture(n)));
     }
-    tokenizers.emplace_back(
-        "llava legacy",
-        icet::text::load_tokenizer(snapshot_copy(tmp, "llava", [](json& c) { c["legacy"] = true; })));
-    tokenizers.emplace_back(
-        "guard legacy+cleanup", icet::text::load_tokenizer(snapshot_copy(tmp, "llama_guard", [](json& c) {
-          c["legacy"] = true;
-          c["clean_up_tokenization_spaces"] = true;
-        })));
+    tokenizers.emplace_back("llava legacy",
+                            icet::text::load_tokenizer(
+                                snapshot_copy(tmp, "llava", [](json& c) { c["legacy"] = true; })));
+    tokenizers.emplace_back("guard legacy+cleanup", icet::text::load_tokenizer(snapshot_copy(
+                                                        tmp, "llama_guard", [](json& c) {
+                                                          c["legacy"] = true;
+                                                          c["clean_up_tokenization_spaces"] = true;
+                                                        })));
     tokenizers.emplace_back("mllama cleanup",
                             icet::text::load_tokenizer(snapshot_copy(tmp, "mllama", [](json& c) {
                               c["clean_up_tokenization_spaces"] = true;
