@@ -182,6 +182,7 @@ struct Session::Impl {
     req.params.assign(layers.size(), p);
     req.eos_ids = eos_ids;
     req.suppress_ids = {model->config().image_token_index};
+    req.suppress_from = tokenizer->size();
     req.context_limit = summary.context_length;
     req.tokenizer = tokenizer.get();
     req.cancel = cancel;
