@@ -59,6 +59,12 @@ void write_synthetic_llava(const std::filesystem::path& dir, int64_t image_size,
   std::vector<std::string> pieces = {"▁", "e", "t", "a", "o", "i", "n", "s", "r", "h", "l", "d", "c", "u",
                                      "m", "p", "g", "y", "w", "f", "b", ".", "?", ":", "U", "S", "E", "R",
                                      "A", "I", "T", "N", "D", "W", "▁t", "he", "▁a", "in", "er", "▁the"};
+  // Whole words, as a real LLaMA vocabulary has them: BPE reaches a word only through its
+  // prefixes, so every prefix is a piece too.
+  for (std::string word : {"USER", "▁ASSISTANT", "What", "▁What", "▁is", "▁in", "▁picture", "▁Describe", "▁image"}) {
+    const size_t first = word.rfind("▁", 0) == 0 ? std::string("▁").size() + 1 : 1;
+    for (size_t n = first + 1; n <= word.size(); ++n) pieces.push_back(word.substr(0, n));
+  }
   const auto vocab = text::byte_fallback_vocabulary(pieces);
   text::write_sentencepiece_model(dir / "tokenizer.model", vocab);
   const int64_t image_token = static_cast<int64_t>(vocab.size());

@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "core/base/error.h"
+#include "core/base/log.h"
 #include "core/models/llama.h"
 #include "core/text/stream_decoder.h"
 #include "core/text/tokenizer.h"
@@ -59,6 +60,19 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
   at::Tensor positions = at::arange(T, long_opts).view({1, T}).expand({B, T});
   at::Tensor logits = lm.logits(lm.forward(req.prompt_embeds, positions, &cache).narrow(1, T - 1, 1)).select(1, 0);
 
+  // [V] true at every id that must never be generated.
+  const int64_t V = logits.size(1);
+  at::Tensor banned = at::zeros({V}, at::TensorOptions().dtype(at::kBool));
+  for (int64_t id : req.suppress_ids) {
+    if (id >= 0 && id < V) banned[id] = true;
+  }
+  if (req.suppress_from >= 0 && req.suppress_from < V) banned.narrow(0, req.suppress_from, V - req.suppress_from).fill_(true);
+  const bool all_plain_greedy = std::all_of(req.params.begin(), req.params.end(), [](const SamplingParams& p) {
+    return !p.do_sample && p.repetition_penalty == 1.0;
+  });
+
+  const double prefill_s = elapsed();
+  int64_t steps = 0;
   std::vector<size_t> active(static_cast<size_t>(B));
   for (size_t r = 0; r < active.size(); ++r) active[r] = r;
 
@@ -67,19 +81,26 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
       for (size_t r : active) out[r].stop = StopReason::Cancelled;
       break;
     }
-    const at::Tensor rows_logits = logits.to(at::kCPU);  // [b,V]
+    // Suppressed ids masked for all rows in one op; greedy rows without a repetition penalty
+    // take one batched argmax (a per-row loop of small ops would cost more than the step).
+    const at::Tensor scores = logits.to(at::kCPU).masked_fill(banned, -std::numeric_limits<float>::infinity());  // [b,V]
+    std::vector<int64_t> chosen(active.size());
+    if (all_plain_greedy) {
+      const at::Tensor best = scores.argmax(1).contiguous();
+      std::copy_n(best.data_ptr<int64_t>(), chosen.size(), chosen.begin());
+    } else {
+      for (size_t i = 0; i < active.size(); ++i) {
+        const size_t r = active[i];
+        chosen[i] = choose_token(scores[static_cast<int64_t>(i)], req.params[r], history[r], generators[r]);
+      }
+    }
     std::vector<int64_t> next;
     std::vector<int64_t> keep;  // batch positions that go on
     std::vector<size_t> still_active;
     for (size_t i = 0; i < active.size(); ++i) {
       const size_t r = active[i];
       const SamplingParams& p = req.params[r];
-      at::Tensor row = suppress(rows_logits[static_cast<int64_t>(i)], req.suppress_ids);
-      if (req.suppress_from >= 0 && req.suppress_from < row.size(0)) {
-        row = row.clone();
-        row.narrow(0, req.suppress_from, row.size(0) - req.suppress_from).fill_(-std::numeric_limits<float>::infinity());
-      }
-      const int64_t token = choose_token(row, p, history[r], generators[r]);
+      const int64_t token = chosen[i];
       RowOutput& o = out[r];
       if (o.tokens.empty()) o.first_token_seconds = elapsed();
       o.tokens.push_back(token);
@@ -129,7 +150,10 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
     const at::Tensor ids = at::tensor(next, at::TensorOptions().dtype(at::kLong)).to(dev).view({b, 1});
     positions = at::full({b, 1}, cache.length, long_opts);
     logits = lm.logits(lm.forward(lm.embed(ids), positions, &cache)).select(1, 0);
+    ++steps;
   }
+  log::get("generate")->debug("decode: {} rows x {} prompt tokens, prefill {:.1f} ms, {} steps {:.1f} ms", B, T,
+                              prefill_s * 1e3, steps, (elapsed() - prefill_s) * 1e3);
   for (auto& o : out) {
     if (o.seconds == 0.0) o.seconds = elapsed();
   }

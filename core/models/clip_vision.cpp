@@ -4,6 +4,7 @@
 #include <ATen/TensorOperators.h>
 
 #include "core/base/error.h"
+#include "core/models/ops.h"
 #include "core/models/weights.h"
 
 namespace icet::models {
@@ -52,18 +53,18 @@ at::Tensor ClipVisionTower::block_forward(const Block& b, const at::Tensor& x) c
   // Self-attention (pre-LN). HF scales q before the product: (q * d^-0.5) k^T.
   at::Tensor y = at::layer_norm(x, {D}, b.ln1_w, b.ln1_b, eps);
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  at::Tensor q = (at::linear(y, b.q_w, b.q_b) * scale).view({B, T, h, d}).transpose(1, 2);  // [B,h,T,d]
-  at::Tensor k = at::linear(y, b.k_w, b.k_b).view({B, T, h, d}).transpose(1, 2);
-  at::Tensor v = at::linear(y, b.v_w, b.v_b).view({B, T, h, d}).transpose(1, 2);
+  at::Tensor q = (dense(y, b.q_w, b.q_b) * scale).view({B, T, h, d}).transpose(1, 2);  // [B,h,T,d]
+  at::Tensor k = dense(y, b.k_w, b.k_b).view({B, T, h, d}).transpose(1, 2);
+  at::Tensor v = dense(y, b.v_w, b.v_b).view({B, T, h, d}).transpose(1, 2);
   at::Tensor attn = at::softmax(at::matmul(q, k.transpose(-1, -2)), -1, at::kFloat).to(q.scalar_type());
   at::Tensor ctx = at::matmul(attn, v).transpose(1, 2).reshape({B, T, D});  // [B,T,D]
-  at::Tensor h1 = x + at::linear(ctx, b.o_w, b.o_b);
+  at::Tensor h1 = x + dense(ctx, b.o_w, b.o_b);
 
   // MLP (pre-LN); quick_gelu(x) = x * sigmoid(1.702 x).
   y = at::layer_norm(h1, {D}, b.ln2_w, b.ln2_b, eps);
-  y = at::linear(y, b.fc1_w, b.fc1_b);
+  y = dense(y, b.fc1_w, b.fc1_b);
   y = config_.hidden_act == "quick_gelu" ? y * at::sigmoid(1.702 * y) : at::gelu(y);
-  return h1 + at::linear(y, b.fc2_w, b.fc2_b);
+  return h1 + dense(y, b.fc2_w, b.fc2_b);
 }
 
 std::vector<at::Tensor> ClipVisionTower::forward(const at::Tensor& pixel_values, int64_t last_layer) const {

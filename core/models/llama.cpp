@@ -8,6 +8,7 @@
 #include <numbers>
 
 #include "core/base/error.h"
+#include "core/models/ops.h"
 #include "core/models/weights.h"
 
 namespace icet::models {
@@ -107,30 +108,30 @@ at::Tensor LlamaModel::attention(const Layer& l, size_t index, const at::Tensor&
                                  const at::Tensor& sin, KvCache* cache, const at::Tensor& mask) const {
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t h = config_.num_attention_heads, g = config_.num_key_value_heads, d = config_.head_dim;
-  at::Tensor q = at::linear(x, l.q_w, l.q_b).view({B, T, h, d}).transpose(1, 2);  // [B,h,T,d]
-  at::Tensor k = at::linear(x, l.k_w, l.k_b).view({B, T, g, d}).transpose(1, 2);  // [B,g,T,d]
-  at::Tensor v = at::linear(x, l.v_w, l.v_b).view({B, T, g, d}).transpose(1, 2);
+  const int64_t r = h / g;  // query heads per kv head (HF repeat_kv: kv head j serves j*r .. j*r+r-1)
+  at::Tensor q = dense(x, l.q_w, l.q_b).view({B, T, h, d}).transpose(1, 2);  // [B,h,T,d]
+  at::Tensor k = dense(x, l.k_w, l.k_b).view({B, T, g, d}).transpose(1, 2);  // [B,g,T,d]
+  at::Tensor v = dense(x, l.v_w, l.v_b).view({B, T, g, d}).transpose(1, 2);
   q = q * cos + rotate_half(q) * sin;
   k = k * cos + rotate_half(k) * sin;
   if (cache != nullptr) {
     const int64_t P = cache->length;
     cache->k[index].narrow(2, P, T).copy_(k);
     cache->v[index].narrow(2, P, T).copy_(v);
-    k = cache->k[index].narrow(2, 0, P + T);  // [B,g,P+T,d]
+    k = cache->k[index].narrow(2, 0, P + T);  // [B,g,S,d], S = P+T (a view: no copy)
     v = cache->v[index].narrow(2, 0, P + T);
   }
   const int64_t S = k.size(2);
-  if (g != h) {  // GQA: kv head j serves query heads j*h/g .. (j+1)*h/g-1 (HF repeat_kv)
-    k = k.unsqueeze(2).expand({B, g, h / g, S, d}).reshape({B, h, S, d});
-    v = v.unsqueeze(2).expand({B, g, h / g, S, d}).reshape({B, h, S, d});
-  }
-  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(d));  // [B,h,T,S]
-  if (mask.defined()) {
-    scores = scores + mask;
+  // GQA without repeating K/V: the r query heads of a group are stacked along the query axis,
+  // [B,h,T,d] -> [B,g,r*T,d], so each group is one product against its own keys.
+  q = q.reshape({B, g, r * T, d});
+  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(d));  // [B,g,r*T,S]
+  if (mask.defined()) {  // mask: [B,1,T,S] -> rows repeated for the r heads of a group
+    scores = (scores.view({B, g, r, T, S}) + mask.unsqueeze(1)).view({B, g, r * T, S});
   }
   at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
-  at::Tensor ctx = at::matmul(probs, v).transpose(1, 2).reshape({B, T, h * d});  // [B,T,h*d]
-  return at::linear(ctx, l.o_w, l.o_b);
+  at::Tensor ctx = at::matmul(probs, v).view({B, h, T, d}).transpose(1, 2).reshape({B, T, h * d});  // [B,T,h*d]
+  return dense(ctx, l.o_w, l.o_b);
 }
 
 at::Tensor LlamaModel::forward(const at::Tensor& embeds, const at::Tensor& positions, KvCache* cache,
@@ -170,7 +171,7 @@ at::Tensor LlamaModel::forward(const at::Tensor& embeds, const at::Tensor& posit
     const Layer& l = layers_[i];
     x = x + attention(l, i, rms_norm(x, l.in_norm), cos, sin, cache, mask);
     const at::Tensor y = rms_norm(x, l.post_norm);
-    x = x + at::linear(at::silu(at::linear(y, l.gate_w)) * at::linear(y, l.up_w), l.down_w);
+    x = x + dense(at::silu(dense(y, l.gate_w)) * dense(y, l.up_w), l.down_w);
   }
   if (cache != nullptr) {
     cache->length = P + T;
@@ -179,7 +180,7 @@ at::Tensor LlamaModel::forward(const at::Tensor& embeds, const at::Tensor& posit
 }
 
 at::Tensor LlamaModel::logits(const at::Tensor& hidden) const {
-  return at::linear(hidden, lm_head_).to(at::kFloat);
+  return dense(hidden, lm_head_).to(at::kFloat);
 }
 
 }  // namespace icet::models

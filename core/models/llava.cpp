@@ -4,6 +4,7 @@
 #include <ATen/TensorOperators.h>
 
 #include "core/base/error.h"
+#include "core/models/ops.h"
 #include "core/base/log.h"
 #include "core/io/safetensors.h"
 
@@ -32,7 +33,7 @@ at::Tensor LlavaModel::select(const at::Tensor& hidden_state) const {
 }
 
 at::Tensor LlavaModel::project(const at::Tensor& selected) const {
-  return at::linear(at::gelu(at::linear(selected, proj1_w_, proj1_b_)), proj2_w_, proj2_b_);
+  return dense(at::gelu(dense(selected, proj1_w_, proj1_b_)), proj2_w_, proj2_b_);
 }
 
 at::Tensor LlavaModel::merge(const at::Tensor& ids, const at::Tensor& features) const {
