@@ -6,6 +6,7 @@
 #include <c10/core/InferenceMode.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -62,10 +63,15 @@ void write_synthetic_llava(const std::filesystem::path& dir, int64_t image_size,
   // Whole words, as a real LLaMA vocabulary has them: BPE reaches a word only through its
   // prefixes, so every prefix is a piece too.
   for (std::string word : {"USER", "▁ASSISTANT", "What", "▁What", "▁is", "▁in", "▁picture", "▁Describe", "▁image"}) {
-    const size_t first = word.rfind("▁", 0) == 0 ? std::string("▁").size() + 1 : 1;
-    for (size_t n = first + 1; n <= word.size(); ++n) pieces.push_back(word.substr(0, n));
+    // Shortest new prefix: "▁" plus one letter, or two letters (single letters are pieces).
+    const size_t shortest = word.rfind("▁", 0) == 0 ? std::string("▁").size() + 1 : 2;
+    for (size_t n = shortest; n <= word.size(); ++n) pieces.push_back(word.substr(0, n));
   }
-  const auto vocab = text::byte_fallback_vocabulary(pieces);
+  std::vector<std::string> unique;
+  for (const auto& p : pieces) {
+    if (std::find(unique.begin(), unique.end(), p) == unique.end()) unique.push_back(p);
+  }
+  const auto vocab = text::byte_fallback_vocabulary(unique);
   text::write_sentencepiece_model(dir / "tokenizer.model", vocab);
   const int64_t image_token = static_cast<int64_t>(vocab.size());
   const int64_t pad_token = image_token + 1;
