@@ -195,7 +195,7 @@ ClipProcessorConfig ClipProcessorConfig::from_json(const nlohmann::json& j,
     const int64_t code = v->get<int64_t>();
     if (code == 0) {
       f.fail("resample", "a PIL filter code 1..5", "0 (NEAREST)",
-             "Nearest-neighbour resizing is not implemented; use 2 (bilinear) or 3 (bicubic)");
+             "Nearest-neighbour resizing is not supported; use 2 (bilinear) or 3 (bicubic)");
     }
     if (code < 1 || code > 5) {
       f.fail("resample", "a PIL filter code 1..5", shown(*v));
