@@ -10,6 +10,7 @@
 //   template  ids with added/special tokens parsed, no post-processor (add_special_tokens=False)
 //   special   ids with added/special tokens parsed and the post-processor (add_special_tokens=True)
 //   user      ids with no added-token parsing at all (the text is plain text)
+//   pair      ids of the pair (text, next text in the file) with the post-processor
 //   decoded, decoded_skip  decode(template ids) without and with skip_special_tokens
 //     (transformers' clean_up_tokenization_spaces is off: it is not part of HF tokenizers)
 "use strict";
@@ -44,13 +45,14 @@ async function run_hf(json_text, texts) {
   plain.added_tokens = [];
   const tok_plain = Tokenizer.fromString(JSON.stringify(plain));
   const out = [];
-  for (const text of texts) {
+  for (const [i, text] of texts.entries()) {
     const template = (await tok.encode(text, null, { addSpecialTokens: false })).getIds();
     const special = (await tok.encode(text, null, { addSpecialTokens: true })).getIds();
+    const pair = (await tok.encode(text, texts[(i + 1) % texts.length], { addSpecialTokens: true })).getIds();
     const user = (await tok_plain.encode(text, null, { addSpecialTokens: false })).getIds();
     const decoded = template.length ? await tok.decode(template, false) : "";
     const decoded_skip = template.length ? await tok.decode(template, true) : "";
-    out.push({ template, special, user, decoded, decoded_skip });
+    out.push({ template, special, pair, user, decoded, decoded_skip });
   }
   return out;
 }
@@ -65,14 +67,15 @@ function run_lenml(json_text, config_text, texts) {
   plain.added_tokens_splitter = { split: (text) => [text] };
   plain.added_tokens_map = new Map();
   const out = [];
-  for (const text of texts) {
+  for (const [i, text] of texts.entries()) {
     const template = tok.encode(text, { add_special_tokens: false });
     const special = tok.encode(text, { add_special_tokens: true });
+    const pair = tok.encode(text, { text_pair: texts[(i + 1) % texts.length], add_special_tokens: true });
     const user = plain.encode(text, { add_special_tokens: false });
     const opts = { clean_up_tokenization_spaces: false };
     const decoded = template.length ? tok.decode(template, { ...opts, skip_special_tokens: false }) : "";
     const decoded_skip = template.length ? tok.decode(template, { ...opts, skip_special_tokens: true }) : "";
-    out.push({ template, special, user, decoded, decoded_skip });
+    out.push({ template, special, pair, user, decoded, decoded_skip });
   }
   return out;
 }
