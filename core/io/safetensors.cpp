@@ -63,7 +63,8 @@ std::string errno_text(int err) { return std::strerror(err); }
 // (last one wins). `dup_scope` picks the object whose keys are checked: empty for the root,
 // else the root key whose object value is checked (e.g. "weight_map").
 json parse_json_checked(std::string_view text, const std::string& where,
-                        const std::string& dup_scope, const std::string& what) {
+                        const std::string& dup_scope, const std::string& what,
+                        const std::string& key_kind) {
   std::set<std::string> seen;
   std::string current_top;
   std::string duplicate;
@@ -95,8 +96,8 @@ json parse_json_checked(std::string_view text, const std::string& where,
   }
   if (!duplicate.empty()) {
     const std::string scope = dup_scope.empty() ? "" : " in " + in_quotes(dup_scope);
-    throw InputError(describe(where + ": key " + in_quotes(duplicate),
-                              "each key once" + scope, "it twice"));
+    throw InputError(describe(where + ": " + key_kind + " " + in_quotes(duplicate),
+                              "each " + key_kind + " once" + scope, "it twice"));
   }
   return parsed;
 }
@@ -281,9 +282,11 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& file) {
   }
 
   // Private + writable = copy-on-write: in-place ops on returned tensors never reach the
-  // file and never fault. No MAP_POPULATE: on a private writable mapping it would pre-fault
-  // with write intent and copy every page. MAP_NORESERVE: pages only become private
-  // (and chargeable) when written, so don't reserve swap for the whole checkpoint.
+  // file and never fault. No MAP_POPULATE: on a private writable mapping it pre-faults with
+  // write intent and copies every page. MAP_NORESERVE: a private writable mapping is
+  // otherwise charged as if every page will be copied, and the kernel's default overcommit
+  // heuristic refuses a checkpoint larger than RAM + swap; pages only become private when
+  // written, which loading never does.
   void* addr = ::mmap(nullptr, self->file_size_, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_NORESERVE, fd, 0);
   const int map_err = errno;
@@ -293,7 +296,9 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& file) {
                                                        std::to_string(self->file_size_) +
                                                        " bytes",
                                     "mmap failed (" + errno_text(map_err) + ")",
-                                    "Check the address-space limit (ulimit -v)"));
+                                    "Check the address-space limit (ulimit -v); with "
+                                    "vm.overcommit_memory=2 the whole file counts against "
+                                    "the commit limit"));
   }
   self->mapping_ = std::make_shared<Mapping>();
   self->mapping_->base = static_cast<std::byte*>(addr);
@@ -333,7 +338,7 @@ std::span<const std::byte> SafetensorsFile::data_area() const {
 
 void SafetensorsFile::parse_header() {
   const std::string file = path_.string();
-  const json header = parse_json_checked(header_text(), file + ": header", "", "safetensors header");
+  const json header = parse_json_checked(header_text(), file + ": header", "", "safetensors header", "tensor");
   const uint64_t data_size = file_size_ - 8 - header_size_;
 
   for (const auto& [key, entry] : header.items()) {
@@ -581,7 +586,7 @@ TensorStore TensorStore::open_index(const fs::path& index_file) {
   std::stringstream buffer;
   buffer << in.rdbuf();
   const std::string text = buffer.str();
-  const json index = parse_json_checked(text, where, "weight_map", "checkpoint index");
+  const json index = parse_json_checked(text, where, "weight_map", "checkpoint index", "tensor");
 
   TensorStore store;
   store.origin_ = index_file;
@@ -799,7 +804,13 @@ void save_safetensors(const fs::path& file,
   if (!metadata.empty()) {
     header["__metadata__"] = metadata;
   }
-  std::string text = header.dump();
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const json::type_error& e) {
+    throw InputError(describe(file.string(), "tensor names and metadata in valid UTF-8",
+                              std::string("invalid text (") + e.what() + ")"));
+  }
   // Pad with spaces (valid JSON whitespace) so the data area starts 8-byte aligned.
   text.append((8 - text.size() % 8) % 8, ' ');
   const uint64_t n = text.size();

@@ -62,7 +62,9 @@ inline constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 // One memory-mapped safetensors file. The mapping is private and writable (copy-on-write):
 // an in-place op on a returned tensor changes only this process's copy, never the file, and
 // never faults. Tensors returned by tensor() keep the mapping alive on their own, so they may
-// outlive this object.
+// outlive this object. Immutable after open(): any thread may call the const members.
+// As with any mmap reader, a file truncated by another process while mapped raises SIGBUS on
+// access; checkpoints are replaced by rename (as save_safetensors does), never rewritten.
 class SafetensorsFile {
  public:
   // Maps and validates the whole header (dtypes, shapes, byte ranges, overlaps); throws
@@ -108,7 +110,7 @@ class SafetensorsFile {
 };
 
 // A checkpoint: either one file or the shards listed by a model.safetensors.index.json.
-// Cheap to copy (shares the opened files).
+// Cheap to copy (shares the opened files); immutable, so safe to share between threads.
 class TensorStore {
  public:
   // A Hugging Face snapshot folder: model.safetensors.index.json if present (sharded), else

@@ -1,0 +1,289 @@
+#include <QTemporaryDir>
+#include <QTest>
+
+#include <ATen/Functions.h>
+#include <ATen/core/Tensor.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+
+#include "core/base/error.h"
+#include "core/io/safetensors.h"
+#include "core/vision/clip_processor.h"
+#include "core/vision/image.h"
+#include "core/vision/resample.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using icet::vision::ClipProcessorConfig;
+using icet::vision::Image;
+using icet::vision::Resample;
+using nlohmann::json;
+
+const fs::path kRefs = fs::path(ICET_FIXTURES) / "hf-reference";
+
+// HF stores pixel values in float32 and rounds like we do; the README's bound is 1e-6.
+constexpr double kPixelTolerance = 1e-6;
+
+at::Tensor reference(const std::string& model, const std::string& name) {
+  return icet::io::SafetensorsFile::open(kRefs / model / "refs.safetensors")->tensor(name);
+}
+
+double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
+  return a.sub(b).abs().max().item<double>();
+}
+
+std::string input_error(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const icet::InputError& e) {
+    return e.what();
+  }
+  return {};
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+}  // namespace
+
+class TestClipProcessor : public QObject {
+  Q_OBJECT
+
+ private Q_SLOTS:
+  // --- parity with Hugging Face's processors ---------------------------------------------------
+
+  void llavaPixelValuesMatchHf() {
+    // CLIPImageProcessor: 64x48 -> shortest edge 30 (40x30, bicubic) -> 30x30 centre crop at
+    // left 5 -> rescale -> normalise.
+    const Image img = icet::vision::load_image(kRefs / "llava" / "image.png");
+    QCOMPARE(img.width, 64);
+    QCOMPARE(img.height, 48);
+    const ClipProcessorConfig cfg =
+        icet::vision::load_clip_processor_config(kRefs / "llava" / "preprocessor_config.json");
+    const at::Tensor ours = icet::vision::clip_preprocess(img, cfg);
+    const at::Tensor ref = reference("llava", "inputs.pixel_values");
+    QCOMPARE(ref.sizes().vec(), (std::vector<int64_t>{1, 3, 30, 30}));
+    QCOMPARE(ours.sizes().vec(), (std::vector<int64_t>{3, 30, 30}));
+    QCOMPARE(ours.scalar_type(), at::kFloat);
+    QVERIFY(ours.is_contiguous());
+    const double diff = max_abs_diff(ours, ref[0]);
+    qInfo("llava pixel_values: max abs diff %.3g", diff);
+    QVERIFY2(diff <= kPixelTolerance, std::to_string(diff).c_str());
+  }
+
+  void llavaNextTilesMatchHf() {
+    // LlavaNextImageProcessor (README "LLaVA-NeXT anyres"), composed from the same primitives:
+    //   base tile: the whole image squashed to 30x30 (bicubic)
+    //   grid 2x2 at (60, 60): resize to 60x45, pad 7 rows above and below (59 rows), cut 30x30
+    //   patches row-major (the bottom two are 29 rows high), each patch then goes through
+    //   CLIPImageProcessor (shortest edge 30: 30x29 -> 31x30, crop 30x30).
+    const Image img = icet::vision::load_image(kRefs / "llava_next" / "image.png");
+    const ClipProcessorConfig cfg = icet::vision::load_clip_processor_config(
+        kRefs / "llava_next" / "preprocessor_config.json");
+    const at::Tensor ref = reference("llava_next", "inputs.pixel_values");
+    QCOMPARE(ref.sizes().vec(), (std::vector<int64_t>{1, 5, 3, 30, 30}));
+
+    const Image base = icet::vision::resize(img, 30, 30, cfg.resample);
+    const double base_diff = max_abs_diff(icet::vision::clip_preprocess(base, cfg), ref[0][0]);
+    qInfo("llava_next base tile: max abs diff %.3g", base_diff);
+    QVERIFY2(base_diff <= kPixelTolerance, std::to_string(base_diff).c_str());
+
+    const Image resized = icet::vision::resize(img, 60, 45, cfg.resample);
+    const Image canvas = icet::vision::pad(resized, 60, 59, 0, 7);
+    int tile = 1;
+    for (int top = 0; top < canvas.height; top += 30) {
+      for (int left = 0; left < canvas.width; left += 30, ++tile) {
+        const Image patch = icet::vision::crop(canvas, left, top, 30, std::min(30, canvas.height - top));
+        const double diff =
+            max_abs_diff(icet::vision::clip_preprocess(patch, cfg), ref[0][tile]);
+        qInfo("llava_next tile %d: max abs diff %.3g", tile, diff);
+        QVERIFY2(diff <= kPixelTolerance, std::to_string(diff).c_str());
+      }
+    }
+    QCOMPARE(tile, 5);
+  }
+
+  void mllamaTilesMatchHf() {
+    // MllamaImageProcessor (README "Mllama tiles"): 64x48 -> 56x42 bilinear, zero-padded at the
+    // bottom/right to the 56x56 canvas before normalisation, cut into 2x2 tiles of 28x28.
+    const Image img = icet::vision::load_image(kRefs / "mllama" / "image.png");
+    const ClipProcessorConfig cfg =
+        icet::vision::load_clip_processor_config(kRefs / "mllama" / "preprocessor_config.json");
+    QCOMPARE(cfg.resample, Resample::Bilinear);
+    const at::Tensor ref = reference("mllama", "inputs.pixel_values");
+    QCOMPARE(ref.sizes().vec(), (std::vector<int64_t>{1, 1, 4, 3, 28, 28}));
+
+    const Image canvas =
+        icet::vision::pad(icet::vision::resize(img, 56, 42, cfg.resample), 56, 56, 0, 0);
+    const at::Tensor pixels = icet::vision::to_normalized_tensor(canvas, cfg.image_mean,
+                                                                 cfg.image_std, cfg.rescale_factor);
+    double worst = 0.0;
+    for (int t = 0; t < 4; ++t) {
+      const int64_t y = (t / 2) * 28;
+      const int64_t x = (t % 2) * 28;
+      const at::Tensor ours = pixels.slice(1, y, y + 28).slice(2, x, x + 28);
+      worst = std::max(worst, max_abs_diff(ours, ref[0][0][t]));
+    }
+    qInfo("mllama tiles: max abs diff %.3g", worst);
+    QVERIFY2(worst <= kPixelTolerance, std::to_string(worst).c_str());
+  }
+
+  // --- resize target and tensor conversion -----------------------------------------------------
+
+  void shortestEdgeFollowsHf() {
+    using icet::vision::shortest_edge_size;
+    const auto check = [](int w, int h, int edge, int ew, int eh) {
+      const auto t = shortest_edge_size(w, h, edge);
+      QCOMPARE(t.width, ew);
+      QCOMPARE(t.height, eh);
+    };
+    check(64, 48, 30, 40, 30);
+    check(48, 64, 30, 30, 40);
+    check(30, 29, 30, 31, 30);     // int(30 * 30 / 29) = int(31.03)
+    check(100, 33, 30, 90, 30);    // int(90.9): truncated, not rounded
+    check(50, 50, 224, 224, 224);  // square: width <= height counts as portrait
+    check(640, 480, 336, 448, 336);
+    QVERIFY(contains(input_error([] { shortest_edge_size(20000, 1, 336); }),
+                     "aspect ratio is too extreme"));
+  }
+
+  void normalizedTensorIsPlanarAndExact() {
+    Image img;
+    img.width = 2;
+    img.height = 1;
+    img.rgb = {0, 128, 255, 10, 20, 30};
+    const at::Tensor raw = icet::vision::to_normalized_tensor(img, {0, 0, 0}, {1, 1, 1}, 1.0);
+    QCOMPARE(raw.sizes().vec(), (std::vector<int64_t>{3, 1, 2}));
+    const auto* p = raw.data_ptr<float>();
+    QCOMPARE(std::vector<float>(p, p + 6), (std::vector<float>{0, 10, 128, 20, 255, 30}));
+
+    const auto mean = icet::vision::kOpenAiClipMean;
+    const auto std = icet::vision::kOpenAiClipStd;
+    const at::Tensor t = icet::vision::to_normalized_tensor(img, mean, std, 1.0 / 255.0);
+    // Same float32 arithmetic as HF: float32(x / 255 in float64), then (x - mean) / std.
+    const auto expect = [&](int v, int c) {
+      return (static_cast<float>(v * (1.0 / 255.0)) - mean[static_cast<size_t>(c)]) /
+             std[static_cast<size_t>(c)];
+    };
+    QCOMPARE(t[0][0][0].item<float>(), expect(0, 0));
+    QCOMPARE(t[1][0][0].item<float>(), expect(128, 1));
+    QCOMPARE(t[2][0][1].item<float>(), expect(30, 2));
+  }
+
+  void preprocessStepsCanBeSwitchedOff() {
+    const Image img = icet::vision::load_image(kRefs / "llava" / "image.png");
+    ClipProcessorConfig cfg = icet::vision::load_clip_processor_config(
+        kRefs / "llava" / "preprocessor_config.json");
+    cfg.do_center_crop = false;
+    QCOMPARE(icet::vision::clip_preprocess(img, cfg).sizes().vec(),
+             (std::vector<int64_t>{3, 30, 40}));
+    cfg.do_resize = false;
+    cfg.do_rescale = false;
+    cfg.do_normalize = false;
+    const at::Tensor raw = icet::vision::clip_preprocess(img, cfg);
+    QCOMPARE(raw.sizes().vec(), (std::vector<int64_t>{3, 48, 64}));
+    QCOMPARE(raw[0][5][7].item<float>(), static_cast<float>(img.at(7, 5, 0)));
+    cfg.size = icet::vision::SizeDict::exact(20, 50);  // {"height": 20, "width": 50}
+    cfg.do_resize = true;
+    QCOMPARE(icet::vision::clip_preprocess(img, cfg).sizes().vec(),
+             (std::vector<int64_t>{3, 20, 50}));
+  }
+
+  // --- preprocessor_config.json ----------------------------------------------------------------
+
+  void missingKeysTakeHfDefaults() {
+    const ClipProcessorConfig c = ClipProcessorConfig::from_json(json::object(), "p.json");
+    QVERIFY(c.do_resize && c.do_center_crop && c.do_rescale && c.do_normalize && c.do_convert_rgb);
+    QCOMPARE(c.size.shortest_edge.value_or(0), 224);
+    QVERIFY(!c.size.height);
+    QCOMPARE(c.crop_size.height.value_or(0), 224);
+    QCOMPARE(c.crop_size.width.value_or(0), 224);
+    QCOMPARE(c.resample, Resample::Bicubic);
+    QCOMPARE(c.rescale_factor, 1.0 / 255.0);
+    QCOMPARE(c.image_mean[0], 0.48145466F);
+    QCOMPARE(c.image_std[2], 0.27577711F);
+  }
+
+  void legacySizeFormsAreAccepted() {
+    ClipProcessorConfig c = ClipProcessorConfig::from_json(
+        json::parse(R"({"size": 336, "crop_size": 336, "image_mean": 0.5, "resample": 2})"),
+        "p.json");
+    QCOMPARE(c.size.shortest_edge.value_or(0), 336);
+    QCOMPARE(c.crop_size.height.value_or(0), 336);
+    QCOMPARE(c.crop_size.width.value_or(0), 336);
+    QCOMPARE(c.image_mean[1], 0.5F);
+    QCOMPARE(c.resample, Resample::Bilinear);
+
+    c = ClipProcessorConfig::from_json(
+        json::parse(R"({"size": {"height": 20, "width": 30}, "crop_size": [10, 12]})"), "p.json");
+    QCOMPARE(c.size.height.value_or(0), 20);
+    QCOMPARE(c.size.width.value_or(0), 30);
+    QVERIFY(!c.size.shortest_edge);
+    QCOMPARE(c.crop_size.height.value_or(0), 10);
+    QCOMPARE(c.crop_size.width.value_or(0), 12);
+
+    c = ClipProcessorConfig::from_json(
+        json::parse(R"({"size": {"shortest_edge": 224}, "use_square_size": true})"), "p.json");
+    QCOMPARE(c.size.height.value_or(0), 224);
+    QCOMPARE(c.size.width.value_or(0), 224);
+  }
+
+  void mistypedKeysNameFileAndKey_data() {
+    QTest::addColumn<QString>("text");
+    QTest::addColumn<QString>("expected");
+    QTest::newRow("size string") << R"({"size": "big"})"
+                                 << R"(p.json: key "size": expected an integer)";
+    QTest::newRow("size dict keys") << R"({"size": {"shortest": 3}})"
+                                    << R"(p.json: key "size": expected)";
+    QTest::newRow("size zero") << R"({"size": {"shortest_edge": 0}})"
+                               << R"(p.json: key "size.shortest_edge": expected a positive integer)";
+    QTest::newRow("crop edge") << R"({"crop_size": {"shortest_edge": 3}})"
+                               << R"(p.json: key "crop_size": expected)";
+    QTest::newRow("bool") << R"({"do_resize": "yes"})"
+                          << R"(p.json: key "do_resize": expected true or false, found "yes")";
+    QTest::newRow("mean length") << R"({"image_mean": [0.5, 0.5]})"
+                                 << R"(p.json: key "image_mean": expected a number or a list of 3)";
+    QTest::newRow("std zero") << R"({"image_std": [0.5, 0, 0.5]})"
+                              << R"(p.json: key "image_std": expected non-zero)";
+    QTest::newRow("nearest") << R"({"resample": 0})"
+                             << R"(p.json: key "resample": expected a PIL filter code 1..5, found 0 (NEAREST))";
+    QTest::newRow("resample range") << R"({"resample": 9})"
+                                    << R"(p.json: key "resample": expected a PIL filter code 1..5, found 9)";
+    QTest::newRow("rescale") << R"({"rescale_factor": "1/255"})"
+                             << R"(p.json: key "rescale_factor": expected a number)";
+    QTest::newRow("not object") << R"([1, 2])" << R"(p.json: expected a JSON object)";
+  }
+
+  void mistypedKeysNameFileAndKey() {
+    QFETCH(QString, text);
+    QFETCH(QString, expected);
+    const std::string msg = input_error(
+        [&] { ClipProcessorConfig::from_json(json::parse(text.toStdString()), "p.json"); });
+    QVERIFY2(contains(msg, expected.toStdString()), msg.c_str());
+  }
+
+  void malformedOrMissingFileIsAnInputError() {
+    QTemporaryDir dir;
+    const fs::path file = fs::path(dir.path().toStdString()) / "preprocessor_config.json";
+    std::ofstream(file) << R"({"size": {"shortest_edge": 30}, )";
+    std::string msg = input_error([&] { icet::vision::load_clip_processor_config(file); });
+    QVERIFY2(contains(msg, file.string() + ": not valid JSON"), msg.c_str());
+
+    std::ofstream(file) << R"({"crop_size": {"height": 30, "width": "30"}})";
+    msg = input_error([&] { icet::vision::load_clip_processor_config(file); });
+    QVERIFY2(contains(msg, file.string() + R"(: key "crop_size.width")"), msg.c_str());
+
+    msg = input_error(
+        [&] { icet::vision::load_clip_processor_config(file.parent_path() / "none.json"); });
+    QVERIFY2(contains(msg, "none.json: cannot open"), msg.c_str());
+  }
+};
+
+QTEST_GUILESS_MAIN(TestClipProcessor)
+#include "test_clip_processor.moc"
