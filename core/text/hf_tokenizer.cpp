@@ -1922,7 +1922,8 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_json(const std::string& tokenizer
   auto impl = std::make_unique<Impl>();
   impl->file = file;
 
-  // Added tokens first: their count bounds the ids the vocabulary may use.
+  // Added tokens first: their count bounds the ids the vocabulary may use (the vocabulary is
+  // stored densely by id, so ids far beyond its size are refused).
   std::vector<AddedTokenInfo> added;
   if (const json* list = src.find(root, "added_tokens")) {
     if (!list->is_array()) src.fail("added_tokens", "a list", json_util::type_name(*list));
@@ -1955,29 +1956,43 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_json(const std::string& tokenizer
   if (const json* p = src.find(root, "pre_tokenizer")) impl->pre_tokenizer = make_pre_tokenizer(src, *p, "pre_tokenizer");
 
   // Added tokens: ids must agree with the vocabulary and with each other.
+  // HF ignores the listed ids: a token of model.vocab keeps its id, the others are numbered
+  // consecutively after the vocabulary. A file whose ids disagree would encode differently than
+  // it says, so it is refused.
   StringMap<int64_t> all_strings;
   for (const auto& [token, id] : impl->model->vocab()) all_strings.emplace(token, id);
+  int64_t next_id = static_cast<int64_t>(impl->model->vocab().size());
+  std::vector<AddedTokenInfo> unique;
   for (size_t i = 0; i < added.size(); ++i) {
     AddedTokenInfo& t = added[i];
     const std::string path = Source::index("added_tokens", i);
-    if (t.id < 0 || t.id >= id_limit) {
-      src.fail(path + ".id", "an id in [0, " + std::to_string(id_limit) + ")", std::to_string(t.id));
+    int64_t hf_id = 0;
+    if (auto it = impl->added_by_content.find(t.content); it != impl->added_by_content.end()) {
+      hf_id = unique[it->second].id;  // listed twice: the later flags win
+    } else if (auto in_vocab = impl->model->find(t.content)) {
+      hf_id = *in_vocab;
+    } else {
+      hf_id = next_id++;
     }
-    if (const std::string* existing = impl->model->token(t.id); existing != nullptr && *existing != t.content) {
-      src.fail(path + ".id", "the id of \"" + t.content + "\" or a free id",
-               std::to_string(t.id) + ", which model.vocab gives to \"" + *existing + "\"");
+    if (t.id != hf_id) {
+      src.fail(path + ".id", std::to_string(hf_id) + " (the id HF gives \"" + t.content + "\")",
+               std::to_string(t.id),
+               "HF keeps model.vocab ids and numbers other added tokens consecutively after the "
+               "vocabulary");
     }
-    if (auto in_vocab = impl->model->find(t.content); in_vocab && *in_vocab != t.id) {
-      src.fail(path + ".id", std::to_string(*in_vocab) + " (its id in model.vocab)", std::to_string(t.id));
+    if (auto it = impl->added_by_content.find(t.content); it != impl->added_by_content.end()) {
+      unique[it->second] = t;
+      continue;
     }
-    if (auto dup = impl->added_by_id.find(t.id); dup != impl->added_by_id.end()) {
-      src.fail(path + ".id", "a unique id", std::to_string(t.id) + ", also used by \"" + added[dup->second].content + "\"");
-    }
+    impl->added_by_content[t.content] = unique.size();
+    impl->added_by_id[t.id] = unique.size();
+    unique.push_back(t);
+    all_strings.emplace(t.content, t.id);
+  }
+  added = std::move(unique);
+  for (AddedTokenInfo& t : added) {
     t.pattern = t.content;
     if (t.normalized && impl->normalizer) impl->normalizer->normalize(t.pattern);
-    impl->added_by_id[t.id] = i;
-    impl->added_by_content[t.content] = i;
-    all_strings.emplace(t.content, t.id);
   }
   for (size_t i = 0; i < added.size(); ++i) {
     (added[i].normalized ? impl->normalized_trie : impl->raw_trie).add(added[i].pattern, static_cast<int32_t>(i));

@@ -452,16 +452,18 @@ std::vector<std::pair<std::string, json>> feature_tokenizers() {
       {"Ċ", "Ċ"}, {"1", "2"}, {"12", "3"}, {"<", "|"}, {"o", "r"}, {"Ġw", "or"}, {"Ġ", "w"}, {"l", "d"},
       {"Ġwor", "ld"}, {"Ġ", "h"}, {"Ġh", "e"}, {"l", "l"}, {"Ġhe", "ll"}, {"Ġhell", "o"}, {"Ġhe", "l"}};
   const json bl_decoder = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
-  const json bl_added = json::array({added_token(1000, "<|bos|>", true), added_token(1001, "<|sep|>", true, true, true),
-                                     added_token(1002, "[tool]", false, false, false, true),
-                                     added_token(1003, "<mask>", true, true, false), added_token(1004, "hello", false)});
+  // Added tokens are numbered right after the vocabulary, as HF requires.
+  const int64_t base = static_cast<int64_t>(byte_level_model(bl_merges)["vocab"].size());
+  const json bl_added = json::array({added_token(base, "<|bos|>", true), added_token(base + 1, "<|sep|>", true, true, true),
+                                     added_token(base + 2, "[tool]", false, false, false, true),
+                                     added_token(base + 3, "<mask>", true, true, false), added_token(base + 4, "hello", false)});
   const json bl_template = {
       {"type", "TemplateProcessing"},
       {"single", json::array({{{"SpecialToken", {{"id", "<|bos|>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
       {"pair", json::array({{{"SpecialToken", {{"id", "<|bos|>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
                             {{"SpecialToken", {{"id", "<|sep|>"}, {"type_id", 1}}}}, {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}})},
-      {"special_tokens", {{"<|bos|>", {{"id", "<|bos|>"}, {"ids", {1000}}, {"tokens", {"<|bos|>"}}}},
-                          {"<|sep|>", {{"id", "<|sep|>"}, {"ids", {1001}}, {"tokens", {"<|sep|>"}}}}}}};
+      {"special_tokens", {{"<|bos|>", {{"id", "<|bos|>"}, {"ids", {base}}, {"tokens", {"<|bos|>"}}}},
+                          {"<|sep|>", {{"id", "<|sep|>"}, {"ids", {base + 1}}, {"tokens", {"<|sep|>"}}}}}}};
   out.emplace_back("byte-level, prefix space, added-token flags, template",
                    tokenizer_json(byte_level_model(bl_merges),
                                   nullptr,
@@ -471,7 +473,7 @@ std::vector<std::pair<std::string, json>> feature_tokenizers() {
                    tokenizer_json(byte_level_model(bl_merges, true), {{"type", "Lowercase"}},
                                   {{"type", "Sequence"}, {"pretokenizers", json::array({split("Regex", kQwen2Regex, "Isolated", false),
                                                                                        {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}})}},
-                                  {{"type", "RobertaProcessing"}, {"sep", {"<|sep|>", 1001}}, {"cls", {"<|bos|>", 1000}}, {"trim_offsets", true}, {"add_prefix_space", false}},
+                                  {{"type", "RobertaProcessing"}, {"sep", {"<|sep|>", base + 1}}, {"cls", {"<|bos|>", base}}, {"trim_offsets", true}, {"add_prefix_space", false}},
                                   bl_decoder, bl_added));
   int index = 0;
   for (const char* behavior : {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"}) {
@@ -493,7 +495,7 @@ std::vector<std::pair<std::string, json>> feature_tokenizers() {
   const std::string alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ▁.,!?'-<>/|\n";
   const std::vector<std::string> sp_merges = {"▁ t", "h e", "▁t he", "i n", "▁ a", "e r", "▁ ▁", "l l", "o r", "▁ w", "▁w or", "l d", "▁wor ld"};
   const json sp_added = json::array({added_token(0, "<unk>", true), added_token(1, "<s>", true), added_token(2, "</s>", true),
-                                     added_token(1000000, "[INST]", true, false, true)});
+                                     added_token(-1, "[INST]", true, false, true)});
   for (const char* scheme : {"first", "always", "never"}) {
     for (bool split_flag : {true, false}) {
       json model = char_model(alphabet, sp_merges, true);
@@ -528,12 +530,12 @@ std::vector<std::pair<std::string, json>> feature_tokenizers() {
                                                          {"</s>", {{"id", "</s>"}, {"ids", {2}}, {"tokens", {"</s>"}}}}}}},
                                     {{"type", "Sequence"}, {"decoders", json::array({{{"type", "Replace"}, {"pattern", {{"String", "▁"}}}, {"content", " "}},
                                                                                      {{"type", "ByteFallback"}}, {{"type", "Fuse"}},
-                                                                                     {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 1}}})}},
+                                                                                     {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}})}},
                                     added));
   }
   for (bool whitespace : {false, true}) {
     out.emplace_back(std::string("continuing_subword_prefix and end_of_word_suffix, ") + (whitespace ? "Whitespace" : "WhitespaceSplit") + ", Bert",
-                     tokenizer_json(char_model("abcdefghijklmnopqrstuvwxyz0123456789.,!?'", {"t h", "##h ##e", "i ##n", "##e ##r", "##l ##l", "##o ##r"}, false, "##", "</w>"),
+                     tokenizer_json(char_model("abcdefghijklmnopqrstuvwxyz0123456789.,!?'", {"t ##h", "##h ##e", "i ##n", "##e ##r", "##l ##l", "##o ##r"}, false, "##", "</w>"),
                                     nullptr, {{"type", whitespace ? "Whitespace" : "WhitespaceSplit"}},
                                     {{"type", "BertProcessing"}, {"sep", {"</s>", 2}}, {"cls", {"<s>", 1}}}, nullptr));
   }
@@ -775,6 +777,9 @@ class TestHfTokenizer : public QObject {
     j = base;
     j["added_tokens"][0]["id"] = 5;
     expect_input_error([&] { load(j); }, {"'added_tokens[0].id'", "656"});
+    j = base;
+    j["added_tokens"].push_back(added_token(700, "<|new|>", true));
+    expect_input_error([&] { load(j); }, {"'added_tokens[1].id'", "657", "700"});
     const std::string cfg = R"({"bos_token": "<nope>"})";
     expect_input_error([&] { (void)HfTokenizer::from_json(good, &cfg, "t.json", "dir/tokenizer_config.json"); },
                        {"dir/tokenizer_config.json", "'bos_token'", "<nope>"});
