@@ -182,6 +182,7 @@ struct Session::Impl {
     req.params.assign(layers.size(), p);
     req.eos_ids = eos_ids;
     req.suppress_ids = {model->config().image_token_index};
+    req.suppress_from = tokenizer->size();
     req.context_limit = summary.context_length;
     req.tokenizer = tokenizer.get();
     req.cancel = cancel;
@@ -249,11 +250,14 @@ std::unique_ptr<Session> Session::open(const std::filesystem::path& dir, const S
   s.default_layer = cfg.default_exit_layer();
   s.image_tokens = cfg.image_tokens();
   s.context_length = cfg.text.max_position_embeddings;
-  if (impl->processor.crop_height != cfg.vision.image_size || impl->processor.crop_width != cfg.vision.image_size) {
+  // The processor must produce what the vision tower takes; say so at load, not at the first image.
+  const auto& crop = impl->processor.crop_size;
+  if (impl->processor.do_center_crop && crop.height && crop.width &&
+      (*crop.height != cfg.vision.image_size || *crop.width != cfg.vision.image_size)) {
     throw InputError(describe((dir / "preprocessor_config.json").string() + ": key 'crop_size'",
                               std::to_string(cfg.vision.image_size) + "x" + std::to_string(cfg.vision.image_size) +
-                                  " (vision_config.image_size)",
-                              std::to_string(impl->processor.crop_width) + "x" + std::to_string(impl->processor.crop_height)));
+                                  " (config.json vision_config.image_size)",
+                              std::to_string(*crop.width) + "x" + std::to_string(*crop.height)));
   }
   log::get("models")->info("session ready: {} on {} ({}), {} vision layers, default exit layer {}", s.model_id,
                            s.device, s.dtype, s.vision_layers, s.default_layer);

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <memory>
 
 #include "core/base/error.h"
@@ -74,6 +75,10 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
       const size_t r = active[i];
       const SamplingParams& p = req.params[r];
       at::Tensor row = suppress(rows_logits[static_cast<int64_t>(i)], req.suppress_ids);
+      if (req.suppress_from >= 0 && req.suppress_from < row.size(0)) {
+        row = row.clone();
+        row.narrow(0, req.suppress_from, row.size(0) - req.suppress_from).fill_(-std::numeric_limits<float>::infinity());
+      }
       const int64_t token = choose_token(row, p, history[r], generators[r]);
       RowOutput& o = out[r];
       if (o.tokens.empty()) o.first_token_seconds = elapsed();

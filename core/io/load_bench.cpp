@@ -28,6 +28,18 @@ constexpr std::size_t kChunkBytes = 16u << 20;
 
 using Clock = std::chrono::steady_clock;
 
+// Thread-safe strerror (see safetensors.cpp): GNU strerror_r returns the message, POSIX
+// fills the buffer.
+[[maybe_unused]] const char* strerror_result(const char* message, const char* /*buffer*/) {
+  return message;
+}
+[[maybe_unused]] const char* strerror_result(int /*status*/, const char* buffer) { return buffer; }
+
+std::string errno_text(int err) {
+  char buffer[256] = {};
+  return strerror_result(::strerror_r(err, buffer, sizeof buffer), buffer);
+}
+
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
@@ -112,7 +124,7 @@ void write_or_throw(int fd, const void* data, std::size_t size, const fs::path& 
     }
     if (n <= 0) {
       throw EnvironmentError(describe(file.string(), "to write the benchmark file",
-                                      std::string("error: ") + std::strerror(errno),
+                                      "error: " + errno_text(errno),
                                       "Set TMPDIR to a folder with enough space, or pass a file"));
     }
     p += n;
@@ -144,7 +156,7 @@ uint64_t generate_file(const fs::path& file, uint64_t target_bytes) {
   const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     throw EnvironmentError(describe(file.string(), "a writable temporary file",
-                                    std::string("error: ") + std::strerror(errno),
+                                    "error: " + errno_text(errno),
                                     "Set TMPDIR to a writable folder, or pass a file"));
   }
   uint64_t sum = 0;
@@ -193,9 +205,9 @@ LoadBenchReport run_load_benchmark(std::optional<fs::path> file, uint64_t genera
     const fs::path base = fs::temp_directory_path(ec);
     std::string pattern = (base / "icet-load-bench-XXXXXX").string();
     if (ec || ::mkdtemp(pattern.data()) == nullptr) {
+      const std::string error = ec ? ec.message() : errno_text(errno);
       throw EnvironmentError(describe(base.string(), "a writable temporary folder",
-                                      std::string("error: ") + std::strerror(errno),
-                                      "Set TMPDIR to a writable folder"));
+                                      "error: " + error, "Set TMPDIR to a writable folder"));
     }
     temp.path = pattern;
     const auto space = fs::space(temp.path, ec);
@@ -207,8 +219,7 @@ LoadBenchReport run_load_benchmark(std::optional<fs::path> file, uint64_t genera
     }
     report.file = temp.path / "bench.safetensors";
     report.generated = true;
-    log->info("load bench: generating {:.2f} GB in {}", generate_bytes / 1e9,
-              report.file.string());
+    log->info("load bench: generating {:.2f} GB in {}", generate_bytes / 1e9, report.file.string());
     expected_sum = generate_file(report.file, generate_bytes);
   }
 
@@ -250,11 +261,12 @@ LoadBenchReport run_load_benchmark(std::optional<fs::path> file, uint64_t genera
   report.gb_per_s = report.load_seconds > 0 ? report.file_bytes / report.load_seconds / 1e9 : 0;
   report.checksum_ok = !expected_sum || *expected_sum == report.checksum;
 
-  log->info("load bench: {} tensors, {:.3f} GB in {:.3f} s ({:.2f} GB/s), peak RSS +{:.3f} GB "
-            "(x{:.3f} of the file){}",
-            report.tensor_count, report.file_bytes / 1e9, report.load_seconds, report.gb_per_s,
-            report.rss_increase_bytes / 1e9, report.rss_ratio,
-            report.checksum_ok ? "" : ", CHECKSUM MISMATCH");
+  log->info(
+      "load bench: {} tensors, {:.3f} GB in {:.3f} s ({:.2f} GB/s), peak RSS +{:.3f} GB "
+      "(x{:.3f} of the file){}",
+      report.tensor_count, report.file_bytes / 1e9, report.load_seconds, report.gb_per_s,
+      report.rss_increase_bytes / 1e9, report.rss_ratio,
+      report.checksum_ok ? "" : ", CHECKSUM MISMATCH");
   return report;
 }
 

@@ -21,9 +21,9 @@ struct LoadBenchReport {
   bool generated = false;      // true when no file was given
   uint64_t file_bytes = 0;     // all files of the checkpoint together
   std::size_t tensor_count = 0;
-  double open_seconds = 0;     // opening and validating every header
-  double load_seconds = 0;     // open + obtain every tensor + touch every byte
-  double gb_per_s = 0;         // file_bytes / load_seconds, in 1e9 bytes per second
+  double open_seconds = 0;  // opening and validating every header
+  double load_seconds = 0;  // open + obtain every tensor + touch every byte
+  double gb_per_s = 0;      // file_bytes / load_seconds, in 1e9 bytes per second
   uint64_t rss_before_bytes = 0;
   int64_t rss_increase_bytes = 0;  // peak RSS during the load minus RSS before it
   double rss_ratio = 0;            // rss_increase_bytes / file_bytes

@@ -13,6 +13,7 @@
 #include <array>
 #include <bit>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -34,8 +35,8 @@ using json = nlohmann::json;
 namespace {
 
 constexpr std::array<DType, 9> kAllDTypes = {DType::F32, DType::F16, DType::BF16,
-                                              DType::I64, DType::I32, DType::I16,
-                                              DType::I8,  DType::U8,  DType::BOOL};
+                                             DType::I64, DType::I32, DType::I16,
+                                             DType::I8,  DType::U8,  DType::BOOL};
 
 std::string in_quotes(const std::string& s) { return "'" + s + "'"; }
 
@@ -48,7 +49,7 @@ std::string json_type(const json& j) { return j.type_name(); }
 std::string shape_text(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (std::size_t i = 0; i < shape.size(); ++i) {
-    s += (i ? ", " : "") + std::to_string(shape[i]);
+    s += (i > 0 ? ", " : "") + std::to_string(shape[i]);
   }
   return s + "]";
 }
@@ -57,7 +58,17 @@ std::string range_text(uint64_t begin, uint64_t end) {
   return "[" + std::to_string(begin) + ", " + std::to_string(end) + "]";
 }
 
-std::string errno_text(int err) { return std::strerror(err); }
+// strerror is not thread-safe and loads run on worker threads. The two overloads accept
+// either strerror_r: GNU returns the message, POSIX fills the buffer and returns 0.
+[[maybe_unused]] const char* strerror_result(const char* message, const char* /*buffer*/) {
+  return message;
+}
+[[maybe_unused]] const char* strerror_result(int /*status*/, const char* buffer) { return buffer; }
+
+std::string errno_text(int err) {
+  char buffer[256] = {};
+  return strerror_result(::strerror_r(err, buffer, sizeof buffer), buffer);
+}
 
 // Parses JSON text and reports duplicate keys, which nlohmann would otherwise resolve silently
 // (last one wins). `dup_scope` picks the object whose keys are checked: empty for the root,
@@ -86,13 +97,13 @@ json parse_json_checked(std::string_view text, const std::string& where,
   try {
     parsed = json::parse(text.begin(), text.end(), callback);
   } catch (const json::parse_error& e) {
-    throw InputError(describe(where, "a valid JSON " + what, std::string("invalid JSON (") +
-                                                                 e.what() + ")",
+    throw InputError(describe(where, "a valid JSON " + what,
+                              std::string("invalid JSON (") + e.what() + ")",
                               "The file is damaged or not a " + what + "; re-download it"));
   }
   if (!parsed.is_object()) {
-    throw InputError(describe(where, "a JSON object as the " + what, "a JSON " +
-                                                                         json_type(parsed)));
+    throw InputError(
+        describe(where, "a JSON object as the " + what, "a JSON " + json_type(parsed)));
   }
   if (!duplicate.empty()) {
     const std::string scope = dup_scope.empty() ? "" : " in " + in_quotes(dup_scope);
@@ -122,10 +133,9 @@ void write_all(int fd, const void* data, std::size_t size, const fs::path& file)
       if (errno == EINTR) {
         continue;
       }
-      throw EnvironmentError(describe(file.string(), "to write " + std::to_string(size) +
-                                                         " more bytes",
-                                      "error: " + errno_text(errno),
-                                      "Check free disk space and permissions"));
+      throw EnvironmentError(
+          describe(file.string(), "to write " + std::to_string(size) + " more bytes",
+                   "error: " + errno_text(errno), "Check free disk space and permissions"));
     }
     p += n;
     size -= static_cast<std::size_t>(n);
@@ -165,15 +175,24 @@ class Fnv1a64 {
 
 std::string_view dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::F32: return "F32";
-    case DType::F16: return "F16";
-    case DType::BF16: return "BF16";
-    case DType::I64: return "I64";
-    case DType::I32: return "I32";
-    case DType::I16: return "I16";
-    case DType::I8: return "I8";
-    case DType::U8: return "U8";
-    case DType::BOOL: return "BOOL";
+    case DType::F32:
+      return "F32";
+    case DType::F16:
+      return "F16";
+    case DType::BF16:
+      return "BF16";
+    case DType::I64:
+      return "I64";
+    case DType::I32:
+      return "I32";
+    case DType::I16:
+      return "I16";
+    case DType::I8:
+      return "I8";
+    case DType::U8:
+      return "U8";
+    case DType::BOOL:
+      return "BOOL";
   }
   return "?";
 }
@@ -197,25 +216,43 @@ std::string known_dtype_names() {
 
 std::size_t item_size(DType dtype) {
   switch (dtype) {
-    case DType::F32: case DType::I32: return 4;
-    case DType::F16: case DType::BF16: case DType::I16: return 2;
-    case DType::I64: return 8;
-    case DType::I8: case DType::U8: case DType::BOOL: return 1;
+    case DType::F32:
+    case DType::I32:
+      return 4;
+    case DType::F16:
+    case DType::BF16:
+    case DType::I16:
+      return 2;
+    case DType::I64:
+      return 8;
+    case DType::I8:
+    case DType::U8:
+    case DType::BOOL:
+      return 1;
   }
   return 1;
 }
 
 at::ScalarType to_scalar_type(DType dtype) {
   switch (dtype) {
-    case DType::F32: return at::kFloat;
-    case DType::F16: return at::kHalf;
-    case DType::BF16: return at::kBFloat16;
-    case DType::I64: return at::kLong;
-    case DType::I32: return at::kInt;
-    case DType::I16: return at::kShort;
-    case DType::I8: return at::kChar;
-    case DType::U8: return at::kByte;
-    case DType::BOOL: return at::kBool;
+    case DType::F32:
+      return at::kFloat;
+    case DType::F16:
+      return at::kHalf;
+    case DType::BF16:
+      return at::kBFloat16;
+    case DType::I64:
+      return at::kLong;
+    case DType::I32:
+      return at::kInt;
+    case DType::I16:
+      return at::kShort;
+    case DType::I8:
+      return at::kChar;
+    case DType::U8:
+      return at::kByte;
+    case DType::BOOL:
+      return at::kBool;
   }
   return at::kFloat;
 }
@@ -259,6 +296,7 @@ SafetensorsFile::~SafetensorsFile() = default;
 std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& file) {
   std::shared_ptr<SafetensorsFile> self(new SafetensorsFile());
   self->path_ = file;
+  self->mapping_ = std::make_shared<Mapping>();  // allocated first: no leak of fd or map
 
   const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -270,8 +308,8 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& file) {
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
-    throw InputError(describe(file.string(), "a regular safetensors file",
-                              "a folder or special file"));
+    throw InputError(
+        describe(file.string(), "a regular safetensors file", "a folder or special file"));
   }
   self->file_size_ = static_cast<uint64_t>(st.st_size);
   if (self->file_size_ < 8) {
@@ -287,38 +325,33 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& file) {
   // otherwise charged as if every page will be copied, and the kernel's default overcommit
   // heuristic refuses a checkpoint larger than RAM + swap; pages only become private when
   // written, which loading never does.
-  void* addr = ::mmap(nullptr, self->file_size_, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+  void* addr =
+      ::mmap(nullptr, self->file_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
   const int map_err = errno;
   ::close(fd);  // the mapping keeps its own reference to the file
   if (addr == MAP_FAILED) {
-    throw EnvironmentError(describe(file.string(), "a memory map of " +
-                                                       std::to_string(self->file_size_) +
-                                                       " bytes",
-                                    "mmap failed (" + errno_text(map_err) + ")",
-                                    "Check the address-space limit (ulimit -v); with "
-                                    "vm.overcommit_memory=2 the whole file counts against "
-                                    "the commit limit"));
+    throw EnvironmentError(
+        describe(file.string(), "a memory map of " + std::to_string(self->file_size_) + " bytes",
+                 "mmap failed (" + errno_text(map_err) + ")",
+                 "Check the address-space limit (ulimit -v); with "
+                 "vm.overcommit_memory=2 the whole file counts against "
+                 "the commit limit"));
   }
-  self->mapping_ = std::make_shared<Mapping>();
   self->mapping_->base = static_cast<std::byte*>(addr);
   self->mapping_->size = self->file_size_;
 
   uint64_t n = 0;
   std::memcpy(&n, self->mapping_->base, 8);
   if (n > kMaxHeaderBytes) {
-    throw InputError(describe(file.string(),
-                              "a header length of at most " + std::to_string(kMaxHeaderBytes) +
-                                  " bytes",
-                              std::to_string(n) + " bytes",
-                              "The file is corrupt or not a safetensors file"));
+    throw InputError(describe(
+        file.string(), "a header length of at most " + std::to_string(kMaxHeaderBytes) + " bytes",
+        std::to_string(n) + " bytes", "The file is corrupt or not a safetensors file"));
   }
   if (n > self->file_size_ - 8) {
-    throw InputError(describe(file.string(),
-                              "a header of " + std::to_string(n) + " bytes within the file",
-                              "only " + std::to_string(self->file_size_ - 8) +
-                                  " bytes after the length field",
-                              "The file is truncated; re-download or re-save it"));
+    throw InputError(
+        describe(file.string(), "a header of " + std::to_string(n) + " bytes within the file",
+                 "only " + std::to_string(self->file_size_ - 8) + " bytes after the length field",
+                 "The file is truncated; re-download or re-save it"));
   }
   self->header_size_ = n;
   self->parse_header();
@@ -338,15 +371,16 @@ std::span<const std::byte> SafetensorsFile::data_area() const {
 
 void SafetensorsFile::parse_header() {
   const std::string file = path_.string();
-  const json header = parse_json_checked(header_text(), file + ": header", "", "safetensors header", "tensor");
+  const json header =
+      parse_json_checked(header_text(), file + ": header", "", "safetensors header", "tensor");
   const uint64_t data_size = file_size_ - 8 - header_size_;
 
   for (const auto& [key, entry] : header.items()) {
     if (key == "__metadata__") {
       const std::string where = file + ": header key '__metadata__'";
       if (!entry.is_object()) {
-        throw InputError(describe(where, "an object of string values", "a JSON " +
-                                                                          json_type(entry)));
+        throw InputError(
+            describe(where, "an object of string values", "a JSON " + json_type(entry)));
       }
       for (const auto& [mkey, mvalue] : entry.items()) {
         if (!mvalue.is_string()) {
@@ -387,8 +421,8 @@ void SafetensorsFile::parse_header() {
 
     const json& shape = entry["shape"];
     if (!shape.is_array()) {
-      throw InputError(describe(where + " shape", "an array of integers",
-                                "a JSON " + json_type(shape)));
+      throw InputError(
+          describe(where + " shape", "an array of integers", "a JSON " + json_type(shape)));
     }
     for (std::size_t i = 0; i < shape.size(); ++i) {
       const json& d = shape[i];
@@ -408,44 +442,43 @@ void SafetensorsFile::parse_header() {
 
     const json& offsets = entry["data_offsets"];
     if (!offsets.is_array() || offsets.size() != 2) {
-      throw InputError(describe(where + " data_offsets", "an array [begin, end]",
-                                offsets.dump()));
+      throw InputError(describe(where + " data_offsets", "an array [begin, end]", offsets.dump()));
     }
     for (const json& o : offsets) {
       if (!o.is_number_unsigned()) {
-        throw InputError(describe(where + " data_offsets", "two non-negative integers",
-                                  offsets.dump()));
+        throw InputError(
+            describe(where + " data_offsets", "two non-negative integers", offsets.dump()));
       }
     }
     info.begin = offsets[0].get<uint64_t>();
     info.end = offsets[1].get<uint64_t>();
     if (info.begin > info.end) {
-      throw InputError(describe(where + " data_offsets", "begin <= end",
-                                range_text(info.begin, info.end)));
+      throw InputError(
+          describe(where + " data_offsets", "begin <= end", range_text(info.begin, info.end)));
     }
 
     bool overflow = false;
     const int64_t numel = checked_numel(info.shape, &overflow);
     uint64_t expected_bytes = 0;
-    if (overflow || __builtin_mul_overflow(static_cast<uint64_t>(numel),
-                                           static_cast<uint64_t>(item_size(info.dtype)),
-                                           &expected_bytes)) {
+    if (overflow ||
+        __builtin_mul_overflow(static_cast<uint64_t>(numel),
+                               static_cast<uint64_t>(item_size(info.dtype)), &expected_bytes)) {
       throw InputError(describe(where + " shape", "a shape whose byte size fits in 64 bits",
                                 shape_text(info.shape)));
     }
     if (expected_bytes != info.end - info.begin) {
-      throw InputError(describe(
-          where, std::to_string(expected_bytes) + " bytes (" +
-                     std::string(dtype_name(info.dtype)) + " " + shape_text(info.shape) + ")",
-          "data_offsets " + range_text(info.begin, info.end) + " = " +
-              std::to_string(info.end - info.begin) + " bytes"));
+      throw InputError(describe(where,
+                                std::to_string(expected_bytes) + " bytes (" +
+                                    std::string(dtype_name(info.dtype)) + " " +
+                                    shape_text(info.shape) + ")",
+                                "data_offsets " + range_text(info.begin, info.end) + " = " +
+                                    std::to_string(info.end - info.begin) + " bytes"));
     }
     if (info.end > data_size) {
-      throw InputError(describe(where + " data_offsets",
-                                "a range inside the data area of " + std::to_string(data_size) +
-                                    " bytes",
-                                range_text(info.begin, info.end),
-                                "The file is truncated; re-download or re-save it"));
+      throw InputError(describe(
+          where + " data_offsets",
+          "a range inside the data area of " + std::to_string(data_size) + " bytes",
+          range_text(info.begin, info.end), "The file is truncated; re-download or re-save it"));
     }
     infos_.emplace(key, std::move(info));
   }
@@ -466,8 +499,7 @@ void SafetensorsFile::parse_header() {
   for (const TensorInfo* info : by_begin) {
     if (furthest != nullptr && info->begin < furthest->end) {
       throw InputError(describe(
-          where_tensor(path_, info->name),
-          "a byte range disjoint from every other tensor",
+          where_tensor(path_, info->name), "a byte range disjoint from every other tensor",
           range_text(info->begin, info->end) + ", which overlaps tensor " +
               in_quotes(furthest->name) + " at " + range_text(furthest->begin, furthest->end),
           "The file is corrupt"));
@@ -490,9 +522,9 @@ std::vector<std::string> SafetensorsFile::names() const {
 const TensorInfo& SafetensorsFile::info(const std::string& name) const {
   const auto it = infos_.find(name);
   if (it == infos_.end()) {
-    throw InputError(describe(where_tensor(path_, name), "a tensor of that name",
-                              "none among the file's " + std::to_string(infos_.size()) +
-                                  " tensors"));
+    throw InputError(
+        describe(where_tensor(path_, name), "a tensor of that name",
+                 "none among the file's " + std::to_string(infos_.size()) + " tensors"));
   }
   return it->second;
 }
@@ -501,7 +533,7 @@ at::Tensor SafetensorsFile::tensor(const std::string& name) const {
   const TensorInfo& ti = info(name);
   std::byte* ptr = mapping_->base + 8 + header_size_ + ti.begin;
   const auto options = at::TensorOptions().dtype(to_scalar_type(ti.dtype)).device(at::kCPU);
-  if (reinterpret_cast<std::uintptr_t>(ptr) % item_size(ti.dtype) != 0) {
+  if (ti.byte_size() > 0 && reinterpret_cast<std::uintptr_t>(ptr) % item_size(ti.dtype) != 0) {
     icet::log::get("io")->debug("{}: tensor '{}' is not aligned to its element size; copied",
                                 path_.string(), name);
     at::Tensor copy = at::empty(ti.shape, options);
@@ -511,7 +543,8 @@ at::Tensor SafetensorsFile::tensor(const std::string& name) const {
   // The deleter owns a reference to the mapping, so the tensor keeps the bytes alive after
   // this object (and every other tensor) is gone.
   std::shared_ptr<Mapping> keep = mapping_;
-  return at::from_blob(ptr, ti.shape, [keep](void*) {}, options);
+  return at::from_blob(
+      ptr, ti.shape, [keep](void*) {}, options);
 }
 
 at::Tensor SafetensorsFile::tensor(const std::string& name, at::ScalarType dtype,
@@ -593,8 +626,8 @@ TensorStore TensorStore::open_index(const fs::path& index_file) {
   if (index.contains("metadata")) {
     const json& meta = index["metadata"];
     if (!meta.is_object()) {
-      throw InputError(describe(where + ": key 'metadata'", "an object",
-                                "a JSON " + json_type(meta)));
+      throw InputError(
+          describe(where + ": key 'metadata'", "an object", "a JSON " + json_type(meta)));
     }
     for (const auto& [key, value] : meta.items()) {
       store.metadata_[key] = value.is_string() ? value.get<std::string>() : value.dump();
@@ -606,23 +639,23 @@ TensorStore TensorStore::open_index(const fs::path& index_file) {
   }
   const json& weight_map = index["weight_map"];
   if (!weight_map.is_object()) {
-    throw InputError(describe(where + ": key 'weight_map'", "an object",
-                              "a JSON " + json_type(weight_map)));
+    throw InputError(
+        describe(where + ": key 'weight_map'", "an object", "a JSON " + json_type(weight_map)));
   }
 
   // Open each distinct shard once, in name order (stable files() and content_hash()).
-  std::map<std::string, std::string> shard_of;  // tensor -> shard file name
+  std::map<std::string, std::string> shard_of;         // tensor -> shard file name
   std::map<std::string, std::string> first_tensor_of;  // shard -> a tensor naming it
   for (const auto& [name, shard] : weight_map.items()) {
     const std::string entry_where = where + ": weight_map tensor " + in_quotes(name);
     if (!shard.is_string()) {
-      throw InputError(describe(entry_where, "a shard file name (string)",
-                                "a JSON " + json_type(shard)));
+      throw InputError(
+          describe(entry_where, "a shard file name (string)", "a JSON " + json_type(shard)));
     }
     const std::string shard_name = shard.get<std::string>();
     const fs::path rel(shard_name);
-    const bool escapes = std::any_of(rel.begin(), rel.end(),
-                                     [](const fs::path& part) { return part == ".."; });
+    const bool escapes =
+        std::any_of(rel.begin(), rel.end(), [](const fs::path& part) { return part == ".."; });
     if (shard_name.empty() || rel.is_absolute() || escapes) {
       throw InputError(describe(entry_where, "a shard file name inside the index's folder",
                                 in_quotes(shard_name)));
@@ -637,10 +670,10 @@ TensorStore TensorStore::open_index(const fs::path& index_file) {
     const fs::path shard_path = dir / shard_name;
     std::error_code ec;
     if (!fs::is_regular_file(shard_path, ec)) {
-      throw InputError(describe(where + ": shard " + in_quotes(shard_name) + " (holds tensor " +
-                                    in_quotes(tensor) + ")",
-                                "the file " + shard_path.string(), "no such file",
-                                "The snapshot is incomplete; download the missing shard"));
+      throw InputError(describe(
+          where + ": shard " + in_quotes(shard_name) + " (holds tensor " + in_quotes(tensor) + ")",
+          "the file " + shard_path.string(), "no such file",
+          "The snapshot is incomplete; download the missing shard"));
     }
     file_index[shard_name] = store.files_.size();
     store.files_.push_back(SafetensorsFile::open(shard_path));
@@ -662,21 +695,19 @@ TensorStore TensorStore::open_index(const fs::path& index_file) {
     for (const auto& name : store.files_[i]->names()) {
       const auto [it, inserted] = store.owner_.emplace(name, i);
       if (!inserted) {
-        throw InputError(describe(
-            where + ": tensor " + in_quotes(name),
-            "one shard holding it",
-            "two: " + store.files_[it->second]->path().string() + " and " +
-                store.files_[i]->path().string(),
-            "The snapshot mixes shards of different checkpoints"));
+        throw InputError(describe(where + ": tensor " + in_quotes(name), "one shard holding it",
+                                  "two: " + store.files_[it->second]->path().string() + " and " +
+                                      store.files_[i]->path().string(),
+                                  "The snapshot mixes shards of different checkpoints"));
       }
-      if (shard_of.count(name) == 0) {
+      if (!shard_of.contains(name)) {
         icet::log::get("io")->warn("{}: tensor '{}' is in shard {} but not in the weight_map",
                                    where, name, store.files_[i]->path().filename().string());
       }
     }
   }
-  icet::log::get("io")->debug("opened index {} ({} shards, {} tensors)", where,
-                              store.files_.size(), store.owner_.size());
+  icet::log::get("io")->debug("opened index {} ({} shards, {} tensors)", where, store.files_.size(),
+                              store.owner_.size());
   return store;
 }
 
@@ -692,10 +723,9 @@ std::vector<std::string> TensorStore::names() const {
 const std::shared_ptr<SafetensorsFile>& TensorStore::owner_file(const std::string& name) const {
   const auto it = owner_.find(name);
   if (it == owner_.end()) {
-    throw InputError(describe(origin_.string() + ": tensor " + in_quotes(name),
-                              "a tensor of that name",
-                              "none among the checkpoint's " + std::to_string(owner_.size()) +
-                                  " tensors"));
+    throw InputError(
+        describe(origin_.string() + ": tensor " + in_quotes(name), "a tensor of that name",
+                 "none among the checkpoint's " + std::to_string(owner_.size()) + " tensors"));
   }
   return files_[it->second];
 }
@@ -713,9 +743,7 @@ at::Tensor TensorStore::get(const std::string& name, at::ScalarType dtype,
   return owner_file(name)->tensor(name, dtype, device);
 }
 
-fs::path TensorStore::file_of(const std::string& name) const {
-  return owner_file(name)->path();
-}
+fs::path TensorStore::file_of(const std::string& name) const { return owner_file(name)->path(); }
 
 std::string TensorStore::content_hash() const {
   constexpr uint64_t kSamples = 64;
@@ -767,8 +795,8 @@ void save_safetensors(const fs::path& file,
   for (const auto& [name, t] : tensors) {
     const std::string where = file.string() + ": tensor " + in_quotes(name);
     if (name.empty() || name == "__metadata__") {
-      throw InputError(describe(where, "a non-empty name other than '__metadata__'",
-                                in_quotes(name)));
+      throw InputError(
+          describe(where, "a non-empty name other than '__metadata__'", in_quotes(name)));
     }
     if (!seen.insert(name).second) {
       throw InputError(describe(where, "each name once", "it twice"));
@@ -833,8 +861,8 @@ void save_safetensors(const fs::path& file,
       write_all(fd, cpu.data_ptr(), item.bytes, tmp);
     }
     if (::fsync(fd) != 0) {
-      throw EnvironmentError(describe(tmp.string(), "fsync to succeed",
-                                      "error: " + errno_text(errno)));
+      throw EnvironmentError(
+          describe(tmp.string(), "fsync to succeed", "error: " + errno_text(errno)));
     }
   } catch (...) {
     ::close(fd);
@@ -844,14 +872,13 @@ void save_safetensors(const fs::path& file,
   if (::close(fd) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
-    throw EnvironmentError(describe(tmp.string(), "close to succeed",
-                                    "error: " + errno_text(err)));
+    throw EnvironmentError(describe(tmp.string(), "close to succeed", "error: " + errno_text(err)));
   }
   if (::rename(tmp.c_str(), file.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
-    throw EnvironmentError(describe(file.string(), "to replace it with " + tmp.string(),
-                                    "error: " + errno_text(err)));
+    throw EnvironmentError(
+        describe(file.string(), "to replace it with " + tmp.string(), "error: " + errno_text(err)));
   }
   // Make the rename itself durable.
   const fs::path dir = file.has_parent_path() ? file.parent_path() : fs::path(".");

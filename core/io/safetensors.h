@@ -74,7 +74,7 @@ class SafetensorsFile {
   const std::filesystem::path& path() const { return path_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   std::vector<std::string> names() const;  // sorted
-  bool contains(const std::string& name) const { return infos_.count(name) != 0; }
+  bool contains(const std::string& name) const { return infos_.contains(name); }
   std::size_t size() const { return infos_.size(); }
   // Throws InputError naming the file and the tensor when absent.
   const TensorInfo& info(const std::string& name) const;
@@ -88,8 +88,8 @@ class SafetensorsFile {
 
   // Raw views, for hashing and diagnostics.
   uint64_t file_size() const { return file_size_; }
-  std::string_view header_text() const;           // the N header bytes, verbatim
-  std::span<const std::byte> data_area() const;   // everything after the header
+  std::string_view header_text() const;          // the N header bytes, verbatim
+  std::span<const std::byte> data_area() const;  // everything after the header
 
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
@@ -122,7 +122,7 @@ class TensorStore {
   static TensorStore open_index(const std::filesystem::path& index_file);
 
   std::vector<std::string> names() const;  // sorted
-  bool contains(const std::string& name) const { return owner_.count(name) != 0; }
+  bool contains(const std::string& name) const { return owner_.contains(name); }
   std::size_t size() const { return owner_.size(); }
   const TensorInfo& info(const std::string& name) const;
   at::Tensor get(const std::string& name) const;

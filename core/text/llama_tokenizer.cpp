@@ -46,11 +46,15 @@ void code_points(std::string_view s, std::vector<char32_t>& cps, std::vector<siz
     const auto b0 = static_cast<unsigned char>(s[i]);
     size_t n = b0 < 0x80 ? 1 : (b0 >> 5) == 6 ? 2 : (b0 >> 4) == 14 ? 3 : (b0 >> 3) == 30 ? 4 : 0;
     bool ok = n > 0 && i + n <= s.size();
-    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80;
+    for (size_t k = 1; ok && k < n; ++k) {
+      ok = (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80;
+    }
     char32_t cp = 0x110000u + b0;
     if (ok) {
       cp = n == 1 ? b0 : static_cast<char32_t>(b0 & (0x7F >> n));
-      for (size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+      for (size_t k = 1; k < n; ++k) {
+        cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+      }
     } else {
       n = 1;
     }
@@ -64,8 +68,8 @@ void code_points(std::string_view s, std::vector<char32_t>& cps, std::vector<siz
 // Python's str.isspace().
 bool py_isspace(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 ||
-         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 ||
-         c == 0x202F || c == 0x205F || c == 0x3000;
+         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+         c == 0x205F || c == 0x3000;
 }
 
 std::string py_lstrip(std::string_view s) {
@@ -73,7 +77,9 @@ std::string py_lstrip(std::string_view s) {
   std::vector<size_t> off;
   code_points(s, cps, off);
   size_t i = 0;
-  while (i < cps.size() && py_isspace(cps[i])) ++i;
+  while (i < cps.size() && py_isspace(cps[i])) {
+    ++i;
+  }
   return std::string(s.substr(off[i]));
 }
 
@@ -82,7 +88,9 @@ std::string py_rstrip(std::string_view s) {
   std::vector<size_t> off;
   code_points(s, cps, off);
   size_t i = cps.size();
-  while (i > 0 && py_isspace(cps[i - 1])) --i;
+  while (i > 0 && py_isspace(cps[i - 1])) {
+    --i;
+  }
   return std::string(s.substr(0, off[i]));
 }
 
@@ -97,8 +105,8 @@ json read_json_file(const fs::path& file) {
   try {
     json value = json::parse(in);
     if (!value.is_object()) {
-      throw InputError(describe(file.string(), "a JSON object", std::string("a JSON ") +
-                                                                    value.type_name(),
+      throw InputError(describe(file.string(), "a JSON object",
+                                std::string("a JSON ") + value.type_name(),
                                 "Copy the file again from the model's Hugging Face snapshot"));
     }
     return value;
@@ -117,8 +125,12 @@ std::string where_key(const fs::path& file, std::string_view key) {
 bool get_bool(const json& obj, const char* key, bool absent, bool null_value,
               const fs::path& file) {
   const auto it = obj.find(key);
-  if (it == obj.end()) return absent;
-  if (it->is_null()) return null_value;
+  if (it == obj.end()) {
+    return absent;
+  }
+  if (it->is_null()) {
+    return null_value;
+  }
   if (!it->is_boolean()) {
     throw InputError(describe(where_key(file, key), "true or false", it->dump()));
   }
@@ -127,7 +139,9 @@ bool get_bool(const json& obj, const char* key, bool absent, bool null_value,
 
 bool token_flag(const json& obj, const char* key, bool fallback, const std::string& where) {
   const auto it = obj.find(key);
-  if (it == obj.end() || it->is_null()) return fallback;
+  if (it == obj.end() || it->is_null()) {
+    return fallback;
+  }
   if (!it->is_boolean()) {
     throw InputError(describe(where + "." + key, "true or false", it->dump()));
   }
@@ -137,7 +151,9 @@ bool token_flag(const json& obj, const char* key, bool fallback, const std::stri
 // HF AddedToken(**dict) or a plain string; nullopt for null.
 std::optional<AddedToken> parse_token(const json& value, const std::string& where,
                                       const AddedToken& string_defaults) {
-  if (value.is_null()) return std::nullopt;
+  if (value.is_null()) {
+    return std::nullopt;
+  }
   if (value.is_string()) {
     AddedToken t = string_defaults;
     t.content = value.get<std::string>();
@@ -148,8 +164,8 @@ std::optional<AddedToken> parse_token(const json& value, const std::string& wher
   }
   const auto content = value.find("content");
   if (content == value.end() || !content->is_string()) {
-    throw InputError(describe(where, "an AddedToken object with a \"content\" string",
-                              value.dump()));
+    throw InputError(
+        describe(where, "an AddedToken object with a \"content\" string", value.dump()));
   }
   AddedToken t;
   t.content = content->get<std::string>();
@@ -170,9 +186,11 @@ constexpr const char* kSpecialKeys[] = {"bos_token", "eos_token", "unk_token", "
 
 std::string clean_up_tokenization(std::string s) {
   static constexpr std::pair<std::string_view, std::string_view> kRules[] = {
-      {" .", "."},     {" ?", "?"},     {" !", "!"},   {" ,", ","},   {" ' ", "'"},
-      {" n't", "n't"}, {" 'm", "'m"},   {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
-  for (const auto& [from, to] : kRules) s = replace_all(s, from, to);
+      {" .", "."},     {" ?", "?"},   {" !", "!"},   {" ,", ","},     {" ' ", "'"},
+      {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
+  for (const auto& [from, to] : kRules) {
+    s = replace_all(s, from, to);
+  }
   return s;
 }
 
@@ -186,8 +204,12 @@ class CleanupStream {
     raw_ += text;
     // Cuts before old_size were tried when that text arrived.
     for (size_t p = raw_.size(); p > old_size && p > 0; --p) {
-      if (p < raw_.size() && (static_cast<unsigned char>(raw_[p]) & 0xC0) == 0x80) continue;
-      if (!space_free_before(p)) continue;
+      if (p < raw_.size() && (static_cast<unsigned char>(raw_[p]) & 0xC0) == 0x80) {
+        continue;
+      }
+      if (!space_free_before(p)) {
+        continue;
+      }
       out += clean_up_tokenization(raw_.substr(0, p));
       const std::string before = context_ + raw_.substr(0, p);
       context_ = before.substr(before.size() - std::min<size_t>(before.size(), 4));
@@ -203,10 +225,14 @@ class CleanupStream {
 
  private:
   bool space_free_before(size_t p) const {
-    if (context_.size() + p < 4) return false;
+    if (context_.size() + p < 4) {
+      return false;
+    }
     for (size_t k = 1; k <= 4; ++k) {
       const char c = p >= k ? raw_[p - k] : context_[context_.size() - (k - p)];
-      if (c == ' ') return false;
+      if (c == ' ') {
+        return false;
+      }
     }
     return true;
   }
@@ -233,10 +259,14 @@ class LlamaDecodeStream final : public DecodeStream {
         sp_(tokenizer.model_) {}
 
   void push(int64_t id, std::string& out) override {
-    if (skip_ && tok_.is_special(id)) return;
+    if (skip_ && tok_.is_special(id)) {
+      return;
+    }
     const std::string_view token = tok_.token_string(id);
-    if (skip_ && tok_.is_special_token(token)) return;
-    if (tok_.legacy_added_.count(token) != 0) {
+    if (skip_ && tok_.is_special_token(token)) {
+      return;
+    }
+    if (tok_.legacy_added_.contains(token)) {
       // Such an added token is a sub-text of its own; sub-texts are joined with " ".
       end_sub_text(false, out);
       separate(out);
@@ -248,7 +278,9 @@ class LlamaDecodeStream final : public DecodeStream {
 
   void finish(std::string& out) override {
     end_sub_text(true, out);
-    if (tok_.clean_up_tokenization_spaces_) cleanup_.finish(out);
+    if (tok_.clean_up_tokenization_spaces_) {
+      cleanup_.finish(out);
+    }
   }
 
  private:
@@ -257,7 +289,9 @@ class LlamaDecodeStream final : public DecodeStream {
   static constexpr bool kSpacesBetweenSpecialTokens = true;
 
   void emit(std::string_view text, std::string& out) {
-    if (text.empty()) return;
+    if (text.empty()) {
+      return;
+    }
     if (tok_.clean_up_tokenization_spaces_) {
       cleanup_.push(text, out);
     } else {
@@ -266,14 +300,18 @@ class LlamaDecodeStream final : public DecodeStream {
   }
 
   void separate(std::string& out) {
-    if (sub_texts_ > 0 && kSpacesBetweenSpecialTokens) emit(" ", out);
+    if (sub_texts_ > 0 && kSpacesBetweenSpecialTokens) {
+      emit(" ", out);
+    }
     ++sub_texts_;
   }
 
   // Text of the current convert_tokens_to_string call. A sub-text joins the list (with its
   // separator) once it has text; an empty one is only kept at the very end, as in HF.
   void sub_out(std::string_view text, std::string& out) {
-    if (text.empty()) return;
+    if (text.empty()) {
+      return;
+    }
     if (!sub_appended_) {
       separate(out);
       sub_appended_ = true;
@@ -291,7 +329,9 @@ class LlamaDecodeStream final : public DecodeStream {
       std::string run = std::move(held_);
       held_.clear();
       sp_.finish(run);
-      if (!prev_special_ && i != 0 && tok_.legacy_) sub_out(" ", out);
+      if (!prev_special_ && i != 0 && tok_.legacy_) {
+        sub_out(" ", out);
+      }
       sub_out(run, out);
       sub_out(token, out);
       prev_special_ = true;
@@ -311,12 +351,16 @@ class LlamaDecodeStream final : public DecodeStream {
   }
 
   void end_sub_text(bool at_end, std::string& out) {
-    if (sub_tokens_ == 0) return;
+    if (sub_tokens_ == 0) {
+      return;
+    }
     std::string run = std::move(held_);
     held_.clear();
     sp_.finish(run);
     sub_out(run, out);
-    if (at_end && !sub_appended_) separate(out);  // HF appends the last sub-text even if empty
+    if (at_end && !sub_appended_) {
+      separate(out);  // HF appends the last sub-text even if empty
+    }
     sub_tokens_ = 0;
     prev_special_ = false;
     sub_appended_ = false;
@@ -325,9 +369,9 @@ class LlamaDecodeStream final : public DecodeStream {
   const LlamaTokenizer& tok_;
   bool skip_;
   bool hold_runs_;
-  size_t sub_texts_ = 0;      // sub-texts joined so far
-  size_t sub_tokens_ = 0;     // tokens in the current sub-text (HF's index i)
-  bool sub_appended_ = false; // the current sub-text is in the list already
+  size_t sub_texts_ = 0;       // sub-texts joined so far
+  size_t sub_tokens_ = 0;      // tokens in the current sub-text (HF's index i)
+  bool sub_appended_ = false;  // the current sub-text is in the list already
   bool prev_special_ = false;
   std::string held_;
   SentencePieceDecoder sp_;
@@ -356,10 +400,14 @@ LlamaTokenizerConfig read_llama_tokenizer_config(const fs::path& dir) {
   specials["eos_token"] = "</s>";
   specials["unk_token"] = "<unk>";
   for (const char* key : kSpecialKeys) {
-    if (config.contains(key)) specials[key] = config[key];
+    if (config.contains(key)) {
+      specials[key] = config[key];
+    }
   }
   json additional = config.value("additional_special_tokens", json::array());
-  if (additional.is_null()) additional = json::array();
+  if (additional.is_null()) {
+    additional = json::array();
+  }
 
   std::map<std::string, AddedToken> by_content;
   if (config.contains("added_tokens_decoder")) {
@@ -372,7 +420,8 @@ LlamaTokenizerConfig read_llama_tokenizer_config(const fs::path& dir) {
     for (const auto& [key, value] : decoder.items()) {
       int64_t id = -1;
       const auto [end, err] = std::from_chars(key.data(), key.data() + key.size(), id);
-      const std::string where = where_key(config_file, "added_tokens_decoder") + "[\"" + key + "\"]";
+      const std::string where =
+          where_key(config_file, "added_tokens_decoder") + "[\"" + key + "\"]";
       if (err != std::errc() || end != key.data() + key.size() || id < 0) {
         throw InputError(describe(where, "a token id (a non-negative integer)", "\"" + key + "\""));
       }
@@ -391,22 +440,31 @@ LlamaTokenizerConfig read_llama_tokenizer_config(const fs::path& dir) {
       const json map = read_json_file(map_file);
       for (const auto& [key, value] : map.items()) {
         if (key == "additional_special_tokens" && value.is_array()) {
-          if (!additional.is_array()) additional = json::array();
+          if (!additional.is_array()) {
+            additional = json::array();
+          }
           for (json token : value) {
-            if (token.is_object()) token["special"] = true;
-            const std::string content = token.is_object() ? token.value("content", std::string())
-                                                           : token.is_string() ? token.get<std::string>()
-                                                                               : std::string();
-            const bool present = std::any_of(additional.begin(), additional.end(), [&](const json& t) {
-              return (t.is_string() && t.get<std::string>() == content) ||
-                     (t.is_object() && t.value("content", std::string()) == content);
-            });
-            if (!present) additional.push_back(token);
+            if (token.is_object()) {
+              token["special"] = true;
+            }
+            const std::string content = token.is_object()   ? token.value("content", std::string())
+                                        : token.is_string() ? token.get<std::string>()
+                                                            : std::string();
+            const bool present =
+                std::any_of(additional.begin(), additional.end(), [&](const json& t) {
+                  return (t.is_string() && t.get<std::string>() == content) ||
+                         (t.is_object() && t.value("content", std::string()) == content);
+                });
+            if (!present) {
+              additional.push_back(token);
+            }
           }
         } else if (std::find(std::begin(kSpecialKeys), std::end(kSpecialKeys), key) !=
                    std::end(kSpecialKeys)) {
           json v = value;
-          if (v.is_object()) v["special"] = true;
+          if (v.is_object()) {
+            v["special"] = true;
+          }
           specials[key] = v;
         }
       }
@@ -427,7 +485,8 @@ LlamaTokenizerConfig read_llama_tokenizer_config(const fs::path& dir) {
           }
         }
       }
-      for (const auto& [content, index] : read_json_file(added_file).items()) {
+      const json added_tokens = read_json_file(added_file);
+      for (const auto& [content, index] : added_tokens.items()) {
         if (!index.is_number_integer() || index.get<int64_t>() < 0) {
           throw InputError(describe(where_key(added_file, content), "a token id", index.dump()));
         }
@@ -446,10 +505,13 @@ LlamaTokenizerConfig read_llama_tokenizer_config(const fs::path& dir) {
   for (size_t k = 0; k < std::size(kSpecialKeys); ++k) {
     const std::string where = where_key(config_file, kSpecialKeys[k]);
     std::optional<AddedToken> token =
-        specials.contains(kSpecialKeys[k]) ? parse_token(specials[kSpecialKeys[k]], where, kSpecialString)
-                                           : std::nullopt;
+        specials.contains(kSpecialKeys[k])
+            ? parse_token(specials[kSpecialKeys[k]], where, kSpecialString)
+            : std::nullopt;
     if (token) {
-      if (auto it = by_content.find(token->content); it != by_content.end()) token = it->second;
+      if (auto it = by_content.find(token->content); it != by_content.end()) {
+        token = it->second;
+      }
       token->special = true;
     }
     *fields[k] = token;
@@ -459,8 +521,8 @@ LlamaTokenizerConfig read_llama_tokenizer_config(const fs::path& dir) {
                               "a list of tokens", additional.dump()));
   }
   for (const auto& t : additional) {
-    if (auto token = parse_token(t, where_key(config_file, "additional_special_tokens"),
-                                 kSpecialString)) {
+    if (auto token =
+            parse_token(t, where_key(config_file, "additional_special_tokens"), kSpecialString)) {
       token->special = true;
       c.additional_special_tokens.push_back(*token);
     }
@@ -489,8 +551,12 @@ LlamaTokenizer::LlamaTokenizer(SentencePieceModel model, const LlamaTokenizerCon
       split_special_tokens_(c.split_special_tokens),
       added_decoder_(c.added_tokens_decoder) {
   // HF reloads the model without its dummy prefix unless legacy (get_spm_processor).
-  if (!legacy_) model_.set_add_dummy_prefix(false);
-  for (const auto& [id, token] : added_decoder_) added_encoder_[token.content] = id;
+  if (!legacy_) {
+    model_.set_add_dummy_prefix(false);
+  }
+  for (const auto& [id, token] : added_decoder_) {
+    added_encoder_[token.content] = id;
+  }
 
   // all_special_tokens: SPECIAL_TOKENS_ATTRIBUTES order, then additional, without repeats.
   std::vector<AddedToken> specials;
@@ -501,13 +567,19 @@ LlamaTokenizer::LlamaTokenizer(SentencePieceModel model, const LlamaTokenizerCon
     }
   }
   for (const auto& t : c.additional_special_tokens) {
-    if (!t.content.empty() && special_tokens_.insert(t.content).second) specials.push_back(t);
+    if (!t.content.empty() && special_tokens_.insert(t.content).second) {
+      specials.push_back(t);
+    }
   }
 
   const auto vocab_map = [this] {
     std::unordered_map<std::string, int64_t> vocab;
-    for (int64_t i = 0; i < model_.size(); ++i) vocab[std::string(token_string(i))] = i;
-    for (const auto& [content, id] : added_encoder_) vocab[content] = id;
+    for (int64_t i = 0; i < model_.size(); ++i) {
+      vocab[std::string(token_string(i))] = i;
+    }
+    for (const auto& [content, id] : added_encoder_) {
+      vocab[content] = id;
+    }
     return vocab;
   };
   // PreTrainedTokenizer.__init__: special tokens that are not added tokens yet are added, at
@@ -516,7 +588,9 @@ LlamaTokenizer::LlamaTokenizer(SentencePieceModel model, const LlamaTokenizerCon
   const auto first_new = static_cast<int64_t>(vocab.size());
   int64_t added = 0;
   for (AddedToken token : specials) {
-    if (added_encoder_.count(token.content) != 0) continue;
+    if (added_encoder_.contains(token.content)) {
+      continue;
+    }
     int64_t index = 0;
     if (auto it = vocab.find(token.content); it != vocab.end()) {
       index = it->second;
@@ -530,22 +604,32 @@ LlamaTokenizer::LlamaTokenizer(SentencePieceModel model, const LlamaTokenizerCon
   }
   size_ = static_cast<int64_t>(vocab_map().size());
 
-  for (const auto& token : specials) special_ids_.insert(convert_token_to_id(token.content));
+  for (const auto& token : specials) {
+    special_ids_.insert(convert_token_to_id(token.content));
+  }
   for (const auto& [content, id] : added_encoder_) {
-    if (special_tokens_.count(content) == 0) legacy_added_.insert(content);
+    if (!special_tokens_.contains(content)) {
+      legacy_added_.insert(content);
+    }
   }
   for (const auto& t : c.additional_special_tokens) {
-    if (convert_token_to_id(t.content) >= model_.size()) legacy_added_.insert(t.content);
+    if (convert_token_to_id(t.content) >= model_.size()) {
+      legacy_added_.insert(t.content);
+    }
   }
 
   trie_.assign(1, TrieNode{});
-  for (const auto& [id, token] : added_decoder_) trie_add(token.content);
+  for (const auto& [id, token] : added_decoder_) {
+    trie_add(token.content);
+  }
 
   unk_text_ = c.unk_token ? c.unk_token->content : model_.piece(model_.unk_id());
   unk_length_ = model_.encode(unk_text_).size();
 
   const auto id_of = [this](const std::optional<AddedToken>& t) -> std::optional<int64_t> {
-    if (!t) return std::nullopt;
+    if (!t) {
+      return std::nullopt;
+    }
     return convert_token_to_id(t->content);
   };
   bos_id_ = id_of(c.bos_token);
@@ -567,7 +651,9 @@ std::unique_ptr<LlamaTokenizer> LlamaTokenizer::load(const fs::path& dir) {
 }
 
 void LlamaTokenizer::trie_add(std::string_view word) {
-  if (word.empty()) return;
+  if (word.empty()) {
+    return;
+  }
   std::vector<char32_t> cps;
   std::vector<size_t> off;
   code_points(word, cps, off);
@@ -604,7 +690,9 @@ std::vector<LlamaTokenizer::Chunk> LlamaTokenizer::trie_split(const std::string&
   std::vector<size_t> offsets{0};
   size_t skip = 0;
   for (size_t current = 0; current < n; ++current) {
-    if (skip != 0 && current < skip) continue;
+    if (skip != 0 && current < skip) {
+      continue;
+    }
     std::vector<size_t> to_remove;
     bool reset = false;
     for (auto& state : states) {
@@ -616,7 +704,8 @@ std::vector<LlamaTokenizer::Chunk> LlamaTokenizer::trie_split(const std::string&
           size_t lookahead = 0;
           if (lookstart > start) {
             break;
-          } else if (lookstart < start) {
+          }
+          if (lookstart < start) {
             lookahead = current + 1;  // this state already consumed `current`
             end = current + 1;
           } else {
@@ -630,7 +719,9 @@ std::vector<LlamaTokenizer::Chunk> LlamaTokenizer::trie_split(const std::string&
           }
           while (lookahead < n) {
             const int next = child(looknode, cps[lookahead]);
-            if (next < 0) break;
+            if (next < 0) {
+              break;
+            }
             looknode = next;
             ++lookahead;
             if (terminal(looknode)) {
@@ -660,7 +751,9 @@ std::vector<LlamaTokenizer::Chunk> LlamaTokenizer::trie_split(const std::string&
       });
     }
     if (current >= skip) {
-      if (const int first = child(0, cps[current]); first >= 0) states.emplace_back(current, first);
+      if (const int first = child(0, cps[current]); first >= 0) {
+        states.emplace_back(current, first);
+      }
     }
   }
   for (const auto& [start, node] : states) {
@@ -676,9 +769,11 @@ std::vector<LlamaTokenizer::Chunk> LlamaTokenizer::trie_split(const std::string&
   std::vector<Chunk> chunks;
   size_t start = 0;
   for (size_t end : offsets) {
-    if (start >= end) continue;
+    if (start >= end) {
+      continue;
+    }
     std::string piece = text.substr(off[start], off[end] - off[start]);
-    const bool added = added_encoder_.count(piece) != 0;
+    const bool added = added_encoder_.contains(piece);
     chunks.push_back({std::move(piece), added});
     start = end;
   }
@@ -689,7 +784,9 @@ std::vector<std::string> LlamaTokenizer::sp_tokenize(std::string_view chunk) con
   const auto strings = [](std::vector<EncodedPiece> pieces, size_t drop) {
     std::vector<std::string> out;
     out.reserve(pieces.size());
-    for (size_t i = drop; i < pieces.size(); ++i) out.push_back(std::move(pieces[i].piece));
+    for (size_t i = drop; i < pieces.size(); ++i) {
+      out.push_back(std::move(pieces[i].piece));
+    }
     return out;
   };
   if (legacy_ || !(starts_with(chunk, kSpiece) || starts_with(chunk, " "))) {
@@ -698,7 +795,8 @@ std::vector<std::string> LlamaTokenizer::sp_tokenize(std::string_view chunk) con
   // The model has no dummy prefix now and would drop a leading "▁": encode "<unk>" + chunk and
   // remove the pieces of "<unk>" so that the chunk's "▁" stays attached to its word.
   auto pieces = model_.encode(unk_text_ + std::string(chunk));
-  return strings(std::move(pieces), pieces.size() >= unk_length_ ? unk_length_ : 0);
+  const size_t drop = pieces.size() >= unk_length_ ? unk_length_ : 0;
+  return strings(std::move(pieces), drop);
 }
 
 // PreTrainedTokenizer.tokenize after the split (AddedToken lstrip/rstrip/single_word, then
@@ -707,22 +805,31 @@ std::vector<LlamaTokenizer::Token> LlamaTokenizer::run(std::vector<Chunk> chunks
   // Template text is looked up by string, as HF does; a chunk that came from user or segment
   // text stays text whatever it becomes.
   const auto set_text = [&](Chunk& chunk, std::string text) {
-    if (text == chunk.text) return;
+    if (text == chunk.text) {
+      return;
+    }
     chunk.text = std::move(text);
-    chunk.added = mode == Mode::template_text && added_encoder_.count(chunk.text) != 0;
+    chunk.added = mode == Mode::template_text && added_encoder_.contains(chunk.text);
   };
   for (size_t i = 0; i < chunks.size(); ++i) {
-    if (!chunks[i].added) continue;
+    if (!chunks[i].added) {
+      continue;
+    }
     const AddedToken& token = added_decoder_.at(added_encoder_.at(chunks[i].text));
     Chunk* left = i > 0 ? &chunks[i - 1] : nullptr;
     Chunk* right = i + 1 < chunks.size() ? &chunks[i + 1] : nullptr;
-    if (token.rstrip && right && !right->text.empty()) set_text(*right, py_lstrip(right->text));
-    if (token.lstrip && left && !left->text.empty()) set_text(*left, py_rstrip(left->text));
+    if (token.rstrip && right != nullptr && !right->text.empty()) {
+      set_text(*right, py_lstrip(right->text));
+    }
+    if (token.lstrip && left != nullptr && !left->text.empty()) {
+      set_text(*left, py_rstrip(left->text));
+    }
     const std::string current = chunks[i].text;
-    if (token.single_word && left && !left->text.empty() && left->text.back() != ' ') {
+    if (token.single_word && left != nullptr && !left->text.empty() && left->text.back() != ' ') {
       set_text(*left, left->text + current);
       set_text(chunks[i], "");
-    } else if (token.single_word && right && !right->text.empty() && right->text[0] != ' ') {
+    } else if (token.single_word && right != nullptr && !right->text.empty() &&
+               right->text[0] != ' ') {
       set_text(chunks[i], current + right->text);
       set_text(*right, "");
     }
@@ -730,7 +837,9 @@ std::vector<LlamaTokenizer::Token> LlamaTokenizer::run(std::vector<Chunk> chunks
 
   std::vector<Token> tokens;
   for (const Chunk& chunk : chunks) {
-    if (chunk.text.empty()) continue;
+    if (chunk.text.empty()) {
+      continue;
+    }
     if (chunk.added) {
       tokens.push_back({chunk.text, added_encoder_.at(chunk.text), true});
       continue;
@@ -738,8 +847,8 @@ std::vector<LlamaTokenizer::Token> LlamaTokenizer::run(std::vector<Chunk> chunks
     for (std::string& piece : sp_tokenize(chunk.text)) {
       // HF maps every token string through the added tokens first; for user text only the
       // vocabulary counts, so no piece of typed text can turn into a special token.
-      const int64_t id = mode == Mode::template_text ? convert_token_to_id(piece)
-                                                     : model_.piece_to_id(piece);
+      const int64_t id =
+          mode == Mode::template_text ? convert_token_to_id(piece) : model_.piece_to_id(piece);
       tokens.push_back({std::move(piece), id, false});
     }
   }
@@ -751,36 +860,54 @@ std::vector<LlamaTokenizer::Token> LlamaTokenizer::run(std::vector<Chunk> chunks
   return tokens;
 }
 
-std::vector<int64_t> LlamaTokenizer::ids_of(const std::vector<Token>& tokens) const {
+std::vector<int64_t> LlamaTokenizer::ids_of(const std::vector<Token>& tokens) {
   std::vector<int64_t> ids;
   ids.reserve(tokens.size());
-  for (const auto& t : tokens) ids.push_back(t.id);
+  for (const auto& t : tokens) {
+    ids.push_back(t.id);
+  }
   return ids;
 }
 
 std::vector<std::string> LlamaTokenizer::tokenize(std::string_view text) const {
-  if (text.empty()) return {};
+  if (text.empty()) {
+    return {};
+  }
   std::string prepared = legacy_ ? std::string(text) : replace_all(text, kSpiece, " ");
-  if (!legacy_ && add_prefix_space_) prepared.insert(0, kSpiece);
-  auto chunks = split_special_tokens_ ? std::vector<Chunk>{{prepared, false}} : trie_split(prepared);
+  if (!legacy_ && add_prefix_space_) {
+    prepared.insert(0, kSpiece);
+  }
+  auto chunks =
+      split_special_tokens_ ? std::vector<Chunk>{{prepared, false}} : trie_split(prepared);
   std::vector<std::string> out;
-  for (auto& t : run(std::move(chunks), Mode::template_text)) out.push_back(std::move(t.text));
+  for (auto& t : run(std::move(chunks), Mode::template_text)) {
+    out.push_back(std::move(t.text));
+  }
   return out;
 }
 
 std::vector<int64_t> LlamaTokenizer::encode_template(std::string_view text) const {
-  if (text.empty()) return {};
+  if (text.empty()) {
+    return {};
+  }
   std::string prepared = legacy_ ? std::string(text) : replace_all(text, kSpiece, " ");
-  if (!legacy_ && add_prefix_space_) prepared.insert(0, kSpiece);
-  auto chunks = split_special_tokens_ ? std::vector<Chunk>{{prepared, false}} : trie_split(prepared);
+  if (!legacy_ && add_prefix_space_) {
+    prepared.insert(0, kSpiece);
+  }
+  auto chunks =
+      split_special_tokens_ ? std::vector<Chunk>{{prepared, false}} : trie_split(prepared);
   return ids_of(run(std::move(chunks), Mode::template_text));
 }
 
 std::vector<int64_t> LlamaTokenizer::encode_user(std::string_view text) const {
   // HF with split_special_tokens=True: the whole text is one chunk.
-  if (text.empty()) return {};
+  if (text.empty()) {
+    return {};
+  }
   std::string prepared = legacy_ ? std::string(text) : replace_all(text, kSpiece, " ");
-  if (!legacy_ && add_prefix_space_) prepared.insert(0, kSpiece);
+  if (!legacy_ && add_prefix_space_) {
+    prepared.insert(0, kSpiece);
+  }
   return ids_of(run({{std::move(prepared), false}}, Mode::user_text));
 }
 
@@ -794,19 +921,25 @@ std::vector<int64_t> LlamaTokenizer::encode_segments(const std::vector<Segment>&
       text += legacy_ ? segment.text : replace_all(segment.text, kSpiece, " ");
       continue;
     }
-    if (added_encoder_.count(segment.text) == 0) {
+    if (!added_encoder_.contains(segment.text)) {
       throw InputError(describe("chat template segment \"" + segment.text + "\"",
                                 "an added or special token of the tokenizer",
                                 "no token with that content",
                                 "Check the chat template against tokenizer_config.json's "
                                 "added_tokens_decoder"));
     }
-    if (!text.empty()) chunks.push_back({std::move(text), false});
+    if (!text.empty()) {
+      chunks.push_back({std::move(text), false});
+    }
     text.clear();
     chunks.push_back({segment.text, true});
   }
-  if (!text.empty()) chunks.push_back({std::move(text), false});
-  if (chunks.empty()) return {};
+  if (!text.empty()) {
+    chunks.push_back({std::move(text), false});
+  }
+  if (chunks.empty()) {
+    return {};
+  }
   if (!legacy_ && add_prefix_space_) {
     if (chunks.front().added) {
       chunks.insert(chunks.begin(), Chunk{std::string(kSpiece), false});
@@ -818,8 +951,12 @@ std::vector<int64_t> LlamaTokenizer::encode_segments(const std::vector<Segment>&
 }
 
 std::string_view LlamaTokenizer::token_string(int64_t id) const {
-  if (const auto it = added_decoder_.find(id); it != added_decoder_.end()) return it->second.content;
-  if (model_.valid_id(id)) return model_.piece(id);
+  if (const auto it = added_decoder_.find(id); it != added_decoder_.end()) {
+    return it->second.content;
+  }
+  if (model_.valid_id(id)) {
+    return model_.piece(id);
+  }
   throw InputError(describe(
       "token id " + std::to_string(id),
       "an id of the tokenizer (0.." + std::to_string(model_.size() - 1) + " or an added token)",
@@ -829,7 +966,9 @@ std::string_view LlamaTokenizer::token_string(int64_t id) const {
 }
 
 int64_t LlamaTokenizer::convert_token_to_id(std::string_view token) const {
-  if (const auto it = added_encoder_.find(token); it != added_encoder_.end()) return it->second;
+  if (const auto it = added_encoder_.find(token); it != added_encoder_.end()) {
+    return it->second;
+  }
   return model_.piece_to_id(token);
 }
 
@@ -837,7 +976,9 @@ std::string LlamaTokenizer::decode(const std::vector<int64_t>& ids,
                                    bool skip_special_tokens) const {
   std::string out;
   LlamaDecodeStream stream(*this, skip_special_tokens);
-  for (int64_t id : ids) stream.push(id, out);
+  for (int64_t id : ids) {
+    stream.push(id, out);
+  }
   stream.finish(out);
   return out;
 }
@@ -852,12 +993,16 @@ std::optional<int64_t> LlamaTokenizer::token_id(std::string_view piece_or_added_
   if (const auto it = added_encoder_.find(piece_or_added_token); it != added_encoder_.end()) {
     return it->second;
   }
-  if (const auto id = model_.find(piece_or_added_token)) return *id;
+  if (const auto id = model_.find(piece_or_added_token)) {
+    return *id;
+  }
   return std::nullopt;
 }
 
 std::string LlamaTokenizer::token_bytes(int64_t id) const {
-  if (const auto it = added_decoder_.find(id); it != added_decoder_.end()) return it->second.content;
+  if (const auto it = added_decoder_.find(id); it != added_decoder_.end()) {
+    return it->second.content;
+  }
   const std::string_view piece = token_string(id);
   switch (model_.type(id)) {
     case PieceType::byte:

@@ -111,13 +111,13 @@ class LlamaTokenizer final : public Tokenizer {
 
   std::vector<Token> run(std::vector<Chunk> chunks, Mode mode) const;
   std::vector<std::string> sp_tokenize(std::string_view chunk) const;  // HF _tokenize
-  std::vector<Chunk> trie_split(const std::string& text) const;       // HF Trie.split
+  std::vector<Chunk> trie_split(const std::string& text) const;        // HF Trie.split
   void trie_add(std::string_view word);
   // HF convert_ids_to_tokens for one id; throws icet::InputError for an unknown id.
   std::string_view token_string(int64_t id) const;
   int64_t convert_token_to_id(std::string_view token) const;  // added tokens, then the vocabulary
   bool is_special_token(std::string_view token) const { return special_tokens_.count(token) != 0; }
-  std::vector<int64_t> ids_of(const std::vector<Token>& tokens) const;
+  static std::vector<int64_t> ids_of(const std::vector<Token>& tokens);
 
   struct StringHash {
     using is_transparent = void;
@@ -134,13 +134,13 @@ class LlamaTokenizer final : public Tokenizer {
   bool split_special_tokens_ = false;
   std::map<int64_t, AddedToken> added_decoder_;
   std::unordered_map<std::string, int64_t, StringHash, std::equal_to<>> added_encoder_;
-  StringSet special_tokens_;   // HF all_special_tokens
+  StringSet special_tokens_;       // HF all_special_tokens
   std::set<int64_t> special_ids_;  // HF all_special_ids
   // Added tokens that decode() renders as separate sub-texts (HF's "legacy_added_tokens").
   StringSet legacy_added_;
   std::vector<TrieNode> trie_;
-  std::string unk_text_;     // str(unk_token), prepended to chunks that start with a space
-  size_t unk_length_ = 0;    // pieces SentencePiece makes of unk_text_
+  std::string unk_text_;   // str(unk_token), prepended to chunks that start with a space
+  size_t unk_length_ = 0;  // pieces SentencePiece makes of unk_text_
   int64_t size_ = 0;
   std::optional<int64_t> bos_id_, eos_id_, pad_id_, unk_id_;
 };

@@ -14,15 +14,16 @@
 namespace icet::text {
 namespace {
 
-constexpr std::string_view kSpaceSymbol = "\xe2\x96\x81";  // U+2581, SentencePiece's "▁"
-constexpr std::string_view kReplacementChar = "\xef\xbf\xbd";  // U+FFFD
+constexpr std::string_view kSpaceSymbol = "\xe2\x96\x81";          // U+2581, SentencePiece's "▁"
+constexpr std::string_view kReplacementChar = "\xef\xbf\xbd";      // U+FFFD
 constexpr std::string_view kDefaultUnkSurface = " \xe2\x81\x87 ";  // " ⁇ "
 constexpr char32_t kUnicodeError = 0xFFFD;
 
 // --- UTF-8, exactly as SentencePiece's string_util does it -------------------------------------
 
 size_t one_char_len(char c) {
-  return static_cast<size_t>("\1\1\1\1\1\1\1\1\1\1\1\1\2\2\3\4"[(static_cast<unsigned char>(c)) >> 4]);
+  return static_cast<size_t>(
+      "\1\1\1\1\1\1\1\1\1\1\1\1\2\2\3\4"[(static_cast<unsigned char>(c)) >> 4]);
 }
 
 bool is_trail_byte(char c) { return static_cast<signed char>(c) < -0x40; }
@@ -35,7 +36,8 @@ char32_t decode_utf8(std::string_view s, size_t* mblen) {
   if (b(0) < 0x80) {
     *mblen = 1;
     return b(0);
-  } else if (len >= 2 && (b(0) & 0xE0) == 0xC0) {
+  }
+  if (len >= 2 && (b(0) & 0xE0) == 0xC0) {
     const char32_t cp = ((b(0) & 0x1F) << 6) | (b(1) & 0x3F);
     if (is_trail_byte(s[1]) && cp >= 0x0080 && is_valid_codepoint(cp)) {
       *mblen = 2;
@@ -78,10 +80,18 @@ bool structurally_valid_utf8(std::string_view s) {
 
 // Bytes a UTF-8 sequence starting with `lead` needs before SentencePiece can judge it.
 size_t bytes_needed(unsigned char lead) {
-  if (lead < 0x80) return 1;
-  if ((lead & 0xE0) == 0xC0) return 2;
-  if ((lead & 0xF0) == 0xE0) return 3;
-  if ((lead & 0xF8) == 0xF0) return 4;
+  if (lead < 0x80) {
+    return 1;
+  }
+  if ((lead & 0xE0) == 0xC0) {
+    return 2;
+  }
+  if ((lead & 0xF0) == 0xE0) {
+    return 3;
+  }
+  if ((lead & 0xF8) == 0xF0) {
+    return 4;
+  }
   return 1;  // never valid: judged at once
 }
 
@@ -93,13 +103,21 @@ std::string byte_to_piece(unsigned char c) {
 
 int piece_to_byte(std::string_view piece) {
   // Only the exact spelling ByteToPiece produces ("<0x0A>", upper-case hex) is a byte piece.
-  if (piece.size() != 6 || piece.substr(0, 3) != "<0x" || piece[5] != '>') return -1;
+  if (piece.size() != 6 || piece.substr(0, 3) != "<0x" || piece[5] != '>') {
+    return -1;
+  }
   int value = 0;
   for (char c : piece.substr(3, 2)) {
     int digit = -1;
-    if (c >= '0' && c <= '9') digit = c - '0';
-    if (c >= 'A' && c <= 'F') digit = c - 'A' + 10;
-    if (digit < 0) return -1;
+    if (c >= '0' && c <= '9') {
+      digit = c - '0';
+    }
+    if (c >= 'A' && c <= 'F') {
+      digit = c - 'A' + 10;
+    }
+    if (digit < 0) {
+      return -1;
+    }
     value = value * 16 + digit;
   }
   return value;
@@ -107,8 +125,14 @@ int piece_to_byte(std::string_view piece) {
 
 // --- protobuf wire format ----------------------------------------------------------------------
 
-enum WireType { kVarint = 0, kFixed64 = 1, kLengthDelimited = 2, kStartGroup = 3, kEndGroup = 4,
-                kFixed32 = 5 };
+enum WireType {
+  kVarint = 0,
+  kFixed64 = 1,
+  kLengthDelimited = 2,
+  kStartGroup = 3,
+  kEndGroup = 4,
+  kFixed32 = 5
+};
 
 class WireReader {
  public:
@@ -135,10 +159,14 @@ class WireReader {
     const size_t at = pos_;
     uint64_t value = 0;
     for (int shift = 0; shift < 70; shift += 7) {
-      if (pos_ >= data_.size()) fail("data that ends inside a varint", at);
+      if (pos_ >= data_.size()) {
+        fail("data that ends inside a varint", at);
+      }
       const auto byte = static_cast<unsigned char>(data_[pos_++]);
       value |= static_cast<uint64_t>(byte & 0x7F) << shift;
-      if ((byte & 0x80) == 0) return value;
+      if ((byte & 0x80) == 0) {
+        return value;
+      }
     }
     fail("a varint longer than 10 bytes", at);
   }
@@ -157,9 +185,13 @@ class WireReader {
   }
 
   uint32_t fixed32() {
-    if (data_.size() - pos_ < 4) fail("data that ends inside a 32-bit field", pos_);
+    if (data_.size() - pos_ < 4) {
+      fail("data that ends inside a 32-bit field", pos_);
+    }
     uint32_t v = 0;
-    for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(data_[pos_ + i]);
+    for (int i = 3; i >= 0; --i) {
+      v = (v << 8) | static_cast<unsigned char>(data_[pos_ + i]);
+    }
     pos_ += 4;
     return v;
   }
@@ -178,7 +210,9 @@ class WireReader {
         varint();
         return;
       case kFixed64:
-        if (data_.size() - pos_ < 8) fail("data that ends inside a 64-bit field", pos_);
+        if (data_.size() - pos_ < 8) {
+          fail("data that ends inside a 64-bit field", pos_);
+        }
         pos_ += 8;
         return;
       case kLengthDelimited:
@@ -188,13 +222,19 @@ class WireReader {
         fixed32();
         return;
       case kStartGroup: {
-        if (depth > 64) fail("groups nested more than 64 deep", pos_);
+        if (depth > 64) {
+          fail("groups nested more than 64 deep", pos_);
+        }
         const size_t at = pos_;
         while (true) {
-          if (done()) fail("a group (field " + std::to_string(field) + ") that is never closed", at);
+          if (done()) {
+            fail("a group (field " + std::to_string(field) + ") that is never closed", at);
+          }
           const auto [inner, inner_wire] = key();
           if (inner_wire == kEndGroup) {
-            if (inner != field) fail("an end-group key that does not match its group", pos_);
+            if (inner != field) {
+              fail("an end-group key that does not match its group", pos_);
+            }
             return;
           }
           skip(inner, inner_wire, depth + 1);
@@ -368,8 +408,8 @@ ParsedModel parse_model_proto(std::string_view data, const std::string& source) 
 
 [[noreturn]] void unsupported(const std::string& source, const std::string& found,
                               const std::string& hint) {
-  throw InputError(describe(source, "a SentencePiece BPE model with identity normalisation", found,
-                            hint));
+  throw InputError(describe(source, "a SentencePiece BPE model with identity normalisation",
+                            "an unsupported " + found, hint));
 }
 
 [[noreturn]] void invalid(const std::string& source, const std::string& found) {
@@ -385,47 +425,46 @@ ParsedModel parse_model_proto(std::string_view data, const std::string& source) 
 SentencePieceModel SentencePieceModel::load(const std::filesystem::path& file) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(file, ec)) {
-    throw InputError(describe(file.string(), "a SentencePiece tokenizer.model file",
-                              std::filesystem::exists(file, ec) ? "something that is not a file"
-                                                                : "no such file",
-                              "Point to the model's Hugging Face snapshot folder"));
+    throw InputError(describe(
+        file.string(), "a SentencePiece tokenizer.model file",
+        std::filesystem::exists(file, ec) ? "something that is not a file" : "no such file",
+        "Point to the model's Hugging Face snapshot folder"));
   }
   std::ifstream in(file, std::ios::binary);
   std::ostringstream buffer;
   buffer << in.rdbuf();
   if (!in && !in.eof()) {
-    throw InputError(describe(file.string(), "a readable file", "a read error",
-                              "Check the file's permissions"));
+    throw InputError(
+        describe(file.string(), "a readable file", "a read error", "Check the file's permissions"));
   }
   return parse(buffer.str(), file.string());
 }
 
 SentencePieceModel SentencePieceModel::parse(std::string_view bytes, const std::string& source) {
   ParsedModel parsed = parse_model_proto(bytes, source);
-
-  if (parsed.raw_model_type != static_cast<int>(ModelType::bpe)) {
-    const int t = parsed.raw_model_type;
-    const std::string name = t == 1   ? "a Unigram model"
-                             : t == 3 ? "a word model"
-                             : t == 4 ? "a char model"
-                                      : "model type " + std::to_string(t);
-    unsupported(source, name + " (trainer_spec.model_type = " + std::to_string(t) + ")",
-                "Only BPE SentencePiece models (LLaMA, Llama-2, Vicuna, Mistral, LLaVA) are "
-                "supported; a Unigram model is not tokenised by this reader");
-  }
-  if (parsed.normalizer.has_precompiled_charsmap || parsed.denormalizer_has_rules) {
-    unsupported(source,
-                "precompiled normalisation rules (normalizer \"" + parsed.normalizer.name + "\")",
-                "Only identity normalisation is implemented; LLaMA-family tokenizers use it");
-  }
-  if (parsed.trainer.treat_whitespace_as_suffix) {
-    unsupported(source, "treat_whitespace_as_suffix = true",
-                "LLaMA-family tokenizers put the whitespace symbol in front of a word");
-  }
   if (parsed.pieces.empty()) {
     invalid(source, "no pieces");
   }
-
+  if (parsed.raw_model_type != static_cast<int>(ModelType::bpe)) {
+    const int t = parsed.raw_model_type;
+    const std::string name = t == 1   ? "Unigram model"
+                             : t == 3 ? "word model"
+                             : t == 4 ? "char model"
+                                      : "model type";
+    unsupported(source, name + " (trainer_spec.model_type = " + std::to_string(t) + ")",
+                "Only BPE SentencePiece models (LLaMA, Llama-2, Vicuna, Mistral, LLaVA) are "
+                "supported");
+  }
+  if (parsed.normalizer.has_precompiled_charsmap || parsed.denormalizer_has_rules) {
+    unsupported(
+        source,
+        "normalisation with precompiled rules (normalizer \"" + parsed.normalizer.name + "\")",
+        "Only identity normalisation is implemented; LLaMA-family tokenizers use it");
+  }
+  if (parsed.trainer.treat_whitespace_as_suffix) {
+    unsupported(source, "whitespace-as-suffix model (treat_whitespace_as_suffix = true)",
+                "LLaMA-family tokenizers put the whitespace symbol in front of a word");
+  }
   SentencePieceModel model;
   model.source_ = source;
   model.trainer_ = parsed.trainer;
@@ -435,8 +474,8 @@ SentencePieceModel SentencePieceModel::parse(std::string_view bytes, const std::
   for (size_t i = 0; i < parsed.pieces.size(); ++i) {
     auto& raw = parsed.pieces[i];
     if (raw.type < 1 || raw.type > 6) {
-      invalid(source, "piece " + std::to_string(i) + " with unknown type " +
-                          std::to_string(raw.type));
+      invalid(source,
+              "piece " + std::to_string(i) + " with unknown type " + std::to_string(raw.type));
     }
     if (!structurally_valid_utf8(raw.piece)) {
       invalid(source, "piece " + std::to_string(i) + " that is not valid UTF-8");
@@ -449,7 +488,9 @@ SentencePieceModel SentencePieceModel::parse(std::string_view bytes, const std::
   for (const auto& [input, expected] : parsed.self_test) {
     std::string got;
     for (const auto& p : model.encode(input)) {
-      if (!got.empty()) got += ' ';
+      if (!got.empty()) {
+        got += ' ';
+      }
       got += p.piece;
     }
     if (got != expected) {
@@ -482,7 +523,9 @@ void SentencePieceModel::index_pieces() {
       user_defined_[static_cast<unsigned char>(p.piece[0])].push_back(p.piece);
     }
     if (p.type == PieceType::unknown) {
-      if (unk >= 0) invalid(source_, "a second unknown piece at id " + std::to_string(i));
+      if (unk >= 0) {
+        invalid(source_, "a second unknown piece at id " + std::to_string(i));
+      }
       unk = id;
     }
     if (p.type == PieceType::byte) {
@@ -490,7 +533,9 @@ void SentencePieceModel::index_pieces() {
         invalid(source_, "byte piece " + p.piece + " although byte_fallback is false");
       }
       const int b = piece_to_byte(p.piece);
-      if (b < 0) invalid(source_, "byte piece \"" + p.piece + "\" that is not <0xXX>");
+      if (b < 0) {
+        invalid(source_, "byte piece \"" + p.piece + "\" that is not <0xXX>");
+      }
       byte_found[static_cast<size_t>(b)] = true;
       byte_values_[i] = static_cast<int16_t>(b);
     }
@@ -498,13 +543,14 @@ void SentencePieceModel::index_pieces() {
   if (unk < 0) {
     invalid(source_, "no unknown piece (<unk>)");
   }
-  if (trainer_.byte_fallback && std::find(byte_found.begin(), byte_found.end(), false) !=
-                                    byte_found.end()) {
+  if (trainer_.byte_fallback &&
+      std::find(byte_found.begin(), byte_found.end(), false) != byte_found.end()) {
     invalid(source_, "byte_fallback without all 256 byte pieces");
   }
   for (auto& bucket : user_defined_) {
-    std::stable_sort(bucket.begin(), bucket.end(),
-                     [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+    std::stable_sort(bucket.begin(), bucket.end(), [](const std::string& a, const std::string& b) {
+      return a.size() > b.size();
+    });
   }
   unk_id_ = unk;
   unk_surface_ = trainer_.unk_surface.value_or(std::string(kDefaultUnkSurface));
@@ -519,50 +565,72 @@ int32_t SentencePieceModel::piece_to_id(std::string_view piece) const {
 }
 
 std::optional<int32_t> SentencePieceModel::find(std::string_view piece) const {
-  if (auto it = reserved_.find(piece); it != reserved_.end()) return it->second;
-  if (auto it = normal_.find(piece); it != normal_.end()) return it->second;
+  if (auto it = reserved_.find(piece); it != reserved_.end()) {
+    return it->second;
+  }
+  if (auto it = normal_.find(piece); it != normal_.end()) {
+    return it->second;
+  }
   return std::nullopt;
 }
 
 size_t SentencePieceModel::match_user_defined(std::string_view text) const {
-  if (text.empty()) return 0;
+  if (text.empty()) {
+    return 0;
+  }
   for (const auto& symbol : user_defined_[static_cast<unsigned char>(text[0])]) {
-    if (text.substr(0, symbol.size()) == symbol) return symbol.size();
+    if (text.substr(0, symbol.size()) == symbol) {
+      return symbol.size();
+    }
   }
   return 0;
 }
 
 std::string SentencePieceModel::normalize(std::string_view input) const {
   std::string out;
-  if (input.empty()) return out;
+  if (input.empty()) {
+    return out;
+  }
   const NormalizerSpec& spec = normalizer_;
 
   // NormalizePrefix with identity rules: a user-defined symbol whole, else one character, else
   // U+FFFD for one malformed byte.
   const auto prefix = [this](std::string_view s) -> std::pair<std::string_view, size_t> {
-    if (const size_t n = match_user_defined(s)) return {s.substr(0, n), n};
+    if (const size_t n = match_user_defined(s)) {
+      return {s.substr(0, n), n};
+    }
     size_t n = 0;
-    if (!valid_decode_utf8(s, &n)) return {kReplacementChar, 1};
+    if (!valid_decode_utf8(s, &n)) {
+      return {kReplacementChar, 1};
+    }
     return {s.substr(0, n), n};
   };
 
   if (spec.remove_extra_whitespaces) {
     while (!input.empty()) {
       const auto p = prefix(input);
-      if (p.first != " ") break;
+      if (p.first != " ") {
+        break;
+      }
       input.remove_prefix(p.second);
     }
   }
-  if (input.empty()) return out;
+  if (input.empty()) {
+    return out;
+  }
 
   out.reserve(input.size() * 3);
   const std::string_view space = spec.escape_whitespaces ? kSpaceSymbol : std::string_view(" ");
-  if (spec.add_dummy_prefix) out += space;
+  if (spec.add_dummy_prefix) {
+    out += space;
+  }
 
   bool is_prev_space = spec.remove_extra_whitespaces;
   while (!input.empty()) {
     auto [sp, consumed] = prefix(input);
-    while (is_prev_space && !sp.empty() && sp.front() == ' ') sp.remove_prefix(1);
+    while (is_prev_space && !sp.empty() && sp.front() == ' ') {
+      sp.remove_prefix(1);
+    }
     if (!sp.empty()) {
       for (char c : sp) {
         if (spec.escape_whitespaces && c == ' ') {
@@ -574,7 +642,9 @@ std::string SentencePieceModel::normalize(std::string_view input) const {
       is_prev_space = sp.back() == ' ';
     }
     input.remove_prefix(consumed);
-    if (!spec.remove_extra_whitespaces) is_prev_space = false;
+    if (!spec.remove_extra_whitespaces) {
+      is_prev_space = false;
+    }
   }
 
   if (spec.remove_extra_whitespaces) {
@@ -608,18 +678,22 @@ std::vector<std::pair<std::string_view, int32_t>> SentencePieceModel::bpe(
   };
 
   std::vector<std::pair<std::string_view, int32_t>> output;
-  if (normalized.empty()) return output;
+  if (normalized.empty()) {
+    return output;
+  }
 
   std::vector<Symbol> symbols;
   symbols.reserve(normalized.size());
   for (std::string_view rest = normalized; !rest.empty();) {
     size_t n = match_user_defined(rest);
     const bool freeze = n > 0;  // user-defined symbols are never merged
-    if (n == 0) n = std::min(rest.size(), one_char_len(rest[0]));
+    if (n == 0) {
+      n = std::min(rest.size(), one_char_len(rest[0]));
+    }
     const int index = static_cast<int>(symbols.size());
     rest.remove_prefix(n);
-    symbols.push_back({index - 1, rest.empty() ? -1 : index + 1, freeze,
-                       std::string_view(rest.data() - n, n)});
+    symbols.push_back(
+        {index - 1, rest.empty() ? -1 : index + 1, freeze, std::string_view(rest.data() - n, n)});
   }
 
   std::priority_queue<Pair, std::vector<Pair>, Lower> agenda;
@@ -627,12 +701,16 @@ std::vector<std::pair<std::string_view, int32_t>> SentencePieceModel::bpe(
   std::unordered_map<std::string_view, std::pair<std::string_view, std::string_view>> rev_merge;
 
   const auto maybe_add = [&](int left, int right) {
-    if (left == -1 || right == -1 || symbols[left].freeze || symbols[right].freeze) return;
+    if (left == -1 || right == -1 || symbols[left].freeze || symbols[right].freeze) {
+      return;
+    }
     // Adjacent symbols are adjacent in `normalized`, so the merged piece is one view.
     const std::string_view piece(symbols[left].piece.data(),
                                  symbols[left].piece.size() + symbols[right].piece.size());
     const auto it = normal_.find(piece);
-    if (it == normal_.end()) return;
+    if (it == normal_.end()) {
+      return;
+    }
     agenda.push({left, right, pieces_[static_cast<size_t>(it->second)].score, piece.size()});
     if (pieces_[static_cast<size_t>(it->second)].type == PieceType::unused) {
       rev_merge[piece] = {symbols[left].piece, symbols[right].piece};
@@ -655,7 +733,9 @@ std::vector<std::pair<std::string_view, int32_t>> SentencePieceModel::bpe(
     }
     left.piece = std::string_view(left.piece.data(), left.piece.size() + right.piece.size());
     left.next = right.next;
-    if (right.next >= 0) symbols[right.next].prev = top.left;
+    if (right.next >= 0) {
+      symbols[right.next].prev = top.left;
+    }
     right.piece = std::string_view();
     maybe_add(left.prev, top.left);
     maybe_add(top.left, left.next);
@@ -707,7 +787,9 @@ std::vector<EncodedPiece> SentencePieceModel::encode(std::string_view text) cons
 std::string SentencePieceModel::decode(const std::vector<std::string>& pieces) const {
   std::string out;
   SentencePieceDecoder decoder(*this);
-  for (const auto& p : pieces) decoder.push(p, out);
+  for (const auto& p : pieces) {
+    decoder.push(p, out);
+  }
   decoder.finish(out);
   return out;
 }
@@ -715,7 +797,9 @@ std::string SentencePieceModel::decode(const std::vector<std::string>& pieces) c
 // --- SentencePieceDecoder ----------------------------------------------------------------------
 
 void SentencePieceDecoder::append(std::string_view text, std::string& out) {
-  if (text.empty()) return;
+  if (text.empty()) {
+    return;
+  }
   out += text;
   wrote_ = true;
 }
@@ -723,7 +807,9 @@ void SentencePieceDecoder::append(std::string_view text, std::string& out) {
 void SentencePieceDecoder::drain_bytes(bool final_bytes, std::string& out) {
   while (!pending_.empty()) {
     const size_t need = bytes_needed(static_cast<unsigned char>(pending_[0]));
-    if (!final_bytes && pending_.size() < need) return;  // later byte pieces may complete it
+    if (!final_bytes && pending_.size() < need) {
+      return;  // later byte pieces may complete it
+    }
     size_t n = 0;
     if (valid_decode_utf8(pending_, &n)) {
       append(std::string_view(pending_).substr(0, n), out);
@@ -746,7 +832,9 @@ void SentencePieceDecoder::push(std::string_view piece, std::string& out) {
   }
   drain_bytes(true, out);
   // Only the first visible piece may lose its leading "▁" (SentencePiece's is_bos_ws).
-  if (bos_ws_seen_ || wrote_) is_bos_ws_ = false;
+  if (bos_ws_seen_ || wrote_) {
+    is_bos_ws_ = false;
+  }
 
   if (t == PieceType::control) {
     bos_ws_seen_ = false;
@@ -765,7 +853,9 @@ void SentencePieceDecoder::push(std::string_view piece, std::string& out) {
       has_bos_ws = true;
     }
     // With whitespace collapsing every leading whitespace piece is dropped, not just one.
-    if (spec.remove_extra_whitespaces) has_bos_ws = false;
+    if (spec.remove_extra_whitespaces) {
+      has_bos_ws = false;
+    }
   }
   bos_ws_seen_ = has_bos_ws;
   std::string text;

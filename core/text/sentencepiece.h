@@ -116,7 +116,7 @@ class SentencePieceModel {
 
   // SentencePiece's normaliser (identity rules): whitespace handling, "▁" escaping, the dummy
   // prefix, and U+FFFD for each malformed UTF-8 byte.
-  std::string normalize(std::string_view text) const;
+  std::string normalize(std::string_view input) const;
   // SentencePiece Encode: normalise, BPE-merge, resegment unused pieces, byte fallback (or
   // merge runs of unknown pieces into one <unk>).
   std::vector<EncodedPiece> encode(std::string_view text) const;

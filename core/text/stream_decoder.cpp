@@ -10,8 +10,13 @@ size_t complete_prefix(const std::string& s) {
   // A sequence is at most 4 bytes: only the last 3 can belong to an unfinished one.
   for (size_t back = 1; back <= 3 && back <= n; ++back) {
     const auto b = static_cast<unsigned char>(s[n - back]);
-    if ((b & 0xC0) == 0x80) continue;  // continuation byte: look further back
-    const size_t need = (b & 0xE0) == 0xC0 ? 2 : (b & 0xF0) == 0xE0 ? 3 : (b & 0xF8) == 0xF0 ? 4 : 1;
+    if ((b & 0xC0) == 0x80) {
+      continue;  // continuation byte: look further back
+    }
+    const size_t need = (b & 0xE0) == 0xC0   ? 2
+                        : (b & 0xF0) == 0xE0 ? 3
+                        : (b & 0xF8) == 0xF0 ? 4
+                                             : 1;
     return need > back ? n - back : n;
   }
   return n;

@@ -12,6 +12,12 @@
 // (true) that is HF's decode(..., skip_special_tokens=True): every id in all_special_ids (BOS,
 // EOS, unk, pad and the additional special tokens such as <image> or <|eot_id|>) is dropped;
 // added tokens that are not special are still rendered.
+//
+// Latency: a character made of byte pieces appears with its last byte. Two HF rules delay text
+// further because later tokens change it: with clean_up_tokenization_spaces (off for LLaMA-family
+// snapshots) text waits for four non-space bytes, and with legacy=true and
+// skip_special_tokens=false a run of text waits for the next special token (HF puts a space in
+// front of that run).
 
 #include <cstdint>
 #include <memory>

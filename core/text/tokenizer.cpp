@@ -16,9 +16,8 @@ struct Format {
 };
 
 const Format kFormats[] = {
-    {"tokenizer.model", [](const fs::path& dir) -> std::unique_ptr<Tokenizer> {
-       return LlamaTokenizer::load(dir);
-     }},
+    {"tokenizer.model",
+     [](const fs::path& dir) -> std::unique_ptr<Tokenizer> { return LlamaTokenizer::load(dir); }},
 };
 
 }  // namespace
@@ -32,7 +31,9 @@ std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& snapshot_dir) {
   }
   std::string looked_for;
   for (const Format& format : kFormats) {
-    if (fs::exists(snapshot_dir / format.file, ec)) return format.load(snapshot_dir);
+    if (fs::exists(snapshot_dir / format.file, ec)) {
+      return format.load(snapshot_dir);
+    }
     looked_for += looked_for.empty() ? format.file : std::string(", ") + format.file;
   }
   if (fs::exists(snapshot_dir / "tokenizer.json", ec)) {
@@ -41,10 +42,10 @@ std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& snapshot_dir) {
                               "This build reads SentencePiece tokenizer.model files; add the "
                               "snapshot's tokenizer.model"));
   }
-  throw InputError(describe(snapshot_dir.string(), "a tokenizer file (" + looked_for + ")",
-                            "none", "Copy the tokenizer files of the Hugging Face snapshot "
-                                    "(tokenizer.model, tokenizer_config.json, "
-                                    "special_tokens_map.json) into this folder"));
+  throw InputError(describe(snapshot_dir.string(), "a tokenizer file (" + looked_for + ")", "none",
+                            "Copy the tokenizer files of the Hugging Face snapshot "
+                            "(tokenizer.model, tokenizer_config.json, "
+                            "special_tokens_map.json) into this folder"));
 }
 
 }  // namespace icet::text

@@ -138,6 +138,9 @@ JpegWalk walk_jpeg(Bytes b, const HeaderReader& r, bool to_end) {
       ++pos;  // fill bytes before a marker
     }
     const uint32_t marker = b[pos + 1];
+    if (marker == 0xFF) {
+      r.cut_off(where());  // only fill bytes left
+    }
     pos += 2;
     if (is_jpeg_standalone(marker)) {
       continue;
@@ -148,7 +151,7 @@ JpegWalk walk_jpeg(Bytes b, const HeaderReader& r, bool to_end) {
       }
       return walk;
     }
-    if (marker == 0x00 || marker == 0xD8 || marker == 0xFF) {
+    if (marker == 0x00 || marker == 0xD8) {
       r.corrupt(fmt::format("unexpected marker 0xff{:02x} at byte {}", marker, pos - 2));
     }
     if (pos + 2 > b.size()) {
@@ -296,7 +299,10 @@ ImageHeader tiff_header(const HeaderReader& r) {
     entry_size = 12;
     value_at = 8;
   }
-  r.need(ifd + count * entry_size);
+  if (ifd > r.size() || count > (r.size() - ifd) / entry_size) {
+    r.cut_off(fmt::format("before the end of the first directory ({} entries at byte {})", count,
+                          ifd));
+  }
   int64_t width = -1;
   int64_t height = -1;
   for (uint64_t i = 0; i < count; ++i) {
@@ -349,7 +355,10 @@ ImageHeader pnm_header(Bytes b, const HeaderReader& r) {
       t.push_back(static_cast<char>(b[pos++]));
     }
     if (t.empty()) {
-      r.need(end + 1);  // ran out of header
+      if (end == b.size()) {
+        r.cut_off("inside the header");
+      }
+      r.corrupt("the header does not give the image size within its first 4096 bytes");
     }
     return t;
   };

@@ -475,6 +475,79 @@ class TestImage : public QObject {
              msg.c_str());
   }
 
+  void malformedHeaders_data() {
+    QTest::addColumn<Bytes>("bytes");
+    QTest::addColumn<QString>("expected");
+    const auto text = [](std::string_view t) { return Bytes(t.begin(), t.end()); };
+
+    Bytes pam = text("P7\n");
+    for (int i = 0; i < 3000; ++i) {
+      put_text(pam, "X ");
+    }
+    QTest::newRow("pam without ENDHDR") << pam << "does not give the image size";
+    QTest::newRow("pam cut") << text("P7\nWIDTH 3\n") << "truncated PNM data";
+    QTest::newRow("ppm letters") << text("P6\nten 5\n255\n") << "expected a size";
+
+    Bytes tiff;
+    put_text(tiff, std::string_view("II*\0", 4));
+    put_le32(tiff, 8);
+    put_le16(tiff, 65535);
+    QTest::newRow("tiff entry count") << tiff << "truncated TIFF data";
+    Bytes big_tiff;
+    put_text(big_tiff, std::string_view("II+\0", 4));
+    put_le16(big_tiff, 8);
+    put_le16(big_tiff, 0);
+    put_le64(big_tiff, 16);
+    put_le64(big_tiff, ~0ULL);
+    QTest::newRow("bigtiff entry count") << big_tiff << "truncated TIFF data";
+    Bytes tiff_no_size;
+    put_text(tiff_no_size, std::string_view("II*\0", 4));
+    put_le32(tiff_no_size, 8);
+    put_le16(tiff_no_size, 0);
+    QTest::newRow("tiff without size") << tiff_no_size << "ImageWidth/ImageLength";
+
+    QTest::newRow("jpeg fill bytes") << Bytes{0xff, 0xd8, 0xff, 0xff, 0xff} << "truncated JPEG";
+    QTest::newRow("jpeg without frame")
+        << Bytes{0xff, 0xd8, 0xff, 0xd9} << "no frame header (SOF) before the end-of-image";
+    QTest::newRow("jpeg zero length") << Bytes{0xff, 0xd8, 0xff, 0xe0, 0x00, 0x01}
+                                      << "has length 1";
+    QTest::newRow("jpeg dnl") << Bytes{0xff, 0xd8, 0xff, 0xc0, 0, 11, 8, 0, 0, 0, 8, 1, 1, 0x11, 0}
+                              << "height 0";
+
+    Bytes png = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    put_png_chunk(png, "IDAT", Bytes(13, 0));
+    QTest::newRow("png without IHDR") << png << "the first chunk is not a 13-byte IHDR";
+    Bytes png_zero = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    put_png_chunk(png_zero, "IHDR", png_ihdr(0, 5, 8, 2));
+    QTest::newRow("png 0 wide") << png_zero << "IHDR says 0x5 pixels";
+
+    Bytes bmp = text("BM");
+    bmp.resize(14, 0);
+    put_le32(bmp, 5);
+    bmp.resize(40, 0);
+    QTest::newRow("bmp dib size") << bmp << "DIB header size 5";
+
+    Bytes webp = text("RIFF");
+    put_le32(webp, 20);
+    put_text(webp, "WEBPABCD");
+    put_le32(webp, 8);
+    webp.resize(28, 0);
+    QTest::newRow("webp chunk") << webp << "unknown first chunk";
+
+    Bytes gif = text("GIF87a");
+    put_le16(gif, 0);
+    put_le16(gif, 0);
+    QTest::newRow("gif 0x0") << gif << "logical screen of 0x0";
+    QTest::newRow("gif cut") << text("GIF89a\x01") << "truncated GIF header";
+  }
+
+  void malformedHeaders() {
+    QFETCH(Bytes, bytes);
+    QFETCH(QString, expected);
+    const std::string msg = input_error([&] { icet::vision::decode_image(bytes, "bad"); });
+    QVERIFY2(contains(msg, "bad: ") && contains(msg, expected.toStdString()), msg.c_str());
+  }
+
   void sideAndCustomLimits() {
     const Bytes wide = make_png(20, 1, 8, 0, {Bytes(20, 7)});
     icet::vision::ImageLimits side;

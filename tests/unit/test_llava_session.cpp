@@ -1,3 +1,4 @@
+#include <ATen/Functions.h>
 #include <QTemporaryDir>
 #include <QTest>
 

@@ -49,13 +49,13 @@ bool contains_all(const std::string& text, std::initializer_list<std::string> pi
 }  // namespace
 
 // Expects `expr` to throw icet::InputError whose message contains every following string.
-#define EXPECT_INPUT_ERROR(expr, ...)                                                      \
-  do {                                                                                     \
-    const std::string msg_ = input_error_of([&] { (void)(expr); });                        \
-    QVERIFY2(!msg_.empty(), "expected an icet::InputError from " #expr);                   \
-    std::string missing_;                                                                  \
-    QVERIFY2(contains_all(msg_, {__VA_ARGS__}, &missing_),                                 \
-             (msg_ + "\n   (missing: \"" + missing_ + "\")").c_str());                     \
+#define EXPECT_INPUT_ERROR(expr, ...)                                    \
+  do {                                                                   \
+    const std::string msg_ = input_error_of([&] { (void)(expr); });      \
+    QVERIFY2(!msg_.empty(), "expected an icet::InputError from " #expr); \
+    std::string missing_;                                                \
+    QVERIFY2(contains_all(msg_, {__VA_ARGS__}, &missing_),               \
+             (msg_ + "\n   (missing: \"" + missing_ + "\")").c_str());   \
   } while (0)
 
 class TestSafetensors : public QObject {
@@ -101,9 +101,9 @@ class TestSafetensors : public QObject {
   // Two shards and an index in `folder`: a, b in shard 1; c in shard 2.
   void writeShards(const fs::path& folder, float c_value) const {
     fs::create_directories(folder);
-    icet::io::save_safetensors(folder / "model-00001-of-00002.safetensors",
-                               {{"a", at::arange(6, at::kFloat).reshape({2, 3})},
-                                {"b", at::arange(4, at::kLong)}});
+    icet::io::save_safetensors(
+        folder / "model-00001-of-00002.safetensors",
+        {{"a", at::arange(6, at::kFloat).reshape({2, 3})}, {"b", at::arange(4, at::kLong)}});
     icet::io::save_safetensors(folder / "model-00002-of-00002.safetensors",
                                {{"c", at::full({3}, c_value, at::kFloat)}});
     writeText(folder / "model.safetensors.index.json",
@@ -188,13 +188,12 @@ class TestSafetensors : public QObject {
     const fs::path file = path("rejected.safetensors");
     EXPECT_INPUT_ERROR(icet::io::save_safetensors(file, {{"d", at::ones({2}, at::kDouble)}}),
                        file.string(), "'d'", "Double");
-    EXPECT_INPUT_ERROR(icet::io::save_safetensors(file, {{"a", at::ones({1})},
-                                                         {"a", at::ones({1})}}),
-                       file.string(), "'a'", "twice");
+    EXPECT_INPUT_ERROR(
+        icet::io::save_safetensors(file, {{"a", at::ones({1})}, {"a", at::ones({1})}}),
+        file.string(), "'a'", "twice");
     EXPECT_INPUT_ERROR(icet::io::save_safetensors(file, {{"__metadata__", at::ones({1})}}),
                        "__metadata__");
-    EXPECT_INPUT_ERROR(icet::io::save_safetensors(file, {{"u", at::Tensor()}}), "'u'",
-                       "undefined");
+    EXPECT_INPUT_ERROR(icet::io::save_safetensors(file, {{"u", at::Tensor()}}), "'u'", "undefined");
     EXPECT_INPUT_ERROR(icet::io::save_safetensors(file, {{"bad\xff", at::ones({1})}}),
                        file.string(), "UTF-8");
     QVERIFY(!fs::exists(file));
@@ -288,9 +287,8 @@ class TestSafetensors : public QObject {
 
   void unalignedTensorsAreCopied() {
     // A file from another writer: 1 byte of U8, then an F32 at data offset 1 (unaligned).
-    const std::string header =
-        R"({"u":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
-        R"("f":{"dtype":"F32","shape":[1],"data_offsets":[1,5]}})";
+    const std::string header = R"({"u":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
+                               R"("f":{"dtype":"F32","shape":[1],"data_offsets":[1,5]}})";
     std::string padded = header + std::string((8 - header.size() % 8) % 8, ' ');
     const float value = 2.5f;
     std::string data(1, '\x07');
@@ -358,8 +356,7 @@ class TestSafetensors : public QObject {
     QCOMPARE(TensorStore::open_dir(one).content_hash(), h1);
     QCOMPARE(TensorStore::open_dir(two).content_hash(), h1);  // the folder is not hashed
     QVERIFY(TensorStore::open_dir(other).content_hash() != h1);
-    QVERIFY(TensorStore::open_file(one / "model-00001-of-00002.safetensors").content_hash() !=
-            h1);
+    QVERIFY(TensorStore::open_file(one / "model-00001-of-00002.safetensors").content_hash() != h1);
   }
 
   void openDirNamesWhatItFound() {
@@ -406,21 +403,20 @@ class TestSafetensors : public QObject {
   }
 
   void rejectsDuplicateTensorNames() {
-    const fs::path p = writeRaw("dup.safetensors",
-                                R"({"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
-                                R"("w":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})");
+    const fs::path p =
+        writeRaw("dup.safetensors", R"({"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
+                                    R"("w":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})");
     EXPECT_INPUT_ERROR(SafetensorsFile::open(p), p.string(), "tensor 'w'", "twice");
   }
 
   void rejectsEntriesMissingAField() {
-    const fs::path p1 = writeRaw("no_dtype.safetensors",
-                                 R"({"w":{"shape":[1],"data_offsets":[0,4]}})");
+    const fs::path p1 =
+        writeRaw("no_dtype.safetensors", R"({"w":{"shape":[1],"data_offsets":[0,4]}})");
     EXPECT_INPUT_ERROR(SafetensorsFile::open(p1), p1.string(), "tensor 'w'", "dtype");
-    const fs::path p2 = writeRaw("no_shape.safetensors",
-                                 R"({"w":{"dtype":"F32","data_offsets":[0,4]}})");
+    const fs::path p2 =
+        writeRaw("no_shape.safetensors", R"({"w":{"dtype":"F32","data_offsets":[0,4]}})");
     EXPECT_INPUT_ERROR(SafetensorsFile::open(p2), p2.string(), "tensor 'w'", "shape");
-    const fs::path p3 = writeRaw("no_offsets.safetensors",
-                                 R"({"w":{"dtype":"F32","shape":[1]}})");
+    const fs::path p3 = writeRaw("no_offsets.safetensors", R"({"w":{"dtype":"F32","shape":[1]}})");
     EXPECT_INPUT_ERROR(SafetensorsFile::open(p3), p3.string(), "tensor 'w'", "data_offsets");
   }
 
@@ -442,13 +438,12 @@ class TestSafetensors : public QObject {
       EXPECT_INPUT_ERROR(SafetensorsFile::open(p), p.string(), "tensor 'w'", key);
     }
     const fs::path meta = writeRaw("bad_metadata.safetensors", R"({"__metadata__":{"k":1}})");
-    EXPECT_INPUT_ERROR(SafetensorsFile::open(meta), meta.string(), "__metadata__", "'k'",
-                       "string");
+    EXPECT_INPUT_ERROR(SafetensorsFile::open(meta), meta.string(), "__metadata__", "'k'", "string");
   }
 
   void rejectsAnUnknownDtype() {
-    const fs::path p = writeRaw("f64.safetensors",
-                                R"({"w":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}})");
+    const fs::path p =
+        writeRaw("f64.safetensors", R"({"w":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}})");
     EXPECT_INPUT_ERROR(SafetensorsFile::open(p), p.string(), "tensor 'w'", "'F64'",
                        "F32, F16, BF16, I64, I32, I16, I8, U8, BOOL");
   }
@@ -462,11 +457,10 @@ class TestSafetensors : public QObject {
   void rejectsShapeThatDisagreesWithTheByteRange() {
     const fs::path p = writeRaw("mismatch.safetensors",
                                 R"({"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}})");
-    EXPECT_INPUT_ERROR(SafetensorsFile::open(p), p.string(), "tensor 'w'", "24 bytes",
-                       "20 bytes");
-    const fs::path big = writeRaw(
-        "overflow.safetensors",
-        R"({"w":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,0]}})");
+    EXPECT_INPUT_ERROR(SafetensorsFile::open(p), p.string(), "tensor 'w'", "24 bytes", "20 bytes");
+    const fs::path big =
+        writeRaw("overflow.safetensors",
+                 R"({"w":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,0]}})");
     EXPECT_INPUT_ERROR(SafetensorsFile::open(big), big.string(), "tensor 'w'", "64 bits");
   }
 
@@ -474,8 +468,7 @@ class TestSafetensors : public QObject {
     const fs::path p = writeRaw("outside.safetensors",
                                 R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})",
                                 std::string(12, '\0'));
-    EXPECT_INPUT_ERROR(SafetensorsFile::open(p), p.string(), "tensor 'w'", "12 bytes",
-                       "[0, 16]");
+    EXPECT_INPUT_ERROR(SafetensorsFile::open(p), p.string(), "tensor 'w'", "12 bytes", "[0, 16]");
   }
 
   void rejectsOverlappingRanges() {
@@ -485,11 +478,10 @@ class TestSafetensors : public QObject {
     EXPECT_INPUT_ERROR(SafetensorsFile::open(p), p.string(), "tensor 'b'", "tensor 'a'",
                        "overlaps");
     // A range nested in an earlier, longer one is caught too.
-    const fs::path nested = writeRaw(
-        "nested.safetensors",
-        R"({"a":{"dtype":"F32","shape":[8],"data_offsets":[0,32]},)"
-        R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]},)"
-        R"("c":{"dtype":"F32","shape":[1],"data_offsets":[20,24]}})");
+    const fs::path nested = writeRaw("nested.safetensors",
+                                     R"({"a":{"dtype":"F32","shape":[8],"data_offsets":[0,32]},)"
+                                     R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]},)"
+                                     R"("c":{"dtype":"F32","shape":[1],"data_offsets":[20,24]}})");
     EXPECT_INPUT_ERROR(SafetensorsFile::open(nested), nested.string(), "tensor 'a'", "overlaps");
   }
 
