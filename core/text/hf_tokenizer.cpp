@@ -988,7 +988,9 @@ std::vector<int32_t> BpeModel::merge_word(std::string_view w) const {
     const auto n = static_cast<int32_t>(symbols.size());
     symbols.push_back({id, n - 1, n + 1, static_cast<uint32_t>(len)});
   };
-  std::optional<std::pair<int32_t, size_t>> unk;
+  // A pending unknown: its id (-1 when none) and byte length, fused with the next ones if asked.
+  int32_t unk_pending = -1;
+  size_t unk_len = 0;
   std::string buffer;
   for (size_t pos = 0; pos < w.size();) {
     const size_t begin = pos;
@@ -1005,9 +1007,9 @@ std::vector<int32_t> BpeModel::merge_word(std::string_view w) const {
       s = buffer;
     }
     if (auto it = vocab_.find(s); it != vocab_.end()) {
-      if (unk) {
-        add(unk->first, unk->second);
-        unk.reset();
+      if (unk_pending >= 0) {
+        add(unk_pending, unk_len);
+        unk_pending = -1;
       }
       add(it->second, byte_len);
       continue;
@@ -1021,16 +1023,17 @@ std::vector<int32_t> BpeModel::merge_word(std::string_view w) const {
       }
     }
     if (unk_token_) {
-      if (unk && fuse_unk_) {
-        unk->second += byte_len;
+      if (unk_pending >= 0 && fuse_unk_) {
+        unk_len += byte_len;
       } else {
-        if (unk) add(unk->first, unk->second);
-        unk = std::make_pair(unk_id_, byte_len);
+        if (unk_pending >= 0) add(unk_pending, unk_len);
+        unk_pending = unk_id_;
+        unk_len = byte_len;
       }
     }
     // Without an unk token HF drops the character.
   }
-  if (unk) add(unk->first, unk->second);
+  if (unk_pending >= 0) add(unk_pending, unk_len);
   if (!symbols.empty()) symbols.back().next = -1;
 
   struct Merge {
