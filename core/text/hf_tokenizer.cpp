@@ -459,7 +459,8 @@ class WordMatcher final : public Matcher {
       }
       if (!uni::is_whitespace(cp)) {
         start = pos;
-        end = c.skip_while(pos, [](char32_t x) { return !uni::is_word(x) && !uni::is_whitespace(x); });
+        end = c.skip_while(pos,
+                           [](char32_t x) { return !uni::is_word(x) && !uni::is_whitespace(x); });
         return true;
       }
       pos = next;
@@ -473,8 +474,10 @@ std::unique_ptr<Matcher> make_pattern(const Source& src, const json& obj, const 
   const json& pattern = src.object(obj, path, "pattern");
   const std::string ppath = Source::join(path, "pattern");
   if (const json* literal = src.find(pattern, "String")) {
-    if (!literal->is_string()) src.fail(ppath + ".String", "a string", json_util::type_name(*literal));
-    if (literal->get<std::string>().empty()) src.fail(ppath + ".String", "a non-empty string", "\"\"");
+    if (!literal->is_string())
+      src.fail(ppath + ".String", "a string", json_util::type_name(*literal));
+    if (literal->get<std::string>().empty())
+      src.fail(ppath + ".String", "a non-empty string", "\"\"");
     return std::make_unique<LiteralMatcher>(literal->get<std::string>());
   }
   if (const json* regex = src.find(pattern, "Regex")) {
@@ -505,7 +508,8 @@ class Normalizer {
 
 class SequenceNormalizer final : public Normalizer {
  public:
-  explicit SequenceNormalizer(std::vector<std::unique_ptr<Normalizer>> steps) : steps_(std::move(steps)) {}
+  explicit SequenceNormalizer(std::vector<std::unique_ptr<Normalizer>> steps)
+      : steps_(std::move(steps)) {}
   void normalize(std::string& s) const override {
     for (const auto& step : steps_) step->normalize(s);
   }
@@ -597,7 +601,8 @@ class ByteLevelNormalizer final : public Normalizer {
   void normalize(std::string& s) const override { s = byte_level_encode(s); }
 };
 
-std::unique_ptr<Normalizer> make_normalizer(const Source& src, const json& cfg, const std::string& path) {
+std::unique_ptr<Normalizer> make_normalizer(const Source& src, const json& cfg,
+                                            const std::string& path) {
   if (!cfg.is_object()) src.fail(path, "an object or null", json_util::type_name(cfg));
   const std::string type = src.string(cfg, path, "type");
   if (type == "Sequence") {
@@ -608,7 +613,8 @@ std::unique_ptr<Normalizer> make_normalizer(const Source& src, const json& cfg, 
     }
     return std::make_unique<SequenceNormalizer>(std::move(steps));
   }
-  if (type == "Prepend") return std::make_unique<PrependNormalizer>(src.string(cfg, path, "prepend"));
+  if (type == "Prepend")
+    return std::make_unique<PrependNormalizer>(src.string(cfg, path, "prepend"));
   if (type == "Replace") {
     return std::make_unique<ReplaceNormalizer>(make_pattern(src, cfg, path, false),
                                                src.string(cfg, path, "content"));
@@ -635,7 +641,8 @@ class PreTokenizer {
 
 class SequencePreTokenizer final : public PreTokenizer {
  public:
-  explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> steps) : steps_(std::move(steps)) {}
+  explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> steps)
+      : steps_(std::move(steps)) {}
   void pre_tokenize(std::vector<Piece>& pieces) const override {
     for (const auto& step : steps_) step->pre_tokenize(pieces);
   }
@@ -654,9 +661,10 @@ class ByteLevelPreTokenizer final : public PreTokenizer {
     for (Piece& piece : pieces) {
       if (add_prefix_space_ && piece.text.front() != ' ') piece.text.insert(0, " ");
       if (use_regex_) {
-        const auto matches = find_matches(piece.text, [this](std::string_view s, size_t from, size_t& b, size_t& e) {
-          return regex_.find(s, from, b, e);
-        });
+        const auto matches =
+            find_matches(piece.text, [this](std::string_view s, size_t from, size_t& b, size_t& e) {
+              return regex_.find(s, from, b, e);
+            });
         split_into(piece, matches, Behavior::isolated, out);
       } else {
         out.push_back(std::move(piece));
@@ -680,9 +688,10 @@ class SplitPreTokenizer final : public PreTokenizer {
     std::vector<Piece> out;
     out.reserve(pieces.size() * 4);
     for (const Piece& piece : pieces) {
-      auto matches = find_matches(piece.text, [this](std::string_view s, size_t from, size_t& b, size_t& e) {
-        return pattern_->find(s, from, b, e);
-      });
+      auto matches =
+          find_matches(piece.text, [this](std::string_view s, size_t from, size_t& b, size_t& e) {
+            return pattern_->find(s, from, b, e);
+          });
       if (invert_) {
         for (Span& m : matches) m.match = !m.match;
       }
@@ -702,7 +711,10 @@ enum class PrependScheme { always, first, never };
 class MetaspacePreTokenizer final : public PreTokenizer {
  public:
   MetaspacePreTokenizer(char32_t replacement, PrependScheme scheme, bool split)
-      : replacement_(replacement), replacement_text_(uni::encode(replacement)), scheme_(scheme), split_(split) {}
+      : replacement_(replacement),
+        replacement_text_(uni::encode(replacement)),
+        scheme_(scheme),
+        split_(split) {}
   void pre_tokenize(std::vector<Piece>& pieces) const override {
     const LiteralMatcher space(" ");
     std::vector<Piece> out;
@@ -714,7 +726,8 @@ class MetaspacePreTokenizer final : public PreTokenizer {
         piece.text.insert(0, replacement_text_);
       }
       if (split_) {
-        const auto matches = find_char_matches(piece.text, [this](char32_t cp) { return cp == replacement_; });
+        const auto matches =
+            find_char_matches(piece.text, [this](char32_t cp) { return cp == replacement_; });
         split_into(piece, matches, Behavior::merged_with_next, out);
       } else {
         out.push_back(std::move(piece));
@@ -752,9 +765,10 @@ class WhitespacePreTokenizer final : public PreTokenizer {
     const WordMatcher words;
     std::vector<Piece> out;
     for (const Piece& piece : pieces) {
-      auto matches = find_matches(piece.text, [&words](std::string_view s, size_t from, size_t& b, size_t& e) {
-        return words.find(s, from, b, e);
-      });
+      auto matches =
+          find_matches(piece.text, [&words](std::string_view s, size_t from, size_t& b, size_t& e) {
+            return words.find(s, from, b, e);
+          });
       for (Span& m : matches) m.match = !m.match;  // Invert + Removed: keep the words
       split_into(piece, matches, Behavior::removed, out);
     }
@@ -787,10 +801,14 @@ Behavior parse_behavior(const Source& src, const json& cfg, const std::string& p
 PrependScheme parse_prepend_scheme(const Source& src, const json& cfg, const std::string& path) {
   PrependScheme scheme = PrependScheme::always;
   if (auto s = src.optional_string(cfg, path, "prepend_scheme")) {
-    if (*s == "always") scheme = PrependScheme::always;
-    else if (*s == "first") scheme = PrependScheme::first;
-    else if (*s == "never") scheme = PrependScheme::never;
-    else src.fail(Source::join(path, "prepend_scheme"), "always, first or never", "\"" + *s + "\"");
+    if (*s == "always")
+      scheme = PrependScheme::always;
+    else if (*s == "first")
+      scheme = PrependScheme::first;
+    else if (*s == "never")
+      scheme = PrependScheme::never;
+    else
+      src.fail(Source::join(path, "prepend_scheme"), "always, first or never", "\"" + *s + "\"");
   }
   // Older files: add_prefix_space false means "never" (and contradicts any other scheme).
   if (!src.boolean(cfg, path, "add_prefix_space", true)) {
@@ -803,7 +821,8 @@ PrependScheme parse_prepend_scheme(const Source& src, const json& cfg, const std
   return scheme;
 }
 
-std::unique_ptr<PreTokenizer> make_pre_tokenizer(const Source& src, const json& cfg, const std::string& path) {
+std::unique_ptr<PreTokenizer> make_pre_tokenizer(const Source& src, const json& cfg,
+                                                 const std::string& path) {
   if (!cfg.is_object()) src.fail(path, "an object or null", json_util::type_name(cfg));
   const std::string type = src.string(cfg, path, "type");
   if (type == "Sequence") {
@@ -893,7 +912,8 @@ uint64_t pair_key(int32_t a, int32_t b) {
 BpeModel::BpeModel(const Source& src, const json& cfg, int64_t id_limit) {
   const std::string path = "model";
   if (auto dropout = src.find(cfg, "dropout")) {
-    if (!dropout->is_number()) src.fail("model.dropout", "a number or null", json_util::type_name(*dropout));
+    if (!dropout->is_number())
+      src.fail("model.dropout", "a number or null", json_util::type_name(*dropout));
     if (dropout->get<double>() != 0.0) {
       src.fail("model.dropout", "null or 0 (no BPE dropout at inference)", dropout->dump());
     }
@@ -926,7 +946,8 @@ BpeModel::BpeModel(const Source& src, const json& cfg, int64_t id_limit) {
       present_.resize(id + 1);
     }
     if (present_[id]) {
-      src.fail(key, "a unique id", "id " + std::to_string(id) + " also used by \"" + vocab_r_[id] + "\"");
+      src.fail(key, "a unique id",
+               "id " + std::to_string(id) + " also used by \"" + vocab_r_[id] + "\"");
     }
     present_[id] = 1;
     vocab_r_[id] = it.key();
@@ -934,7 +955,8 @@ BpeModel::BpeModel(const Source& src, const json& cfg, int64_t id_limit) {
   }
   if (unk_token_) {
     auto unk = vocab_.find(*unk_token_);
-    if (unk == vocab_.end()) src.fail("model.unk_token", "a token of model.vocab", "\"" + *unk_token_ + "\"");
+    if (unk == vocab_.end())
+      src.fail("model.unk_token", "a token of model.vocab", "\"" + *unk_token_ + "\"");
     unk_id_ = unk->second;
   }
   byte_ids_.fill(-1);
@@ -942,7 +964,8 @@ BpeModel::BpeModel(const Source& src, const json& cfg, int64_t id_limit) {
     for (int b = 0; b < 256; ++b) {
       char name[8];
       std::snprintf(name, sizeof(name), "<0x%02X>", b);
-      if (auto it = vocab_.find(std::string_view(name)); it != vocab_.end()) byte_ids_[b] = it->second;
+      if (auto it = vocab_.find(std::string_view(name)); it != vocab_.end())
+        byte_ids_[b] = it->second;
     }
   }
 
@@ -970,12 +993,16 @@ BpeModel::BpeModel(const Source& src, const json& cfg, int64_t id_limit) {
     }
     auto ia = vocab_.find(a);
     auto ib = vocab_.find(b);
-    if (ia == vocab_.end()) src.fail(key, "tokens of model.vocab", "\"" + a + "\", which is not in the vocabulary");
-    if (ib == vocab_.end()) src.fail(key, "tokens of model.vocab", "\"" + b + "\", which is not in the vocabulary");
-    if (b.size() < prefix_len) src.fail(key, "a right part that starts with continuing_subword_prefix", "\"" + b + "\"");
+    if (ia == vocab_.end())
+      src.fail(key, "tokens of model.vocab", "\"" + a + "\", which is not in the vocabulary");
+    if (ib == vocab_.end())
+      src.fail(key, "tokens of model.vocab", "\"" + b + "\", which is not in the vocabulary");
+    if (b.size() < prefix_len)
+      src.fail(key, "a right part that starts with continuing_subword_prefix", "\"" + b + "\"");
     const std::string merged = a + b.substr(prefix_len);
     auto im = vocab_.find(merged);
-    if (im == vocab_.end()) src.fail(key, "a merge whose result is in model.vocab", "\"" + merged + "\", which is not");
+    if (im == vocab_.end())
+      src.fail(key, "a merge whose result is in model.vocab", "\"" + merged + "\", which is not");
     // Like HF's HashMap collect, a repeated pair keeps its last rank.
     merges_[pair_key(ia->second, ib->second)] = {static_cast<int32_t>(i), im->second};
   }
@@ -1050,7 +1077,8 @@ std::vector<int32_t> BpeModel::merge_word(std::string_view w) const {
     return it == merges_.end() ? nullptr : &it->second;
   };
   for (size_t i = 0; i + 1 < symbols.size(); ++i) {
-    if (auto m = lookup(symbols[i].id, symbols[i + 1].id)) queue.push({static_cast<int32_t>(i), m->first, m->second});
+    if (auto m = lookup(symbols[i].id, symbols[i + 1].id))
+      queue.push({static_cast<int32_t>(i), m->first, m->second});
   }
   while (!queue.empty()) {
     const Merge top = queue.top();
@@ -1065,9 +1093,11 @@ std::vector<int32_t> BpeModel::merge_word(std::string_view w) const {
     cur.len += right.len;
     cur.next = right.next;
     symbols[next_pos].len = 0;
-    if (right.next >= 0 && static_cast<size_t>(right.next) < symbols.size()) symbols[right.next].prev = top.pos;
+    if (right.next >= 0 && static_cast<size_t>(right.next) < symbols.size())
+      symbols[right.next].prev = top.pos;
     if (cur.prev >= 0) {
-      if (auto m = lookup(symbols[cur.prev].id, cur.id)) queue.push({cur.prev, m->first, m->second});
+      if (auto m = lookup(symbols[cur.prev].id, cur.id))
+        queue.push({cur.prev, m->first, m->second});
     }
     if (cur.next >= 0 && static_cast<size_t>(cur.next) < symbols.size()) {
       if (auto m = lookup(cur.id, symbols[cur.next].id)) queue.push({top.pos, m->first, m->second});
@@ -1140,8 +1170,11 @@ class TemplatePostProcessor final : public PostProcessor {
   void single_specials(Ids& before, Ids& after) const override {
     bool seen_a = false;
     for (const Item& item : single_) {
-      if (!item.special) seen_a = true;
-      else (seen_a ? after : before).insert((seen_a ? after : before).end(), item.ids.begin(), item.ids.end());
+      if (!item.special)
+        seen_a = true;
+      else
+        (seen_a ? after : before)
+            .insert((seen_a ? after : before).end(), item.ids.begin(), item.ids.end());
     }
   }
 
@@ -1151,7 +1184,8 @@ class TemplatePostProcessor final : public PostProcessor {
 
 class BertPostProcessor final : public PostProcessor {
  public:
-  BertPostProcessor(int64_t cls, int64_t sep, bool roberta) : cls_(cls), sep_(sep), roberta_(roberta) {}
+  BertPostProcessor(int64_t cls, int64_t sep, bool roberta)
+      : cls_(cls), sep_(sep), roberta_(roberta) {}
   void process(std::vector<Ids>& encodings, bool add_special_tokens) const override {
     Ids out;
     if (add_special_tokens) out.push_back(cls_);
@@ -1182,7 +1216,8 @@ class IdentityPostProcessor final : public PostProcessor {  // ByteLevel: offset
 
 class SequencePostProcessor final : public PostProcessor {
  public:
-  explicit SequencePostProcessor(std::vector<std::unique_ptr<PostProcessor>> steps) : steps_(std::move(steps)) {}
+  explicit SequencePostProcessor(std::vector<std::unique_ptr<PostProcessor>> steps)
+      : steps_(std::move(steps)) {}
   void process(std::vector<Ids>& encodings, bool add_special_tokens) const override {
     for (const auto& step : steps_) step->process(encodings, add_special_tokens);
   }
@@ -1218,16 +1253,20 @@ class DecoderSpec {
 
 class ReplaceDecoder final : public DecoderSpec {
  public:
-  ReplaceDecoder(std::string pattern, std::string content) : pattern_(std::move(pattern)), content_(std::move(content)) {}
+  ReplaceDecoder(std::string pattern, std::string content)
+      : pattern_(std::move(pattern)), content_(std::move(content)) {}
   std::unique_ptr<DecoderState> start(bool fragments) const override {
     return std::make_unique<State>(*this, fragments);
   }
-  void isolated(std::string& token) const override { token = replace_all(token, LiteralMatcher(pattern_), content_); }
+  void isolated(std::string& token) const override {
+    token = replace_all(token, LiteralMatcher(pattern_), content_);
+  }
 
  private:
   class State final : public DecoderState {
    public:
-    State(const ReplaceDecoder& spec, bool fragments) : spec_(spec), matcher_(spec.pattern_), fragments_(fragments) {}
+    State(const ReplaceDecoder& spec, bool fragments)
+        : spec_(spec), matcher_(spec.pattern_), fragments_(fragments) {}
     void push(std::string item, std::vector<std::string>& out) override {
       if (!fragments_) {
         out.push_back(replace_all(item, matcher_, spec_.content_));
@@ -1242,7 +1281,8 @@ class ReplaceDecoder final : public DecoderSpec {
           break;
         }
       }
-      std::string ready = replace_all(std::string_view(held_).substr(0, held_.size() - keep), matcher_, spec_.content_);
+      std::string ready = replace_all(std::string_view(held_).substr(0, held_.size() - keep),
+                                      matcher_, spec_.content_);
       held_.erase(0, held_.size() - keep);
       if (!ready.empty()) out.push_back(std::move(ready));
     }
@@ -1327,7 +1367,8 @@ class FuseDecoder final : public DecoderSpec {
 
 class StripDecoder final : public DecoderSpec {
  public:
-  StripDecoder(char32_t content, size_t start, size_t stop) : content_(content), start_(start), stop_(stop) {}
+  StripDecoder(char32_t content, size_t start, size_t stop)
+      : content_(content), start_(start), stop_(stop) {}
   std::unique_ptr<DecoderState> start(bool fragments) const override {
     return std::make_unique<State>(*this, fragments);
   }
@@ -1411,7 +1452,8 @@ class StripDecoder final : public DecoderSpec {
 
 class MetaspaceDecoder final : public DecoderSpec {
  public:
-  MetaspaceDecoder(char32_t replacement, PrependScheme scheme) : replacement_(replacement), scheme_(scheme) {}
+  MetaspaceDecoder(char32_t replacement, PrependScheme scheme)
+      : replacement_(replacement), scheme_(scheme) {}
   std::unique_ptr<DecoderState> start(bool fragments) const override {
     return std::make_unique<State>(*this, fragments);
   }
@@ -1511,7 +1553,8 @@ void make_decoders(const Source& src, const json& cfg, const std::string& path,
   const std::string type = src.string(cfg, path, "type");
   if (type == "Sequence") {
     const json& list = src.array(cfg, path, "decoders");
-    for (size_t i = 0; i < list.size(); ++i) make_decoders(src, list[i], Source::index(path + ".decoders", i), out);
+    for (size_t i = 0; i < list.size(); ++i)
+      make_decoders(src, list[i], Source::index(path + ".decoders", i), out);
     return;
   }
   if (type == "ByteLevel") {
@@ -1529,7 +1572,8 @@ void make_decoders(const Source& src, const json& cfg, const std::string& path,
     if (start < 0) src.fail(path + ".start", "a non-negative integer", std::to_string(start));
     if (stop < 0) src.fail(path + ".stop", "a non-negative integer", std::to_string(stop));
     out.push_back(std::make_unique<StripDecoder>(src.character(cfg, path, "content"),
-                                                 static_cast<size_t>(start), static_cast<size_t>(stop)));
+                                                 static_cast<size_t>(start),
+                                                 static_cast<size_t>(stop)));
   } else if (type == "Replace") {
     const json& pattern = src.object(cfg, path, "pattern");
     const auto literal = src.optional_string(pattern, path + ".pattern", "String");
@@ -1565,7 +1609,8 @@ class AddedTrie {
     size_t node = 0;
     for (unsigned char b : pattern) {
       auto& children = nodes_[node].children;
-      auto it = std::find_if(children.begin(), children.end(), [b](const auto& c) { return c.first == b; });
+      auto it = std::find_if(children.begin(), children.end(),
+                             [b](const auto& c) { return c.first == b; });
       if (it == children.end()) {
         nodes_.emplace_back();
         nodes_[node].children.emplace_back(b, static_cast<int32_t>(nodes_.size() - 1));
@@ -1589,7 +1634,8 @@ class AddedTrie {
       for (size_t j = i; j < s.size(); ++j) {
         const auto& children = nodes_[node].children;
         const auto b = static_cast<unsigned char>(s[j]);
-        auto it = std::find_if(children.begin(), children.end(), [b](const auto& c) { return c.first == b; });
+        auto it = std::find_if(children.begin(), children.end(),
+                               [b](const auto& c) { return c.first == b; });
         if (it == children.end()) break;
         node = it->second;
         if (nodes_[node].token >= 0) {
@@ -1717,7 +1763,8 @@ struct HfTokenizer::Impl {
         if (sub.token >= 0) {
           out.push_back(added[sub.token].id);
         } else {
-          encode_text(part.substr(sub.begin, sub.end - sub.begin), sec.begin == 0 && sub.begin == 0, false, out);
+          encode_text(part.substr(sub.begin, sub.end - sub.begin), sec.begin == 0 && sub.begin == 0,
+                      false, out);
         }
       }
     }
@@ -1814,8 +1861,9 @@ json parse_text(const std::string& text, const std::string& file) {
   }
 }
 
-std::unique_ptr<PostProcessor> make_post_processor(const Source& src, const json& cfg, const std::string& path,
-                                                   const std::function<std::optional<int64_t>(const std::string&)>& lookup) {
+std::unique_ptr<PostProcessor> make_post_processor(
+    const Source& src, const json& cfg, const std::string& path,
+    const std::function<std::optional<int64_t>(const std::string&)>& lookup) {
   if (!cfg.is_object()) src.fail(path, "an object or null", json_util::type_name(cfg));
   const std::string type = src.string(cfg, path, "type");
   if (type == "ByteLevel") return std::make_unique<IdentityPostProcessor>();
@@ -1823,7 +1871,8 @@ std::unique_ptr<PostProcessor> make_post_processor(const Source& src, const json
     const json& list = src.array(cfg, path, "processors");
     std::vector<std::unique_ptr<PostProcessor>> steps;
     for (size_t i = 0; i < list.size(); ++i) {
-      steps.push_back(make_post_processor(src, list[i], Source::index(path + ".processors", i), lookup));
+      steps.push_back(
+          make_post_processor(src, list[i], Source::index(path + ".processors", i), lookup));
     }
     return std::make_unique<SequencePostProcessor>(std::move(steps));
   }
@@ -1835,12 +1884,14 @@ std::unique_ptr<PostProcessor> make_post_processor(const Source& src, const json
       }
       return v[1].get<int64_t>();
     };
-    return std::make_unique<BertPostProcessor>(pair_id("cls"), pair_id("sep"), type == "RobertaProcessing");
+    return std::make_unique<BertPostProcessor>(pair_id("cls"), pair_id("sep"),
+                                               type == "RobertaProcessing");
   }
   if (type == "TemplateProcessing") {
     StringMap<Ids> specials;
     if (const json* map = src.find(cfg, "special_tokens")) {
-      if (!map->is_object()) src.fail(path + ".special_tokens", "an object", json_util::type_name(*map));
+      if (!map->is_object())
+        src.fail(path + ".special_tokens", "an object", json_util::type_name(*map));
       for (auto it = map->begin(); it != map->end(); ++it) {
         const std::string key = path + ".special_tokens[\"" + it.key() + "\"]";
         const json& ids = src.array(*it, key, "ids");
@@ -1867,12 +1918,14 @@ std::unique_ptr<PostProcessor> make_post_processor(const Source& src, const json
           } else if (auto id = lookup(name)) {
             ids = {*id};
           } else {
-            src.fail(ipath + ".SpecialToken.id", "a token listed in special_tokens", "\"" + name + "\"");
+            src.fail(ipath + ".SpecialToken.id", "a token listed in special_tokens",
+                     "\"" + name + "\"");
           }
           items.push_back({true, 0, std::move(ids)});
         } else if (const json* q = src.find(item, "Sequence")) {
           const std::string which = src.string(*q, ipath + ".Sequence", "id");
-          if (which != "A" && which != "B") src.fail(ipath + ".Sequence.id", "\"A\" or \"B\"", "\"" + which + "\"");
+          if (which != "A" && which != "B")
+            src.fail(ipath + ".Sequence.id", "\"A\" or \"B\"", "\"" + which + "\"");
           items.push_back({false, which == "A" ? 0 : 1, {}});
         } else {
           src.fail(ipath, "{\"SpecialToken\": ...} or {\"Sequence\": ...}", item.dump());
@@ -1899,8 +1952,9 @@ std::unique_ptr<HfTokenizer> HfTokenizer::load(const std::filesystem::path& toke
   auto read = [](const std::filesystem::path& file) {
     std::ifstream in(file, std::ios::binary);
     if (!in) {
-      throw InputError(describe(file.string(), "a readable tokenizer file",
-                                std::filesystem::exists(file) ? "a file that cannot be opened" : "no such file"));
+      throw InputError(describe(
+          file.string(), "a readable tokenizer file",
+          std::filesystem::exists(file) ? "a file that cannot be opened" : "no such file"));
     }
     std::stringstream buffer;
     buffer << in.rdbuf();
@@ -1921,7 +1975,8 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_json(const std::string& tokenizer
                                                     const std::string& config_file) {
   const Source src(file);
   const json root = parse_text(tokenizer_json_text, file);
-  if (!root.is_object()) throw InputError(describe(file, "a JSON object", json_util::type_name(root)));
+  if (!root.is_object())
+    throw InputError(describe(file, "a JSON object", json_util::type_name(root)));
   auto impl = std::make_unique<Impl>();
   impl->file = file;
 
@@ -1951,12 +2006,14 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_json(const std::string& tokenizer
   const std::string model_type = src.string(model_cfg, "model", "type", "BPE");
   if (model_type != "BPE") src.unsupported("model.type", "model", model_type);
   const json* vocab = src.find(model_cfg, "vocab");
-  const int64_t id_limit =
-      static_cast<int64_t>((vocab != nullptr && vocab->is_object() ? vocab->size() : 0) + added.size());
+  const int64_t id_limit = static_cast<int64_t>(
+      (vocab != nullptr && vocab->is_object() ? vocab->size() : 0) + added.size());
   impl->model = std::make_unique<BpeModel>(src, model_cfg, id_limit);
 
-  if (const json* n = src.find(root, "normalizer")) impl->normalizer = make_normalizer(src, *n, "normalizer");
-  if (const json* p = src.find(root, "pre_tokenizer")) impl->pre_tokenizer = make_pre_tokenizer(src, *p, "pre_tokenizer");
+  if (const json* n = src.find(root, "normalizer"))
+    impl->normalizer = make_normalizer(src, *n, "normalizer");
+  if (const json* p = src.find(root, "pre_tokenizer"))
+    impl->pre_tokenizer = make_pre_tokenizer(src, *p, "pre_tokenizer");
 
   // Added tokens: ids must agree with the vocabulary and with each other.
   // HF ignores the listed ids: a token of model.vocab keeps its id, the others are numbered
@@ -1998,13 +2055,15 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_json(const std::string& tokenizer
     if (t.normalized && impl->normalizer) impl->normalizer->normalize(t.pattern);
   }
   for (size_t i = 0; i < added.size(); ++i) {
-    (added[i].normalized ? impl->normalized_trie : impl->raw_trie).add(added[i].pattern, static_cast<int32_t>(i));
+    (added[i].normalized ? impl->normalized_trie : impl->raw_trie)
+        .add(added[i].pattern, static_cast<int32_t>(i));
   }
   impl->added = std::move(added);
   impl->size = static_cast<int64_t>(all_strings.size());
 
   auto lookup = [&impl](const std::string& token) -> std::optional<int64_t> {
-    if (auto it = impl->added_by_content.find(token); it != impl->added_by_content.end()) return impl->added[it->second].id;
+    if (auto it = impl->added_by_content.find(token); it != impl->added_by_content.end())
+      return impl->added[it->second].id;
     return impl->model->find(token);
   };
   if (const json* p = src.find(root, "post_processor")) {
@@ -2025,7 +2084,8 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_json(const std::string& tokenizer
   }
   for (const char* key : {"truncation", "padding"}) {
     if (src.find(root, key) != nullptr) {
-      log::get("text")->info("{}: '{}' is set; icet leaves truncation and padding to the caller", file, key);
+      log::get("text")->info("{}: '{}' is set; icet leaves truncation and padding to the caller",
+                             file, key);
     }
   }
 
@@ -2040,7 +2100,8 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_json(const std::string& tokenizer
   if (tokenizer_config_json_text != nullptr) {
     const Source csrc(config_file);
     const json config = parse_text(*tokenizer_config_json_text, config_file);
-    if (!config.is_object()) throw InputError(describe(config_file, "a JSON object", json_util::type_name(config)));
+    if (!config.is_object())
+      throw InputError(describe(config_file, "a JSON object", json_util::type_name(config)));
     impl->add_bos = csrc.boolean(config, "", "add_bos_token", impl->add_bos);
     impl->add_eos = csrc.boolean(config, "", "add_eos_token", impl->add_eos);
     auto resolve = [&](const char* key, std::optional<int64_t>& slot) {
@@ -2055,7 +2116,8 @@ std::unique_ptr<HfTokenizer> HfTokenizer::from_json(const std::string& tokenizer
     resolve("pad_token", impl->pad);
     resolve("unk_token", impl->unk);
   }
-  log::get("text")->debug("{}: BPE tokenizer with {} tokens ({} added)", file, impl->size, impl->added.size());
+  log::get("text")->debug("{}: BPE tokenizer with {} tokens ({} added)", file, impl->size,
+                          impl->added.size());
   return std::unique_ptr<HfTokenizer>(new HfTokenizer(std::move(impl)));
 }
 
@@ -2063,7 +2125,9 @@ std::vector<int64_t> HfTokenizer::encode_template(std::string_view text) const {
   return impl_->encode_template(text);
 }
 
-std::vector<int64_t> HfTokenizer::encode_user(std::string_view text) const { return impl_->encode_user(text); }
+std::vector<int64_t> HfTokenizer::encode_user(std::string_view text) const {
+  return impl_->encode_user(text);
+}
 
 std::vector<int64_t> HfTokenizer::encode_segments(const std::vector<Segment>& segments) const {
   // Adjacent text segments form one section, as in the joined string; a special segment's
@@ -2088,7 +2152,8 @@ std::vector<int64_t> HfTokenizer::encode_segments(const std::vector<Segment>& se
       p.id = *id;
     } else {
       throw InputError(describe(impl_->file + ": special segment \"" + seg.text + "\"",
-                                "an added token or vocabulary entry of this tokenizer", "no such token",
+                                "an added token or vocabulary entry of this tokenizer",
+                                "no such token",
                                 "check the chat template's special tokens against tokenizer.json"));
     }
     parts.push_back(std::move(p));
@@ -2119,7 +2184,8 @@ std::vector<int64_t> HfTokenizer::encode_with_special_tokens(std::string_view te
   return impl_->post_process({impl_->encode_template(text)}, true);
 }
 
-std::vector<int64_t> HfTokenizer::encode_pair_with_special_tokens(std::string_view a, std::string_view b) const {
+std::vector<int64_t> HfTokenizer::encode_pair_with_special_tokens(std::string_view a,
+                                                                  std::string_view b) const {
   return impl_->post_process({impl_->encode_template(a), impl_->encode_template(b)}, true);
 }
 
@@ -2138,7 +2204,8 @@ std::unique_ptr<DecodeStream> HfTokenizer::decode_stream(bool skip_special_token
 std::string HfTokenizer::piece(int64_t id) const { return impl_->checked_token(id); }
 
 std::optional<int64_t> HfTokenizer::token_id(std::string_view piece_or_added_token) const {
-  if (auto it = impl_->added_by_content.find(piece_or_added_token); it != impl_->added_by_content.end()) {
+  if (auto it = impl_->added_by_content.find(piece_or_added_token);
+      it != impl_->added_by_content.end()) {
     return impl_->added[it->second].id;
   }
   return impl_->model->find(piece_or_added_token);

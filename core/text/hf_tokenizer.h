@@ -56,7 +56,8 @@ class HfTokenizer final : public Tokenizer {
   // encode_template() followed by the post-processor with add_special_tokens=True.
   std::vector<int64_t> encode_with_special_tokens(std::string_view text) const;
   // HF tokenizer(a, b): both texts encoded as template text, joined by the pair post-processor.
-  std::vector<int64_t> encode_pair_with_special_tokens(std::string_view a, std::string_view b) const;
+  std::vector<int64_t> encode_pair_with_special_tokens(std::string_view a,
+                                                       std::string_view b) const;
 
   std::string decode(const std::vector<int64_t>& ids,
                      bool skip_special_tokens = false) const override;

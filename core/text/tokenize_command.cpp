@@ -52,14 +52,16 @@ int run_tokenize_command(const fs::path& tokenizer_dir_or_file, bool special, st
     }
     if (!text.is_string()) {
       std::cerr << "icet tokenize: "
-                << describe("stdin line " + std::to_string(number), "a JSON string such as \"Hello\"",
+                << describe("stdin line " + std::to_string(number),
+                            "a JSON string such as \"Hello\"",
                             line.size() > 80 ? line.substr(0, 80) + "..." : line)
                 << "\n";
       return 1;
     }
     const std::string s = text.get<std::string>();
     try {
-      const std::vector<int64_t> ids = special ? tokenizer->encode_template(s) : tokenizer->encode_user(s);
+      const std::vector<int64_t> ids =
+          special ? tokenizer->encode_template(s) : tokenizer->encode_user(s);
       out << nlohmann::json(ids).dump() << "\n";
     } catch (const Error& e) {
       std::cerr << "icet tokenize: stdin line " << number << ": " << e.what() << "\n";

@@ -21,8 +21,8 @@ struct LowercaseEntry {
 template <size_t N>
 bool in(const CodepointRange (&table)[N], char32_t cp) {
   const auto* end = std::end(table);
-  const auto* it = std::upper_bound(std::begin(table), end, cp,
-                                    [](char32_t c, const CodepointRange& r) { return c < r.first; });
+  const auto* it = std::upper_bound(
+      std::begin(table), end, cp, [](char32_t c, const CodepointRange& r) { return c < r.first; });
   return it != std::begin(table) && cp <= std::prev(it)->last;
 }
 

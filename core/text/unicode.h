@@ -5,7 +5,8 @@
 #include <string_view>
 
 // UTF-8 and the few Unicode properties that HF tokenizers' regexes and normalizers use. The
-// tables come from unicode_tables.inc (generated from ICU by tests/reference/gen_unicode_tables.js).
+// tables come from unicode_tables.inc (generated from ICU by
+// tests/reference/gen_unicode_tables.js).
 namespace icet::text::unicode {
 
 inline constexpr char32_t kReplacement = 0xFFFD;

