@@ -15,6 +15,7 @@
 #include "core/io/load_bench.h"
 #include "core/runtime/diagnostics.h"
 #include "core/runtime/startup.h"
+#include "core/text/tokenize_command.h"
 #include "core/vision/image.h"
 #include "icet/version.h"
 
@@ -113,6 +114,17 @@ int main(int argc, char** argv) {
   std::string sweep_layers = "all";
   sweep->add_option("--layers", sweep_layers, "Layers: all, 1-24, 3,7,9 or 1-8,20");
 
+  CLI::App* tokenize = app.add_subcommand(
+      "tokenize", "Tokenize one JSON string per stdin line; print one JSON array of ids per line (no BOS/EOS)");
+  std::string tokenizer_path;
+  bool tokenize_special = false;
+  bool tokenize_json = false;
+  tokenize->add_option("--tokenizer", tokenizer_path, "tokenizer.json, tokenizer.model or a snapshot folder")
+      ->required();
+  tokenize->add_flag("--special", tokenize_special,
+                     "Template text: parse special tokens in the text as Hugging Face does by default");
+  tokenize->add_flag("--json", tokenize_json, "JSON in and out (the only format; accepted for symmetry)");
+
   CLI::App* bench = app.add_subcommand("bench", "Benchmarks");
   bench->require_subcommand(1);
   CLI::App* bench_sweep = bench->add_subcommand("sweep", "Sequential per-layer generation vs the batched sweep");
@@ -193,6 +205,8 @@ int main(int argc, char** argv) {
                     << ": " << r.text << "\n";
         }
       }
+    } else if (tokenize->parsed()) {
+      return icet::text::run_tokenize_command(tokenizer_path, tokenize_special, std::cin, std::cout);
     } else if (bench_sweep->parsed()) {
       if (!bench_model.empty()) sweep_bench.model = std::filesystem::path(bench_model);
       const auto j = icet::engine::run_sweep_benchmark(sweep_bench);

@@ -13,6 +13,7 @@
 
 int main(int argc, char** argv) {
   QApplication app(argc, argv);
+  Q_INIT_RESOURCE(icet);  // resources/icet.qrc lives in the static icet_ui library
   QApplication::setOrganizationName(QStringLiteral("icet"));
   QApplication::setApplicationName(QStringLiteral("icet-studio"));
   QApplication::setApplicationDisplayName(QStringLiteral("ICET Studio"));

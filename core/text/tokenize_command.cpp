@@ -18,10 +18,7 @@ namespace fs = std::filesystem;
 std::unique_ptr<Tokenizer> open_tokenizer(const fs::path& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) {
-    if (fs::exists(path / "tokenizer.json", ec)) {
-      return HfTokenizer::load(path / "tokenizer.json", path / "tokenizer_config.json");
-    }
-    return load_tokenizer(path);
+    return load_tokenizer(path);  // the same choice as the engine makes for a snapshot
   }
   if (path.filename() == "tokenizer.model") return load_tokenizer(path.parent_path());
   return HfTokenizer::load(path, path.parent_path() / "tokenizer_config.json");

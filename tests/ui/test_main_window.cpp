@@ -16,6 +16,7 @@ class TestMainWindow : public QObject {
 
  private Q_SLOTS:
   void initTestCase() {
+    Q_INIT_RESOURCE(icet);
     QStandardPaths::setTestModeEnabled(true);
     QApplication::setOrganizationName(QStringLiteral("icet"));
     QApplication::setApplicationName(QStringLiteral("icet-studio-test"));
@@ -43,6 +44,7 @@ class TestMainWindow : public QObject {
     QVERIFY(device->text().startsWith(QStringLiteral("CPU")) ||
             device->text().startsWith(QStringLiteral("CUDA")));
     QVERIFY(!device->accessibleName().isEmpty());
+    QVERIFY2(!window.windowIcon().isNull(), "the SVG icon from resources/icet.qrc must load");
 
     const QString dir = QStringLiteral(ICET_TEST_ARTIFACTS);
     QDir().mkpath(dir);
