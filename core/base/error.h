@@ -31,6 +31,9 @@ class Cancelled : public Error {
   Cancelled() : Error("cancelled") {}
 };
 
+// strerror for `err`, safe on any thread (loads run on worker threads).
+std::string errno_message(int err);
+
 // Joins "what was expected" and "what was found" in the project's one message format:
 //   "<where>: expected <expected>, found <found>[. <hint>]"
 std::string describe(const std::string& where, const std::string& expected,

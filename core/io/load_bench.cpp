@@ -28,17 +28,6 @@ constexpr std::size_t kChunkBytes = 16u << 20;
 
 using Clock = std::chrono::steady_clock;
 
-// Thread-safe strerror (see safetensors.cpp): GNU strerror_r returns the message, POSIX
-// fills the buffer.
-[[maybe_unused]] const char* strerror_result(const char* message, const char* /*buffer*/) {
-  return message;
-}
-[[maybe_unused]] const char* strerror_result(int /*status*/, const char* buffer) { return buffer; }
-
-std::string errno_text(int err) {
-  char buffer[256] = {};
-  return strerror_result(::strerror_r(err, buffer, sizeof buffer), buffer);
-}
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -124,7 +113,7 @@ void write_or_throw(int fd, const void* data, std::size_t size, const fs::path& 
     }
     if (n <= 0) {
       throw EnvironmentError(describe(file.string(), "to write the benchmark file",
-                                      "error: " + errno_text(errno),
+                                      "error: " + errno_message(errno),
                                       "Set TMPDIR to a folder with enough space, or pass a file"));
     }
     p += n;
@@ -156,7 +145,7 @@ uint64_t generate_file(const fs::path& file, uint64_t target_bytes) {
   const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     throw EnvironmentError(describe(file.string(), "a writable temporary file",
-                                    "error: " + errno_text(errno),
+                                    "error: " + errno_message(errno),
                                     "Set TMPDIR to a writable folder, or pass a file"));
   }
   uint64_t sum = 0;
@@ -205,7 +194,7 @@ LoadBenchReport run_load_benchmark(std::optional<fs::path> file, uint64_t genera
     const fs::path base = fs::temp_directory_path(ec);
     std::string pattern = (base / "icet-load-bench-XXXXXX").string();
     if (ec || ::mkdtemp(pattern.data()) == nullptr) {
-      const std::string error = ec ? ec.message() : errno_text(errno);
+      const std::string error = ec ? ec.message() : errno_message(errno);
       throw EnvironmentError(describe(base.string(), "a writable temporary folder",
                                       "error: " + error, "Set TMPDIR to a writable folder"));
     }

@@ -58,17 +58,6 @@ std::string range_text(uint64_t begin, uint64_t end) {
   return "[" + std::to_string(begin) + ", " + std::to_string(end) + "]";
 }
 
-// strerror is not thread-safe and loads run on worker threads. The two overloads accept
-// either strerror_r: GNU returns the message, POSIX fills the buffer and returns 0.
-[[maybe_unused]] const char* strerror_result(const char* message, const char* /*buffer*/) {
-  return message;
-}
-[[maybe_unused]] const char* strerror_result(int /*status*/, const char* buffer) { return buffer; }
-
-std::string errno_text(int err) {
-  char buffer[256] = {};
-  return strerror_result(::strerror_r(err, buffer, sizeof buffer), buffer);
-}
 
 // Parses JSON text and reports duplicate keys, which nlohmann would otherwise resolve silently
 // (last one wins). `dup_scope` picks the object whose keys are checked: empty for the root,
@@ -135,7 +124,7 @@ void write_all(int fd, const void* data, std::size_t size, const fs::path& file)
       }
       throw EnvironmentError(
           describe(file.string(), "to write " + std::to_string(size) + " more bytes",
-                   "error: " + errno_text(errno), "Check free disk space and permissions"));
+                   "error: " + errno_message(errno), "Check free disk space and permissions"));
     }
     p += n;
     size -= static_cast<std::size_t>(n);
@@ -302,7 +291,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& file) {
   if (fd < 0) {
     const int err = errno;
     throw InputError(describe(file.string(), "a readable safetensors file",
-                              "it cannot be opened (" + errno_text(err) + ")",
+                              "it cannot be opened (" + errno_message(err) + ")",
                               "Check the path and its permissions"));
   }
   struct stat st {};
@@ -332,7 +321,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& file) {
   if (addr == MAP_FAILED) {
     throw EnvironmentError(
         describe(file.string(), "a memory map of " + std::to_string(self->file_size_) + " bytes",
-                 "mmap failed (" + errno_text(map_err) + ")",
+                 "mmap failed (" + errno_message(map_err) + ")",
                  "Check the address-space limit (ulimit -v); with "
                  "vm.overcommit_memory=2 the whole file counts against "
                  "the commit limit"));
@@ -849,7 +838,7 @@ void save_safetensors(const fs::path& file,
   if (fd < 0) {
     const int err = errno;
     throw EnvironmentError(describe(tmp.string(), "a writable file",
-                                    "it cannot be created (" + errno_text(err) + ")",
+                                    "it cannot be created (" + errno_message(err) + ")",
                                     "Check that the folder exists and is writable"));
   }
   try {
@@ -862,7 +851,7 @@ void save_safetensors(const fs::path& file,
     }
     if (::fsync(fd) != 0) {
       throw EnvironmentError(
-          describe(tmp.string(), "fsync to succeed", "error: " + errno_text(errno)));
+          describe(tmp.string(), "fsync to succeed", "error: " + errno_message(errno)));
     }
   } catch (...) {
     ::close(fd);
@@ -872,13 +861,13 @@ void save_safetensors(const fs::path& file,
   if (::close(fd) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
-    throw EnvironmentError(describe(tmp.string(), "close to succeed", "error: " + errno_text(err)));
+    throw EnvironmentError(describe(tmp.string(), "close to succeed", "error: " + errno_message(err)));
   }
   if (::rename(tmp.c_str(), file.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
     throw EnvironmentError(
-        describe(file.string(), "to replace it with " + tmp.string(), "error: " + errno_text(err)));
+        describe(file.string(), "to replace it with " + tmp.string(), "error: " + errno_message(err)));
   }
   // Make the rename itself durable.
   const fs::path dir = file.has_parent_path() ? file.parent_path() : fs::path(".");

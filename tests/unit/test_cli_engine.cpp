@@ -5,33 +5,22 @@
 #include <QTemporaryDir>
 #include <QTest>
 
+#include "support/cli.h"
+
 // `icet generate` and `icet sweep` on the llava fixture, as a user runs them.
 class TestCliEngine : public QObject {
   Q_OBJECT
 
  private:
-  struct Run {
-    int code = -1;
-    QByteArray out;
-    QByteArray err;
-  };
+  using Run = icet::test::CliRun;
 
   QTemporaryDir m_home;
   const QString m_model = QStringLiteral(ICET_FIXTURES "/hf-reference/llava");
   const QString m_image = QStringLiteral(ICET_FIXTURES "/hf-reference/llava/image.png");
 
   Run runCli(QStringList args) {
-    QProcess p;
-    auto env = QProcessEnvironment::systemEnvironment();
-    env.insert(QStringLiteral("XDG_DATA_HOME"), m_home.path());
-    p.setProcessEnvironment(env);
     args.prepend(QStringLiteral("--no-log-file"));
-    p.start(QStringLiteral(ICET_CLI_PATH), args);
-    if (!p.waitForFinished(120000)) {
-      p.kill();
-      return {};
-    }
-    return {p.exitCode(), p.readAllStandardOutput(), p.readAllStandardError()};
+    return icet::test::run_cli(args, m_home.path());
   }
 
   static QList<qint64> ids(const QJsonValue& v) {

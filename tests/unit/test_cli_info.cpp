@@ -6,30 +6,15 @@
 #include <QTest>
 
 #include "icet/version.h"
+#include "support/cli.h"
 
 // Drives the real `icet` executable, as a user would.
 class TestCliInfo : public QObject {
   Q_OBJECT
 
  private:
-  struct Run {
-    int code = -1;
-    QByteArray out;
-    QByteArray err;
-  };
-
-  Run runCli(const QStringList& args) {
-    QProcess p;
-    auto env = QProcessEnvironment::systemEnvironment();
-    env.insert(QStringLiteral("XDG_DATA_HOME"), m_home.path());  // keep logs out of $HOME
-    p.setProcessEnvironment(env);
-    p.start(QStringLiteral(ICET_CLI_PATH), args);
-    if (!p.waitForFinished(60000)) {
-      p.kill();
-      return {};
-    }
-    return {p.exitCode(), p.readAllStandardOutput(), p.readAllStandardError()};
-  }
+  using Run = icet::test::CliRun;
+  Run runCli(const QStringList& args) { return icet::test::run_cli(args, m_home.path(), 60000); }
 
   QTemporaryDir m_home;
 

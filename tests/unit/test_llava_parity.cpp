@@ -51,6 +51,7 @@ class TestLlavaParity : public QObject {
     const auto cfg = icet::vision::load_clip_processor_config(m_dir / "preprocessor_config.json");
     const at::Tensor px = icet::vision::clip_preprocess(icet::vision::load_image(m_dir / "image.png"), cfg);
     ICET_EXPECT_CLOSE(px.unsqueeze(0), ref("inputs.pixel_values"), 1e-6, 0.0, "pixel_values");
+    qInfo("pixel_values max |diff| %.2e", icet::test::max_abs_diff(px.unsqueeze(0), ref("inputs.pixel_values")));
   }
 
   void inputIds() {
@@ -84,6 +85,10 @@ class TestLlavaParity : public QObject {
     const at::Tensor positions = at::arange(ids.size(0), at::kLong).unsqueeze(0);
     const at::Tensor logits = lm.logits(lm.forward(embeds, positions))[0];  // [46,400], no cache
     ICET_EXPECT_CLOSE(logits[-1], ref("logits_last." + c), 1e-4, 1e-4, "logits_last." + c);
+    qInfo("layer %s: max |diff| selected %.2e, features %.2e, logits %.2e", c.c_str(),
+          icet::test::max_abs_diff(selected, ref("vision_selected." + c)),
+          icet::test::max_abs_diff(features[0], ref("image_features." + c)),
+          icet::test::max_abs_diff(logits[-1], ref("logits_last." + c)));
     if (c == "default") {
       ICET_EXPECT_CLOSE(logits.narrow(0, logits.size(0) - 8, 8), ref("logits_tail.default"), 1e-4, 1e-4,
                         "logits_tail.default");
