@@ -233,7 +233,9 @@ std::unique_ptr<Session> Session::open(const std::filesystem::path& dir, const S
   impl->tokenizer = text::load_tokenizer(dir);
   impl->processor = vision::load_clip_processor_config(dir / "preprocessor_config.json");
   c10::InferenceMode inference;
-  impl->model = models::load_llava(dir, {impl->device, impl->dtype}, progress);
+  const io::TensorStore store = io::TensorStore::open_dir(dir);
+  impl->model = models::load_llava(models::load_llava_config(dir / "config.json"), store, dir.string(),
+                                   {impl->device, impl->dtype}, progress);
   const auto& cfg = impl->model->config();
 
   const models::GenerationConfig gen = models::load_generation_config(dir / "generation_config.json");
@@ -243,7 +245,7 @@ std::unique_ptr<Session> Session::open(const std::filesystem::path& dir, const S
   s.family = "llava";
   s.model_id = model_id_of(dir);
   s.path = dir.string();
-  s.weights_hash = io::TensorStore::open_dir(dir).content_hash();
+  s.weights_hash = store.content_hash();
   s.device = impl->device.str();
   s.dtype = dtype_name(impl->dtype);
   s.vision_layers = cfg.vision.num_hidden_layers;

@@ -61,17 +61,22 @@ int64_t LlavaModel::resolve_layer(std::optional<int64_t> layer) const {
   return *layer;
 }
 
-std::unique_ptr<LlavaModel> load_llava(const std::filesystem::path& dir, const LoadOptions& options,
+std::unique_ptr<LlavaModel> load_llava(const LlavaConfig& config, const io::TensorStore& store,
+                                       const std::string& source, const LoadOptions& options,
                                        const LoadProgress& progress) {
-  const LlavaConfig config = load_llava_config(dir / "config.json");
-  const io::TensorStore store = io::TensorStore::open_dir(dir);
-  WeightLoader weights(store, options, dir.string(), progress);
+  WeightLoader weights(store, options, source, progress);
   auto model = std::make_unique<LlavaModel>(config, weights);
   weights.finish();
-  log::get("models")->info("loaded llava from {}: vision {} layers x {}, text {} layers x {}", dir.string(),
+  log::get("models")->info("loaded llava from {}: vision {} layers x {}, text {} layers x {}", source,
                            config.vision.num_hidden_layers, config.vision.hidden_size, config.text.num_hidden_layers,
                            config.text.hidden_size);
   return model;
+}
+
+std::unique_ptr<LlavaModel> load_llava(const std::filesystem::path& dir, const LoadOptions& options,
+                                       const LoadProgress& progress) {
+  return load_llava(load_llava_config(dir / "config.json"), io::TensorStore::open_dir(dir), dir.string(), options,
+                    progress);
 }
 
 }  // namespace icet::models

@@ -12,6 +12,10 @@
 #include "core/models/llama.h"
 #include "core/models/weights.h"
 
+namespace icet::io {
+class TensorStore;
+}
+
 namespace icet::models {
 
 // LlavaForConditionalGeneration (llava-hf LLaVA-1.5) with image-encoder early exit (ICET):
@@ -50,6 +54,10 @@ class LlavaModel {
 
 // Loads config.json and the safetensors weights of a llava snapshot folder.
 std::unique_ptr<LlavaModel> load_llava(const std::filesystem::path& dir, const LoadOptions& options,
+                                       const LoadProgress& progress = {});
+// The same from an already opened checkpoint (`source` names it in errors).
+std::unique_ptr<LlavaModel> load_llava(const LlavaConfig& config, const io::TensorStore& store,
+                                       const std::string& source, const LoadOptions& options,
                                        const LoadProgress& progress = {});
 
 }  // namespace icet::models
