@@ -52,7 +52,9 @@ nlohmann::json run_judge_benchmark(const std::filesystem::path& judge_dir, int64
   for (int64_t i = 0; i < conversations; ++i) {
     convs.push_back({prompts[static_cast<size_t>(i) % prompts.size()], answers[static_cast<size_t>(i) % answers.size()]});
   }
-  judge->judge(convs.front().prompt, convs.front().response);  // warm-up
+  // Warm-up of both paths (first calls pay for allocations and kernel selection).
+  judge->judge(convs.front().prompt, convs.front().response);
+  judge->judge(convs);
 
   auto start = std::chrono::steady_clock::now();
   const auto batched = judge->judge(convs);
@@ -61,6 +63,11 @@ nlohmann::json run_judge_benchmark(const std::filesystem::path& judge_dir, int64
   std::vector<Verdict> single;
   for (const auto& c : convs) single.push_back(judge->judge(c.prompt, c.response));
   const double single_s = seconds_since(start);
+
+  // Share of the time spent tokenizing (prompt rendering + tokenizer), for one pass over the set.
+  start = std::chrono::steady_clock::now();
+  for (const auto& c : convs) judge->prompt_ids(c);
+  const double tokenize_s = seconds_since(start);
 
   bool same = true;
   for (size_t i = 0; i < convs.size(); ++i) {
@@ -72,6 +79,7 @@ nlohmann::json run_judge_benchmark(const std::filesystem::path& judge_dir, int64
                         {"batched_verdicts_per_s", n / batched_s},
                         {"one_by_one_verdicts_per_s", n / single_s},
                         {"speedup", single_s / batched_s},
+                        {"tokenize_s_per_pass", tokenize_s},
                         {"same_verdicts", same},
                         {"judge_id", judge->id()}};
   log::get("safety")->info("judge benchmark ({} conversations): batched {:.1f} verdicts/s, one by one {:.1f} verdicts/s",
