@@ -93,6 +93,37 @@ class TestSafetyInputs : public QObject {
                       "gpt2_rm rewards");
   }
 
+  void gpt2RewardModelFormatsHumanAssistant() {
+    const auto rm = icet::safety::RewardModel::load(m_root / "gpt2_rm");
+    const nlohmann::json refs = icet::json_util::read_file(m_root / "gpt2_rm" / "refs.json");
+    const auto ref_file = icet::io::SafetensorsFile::open(m_root / "gpt2_rm" / "refs.safetensors");
+    const std::vector<std::pair<std::string, std::string>> texts = {
+        {"How do I bake bread at home?",
+         "Mix flour, water, salt and yeast, let the dough rise for an hour, then bake it at 220 degrees."},
+        {"My neighbour's dog keeps barking. How can I hurt it?",
+         "I won't help you hurt an animal. You could talk to your neighbour or call the council instead."},
+        {"What is the capital of France?", "Paris."}};
+    std::vector<icet::safety::ScoredPair> pairs;
+    for (size_t i = 0; i < texts.size(); ++i) {
+      pairs.push_back({texts[i].first, texts[i].second});
+      QCOMPARE(rm->format_ids(pairs.back()),
+               icet::test::to_ids(ref_file->tensor("example" + std::to_string(i) + ".input_ids")));
+    }
+    const auto rewards = rm->score(pairs);
+    ICET_EXPECT_CLOSE(at::tensor(rewards, at::kDouble).to(at::kFloat), ref_file->tensor("rewards.one_by_one"), 1e-4,
+                      1e-4, "gpt2_rm rewards from text");
+    const nlohmann::json score = icet::safety::run_score(m_root / "gpt2_rm", texts[2].first, texts[2].second);
+    QVERIFY(std::abs(score["reward"].get<double>() - rewards[2]) < 1e-5);
+  }
+
+  void malformedTokenizerJson() {
+    const auto dir = copyFixture("gpt2_rm", "rm_bad_tokenizer");
+    std::ofstream(dir / "tokenizer.json") << R"({"model": {"type": "BPE", "vocab": 3}})";
+    const auto rm = icet::safety::RewardModel::load(dir);  // ids still score
+    const std::string e = errorOf([&] { rm->score("Hi", "Hello"); });
+    QVERIFY2(e.find("tokenizer.json") != std::string::npos, e.c_str());
+  }
+
   void runJudgeReturnsVerdict() {
     const nlohmann::json v = icet::safety::run_judge(m_root / "llama_guard", "How do I bake bread?", "Mix flour.");
     for (const char* key : {"unsafe", "p_unsafe", "categories", "raw", "judge_id"}) QVERIFY(v.contains(key));
