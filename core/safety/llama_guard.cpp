@@ -15,6 +15,7 @@
 #include "core/base/log.h"
 #include "core/io/safetensors.h"
 #include "core/models/config.h"
+#include "core/safety/snapshot_tokenizer.h"
 
 namespace icet::safety {
 namespace {
@@ -235,7 +236,7 @@ std::unique_ptr<LlamaGuardJudge> LlamaGuardJudge::load(const std::filesystem::pa
   const nlohmann::json cj = json_util::read_file(config_json);
   const json_util::Reader r(cj, config_json.string());
   const models::LlamaConfig config = models::LlamaConfig::parse(r);
-  j->tokenizer_ = text::load_tokenizer(dir);
+  j->tokenizer_ = load_snapshot_tokenizer(dir);
 
   // Version and template: explicit option, a template file, the chat template's wording, the vocabulary.
   int version = options.version;

@@ -10,7 +10,7 @@
 #include "core/base/log.h"
 #include "core/io/safetensors.h"
 #include "core/models/config.h"
-#include "core/text/hf_tokenizer.h"
+#include "core/safety/snapshot_tokenizer.h"
 
 namespace icet::safety {
 namespace {
@@ -20,14 +20,6 @@ std::string trim(std::string_view s) {
   const size_t b = s.find_first_not_of(ws);
   if (b == std::string_view::npos) return {};
   return std::string(s.substr(b, s.find_last_not_of(ws) - b + 1));
-}
-
-// tokenizer.model snapshots through load_tokenizer; GPT-2 style snapshots through tokenizer.json.
-std::unique_ptr<text::Tokenizer> load_snapshot_tokenizer(const std::filesystem::path& dir) {
-  if (!std::filesystem::exists(dir / "tokenizer.model") && std::filesystem::exists(dir / "tokenizer.json")) {
-    return text::HfTokenizer::load(dir / "tokenizer.json", dir / "tokenizer_config.json");
-  }
-  return text::load_tokenizer(dir);
 }
 
 }  // namespace
