@@ -12,6 +12,7 @@
 #include "core/models/sequence_classifier.h"
 #include "core/runtime/threads.h"
 #include "core/safety/commands.h"
+#include "core/safety/llama_guard.h"
 #include "core/safety/model_cards.h"
 #include "core/safety/reward_model.h"
 #include "support/compare.h"
@@ -183,6 +184,31 @@ class TestSafetyInputs : public QObject {
     QVERIFY(std::isfinite(rm->score_ids({ids}).front()));  // one row needs no pad token
     const std::string e = errorOf([&] { rm->score_ids({ids, ids}); });
     QVERIFY2(e.find("pad_token_id") != std::string::npos && e.find("config.json") != std::string::npos, e.c_str());
+  }
+
+  void gpt2IgnoresOldMaskBuffers() {
+    // Older GPT-2 checkpoints carry attn.bias / attn.masked_bias (the causal mask) as tensors.
+    const auto dir = copyFixture("gpt2_rm", "rm_old_buffers");
+    editWeights(dir, "", "transformer.h.0.attn.bias", at::ones({1, 1, 128, 128}).tril());
+    editWeights(dir, "", "transformer.h.0.attn.masked_bias", at::full({}, -1e4));
+    const auto model = icet::models::load_gpt2_classifier(dir);
+    const auto refs = icet::io::SafetensorsFile::open(m_root / "gpt2_rm" / "refs.safetensors");
+    const auto out = model->forward(refs->tensor("example0.input_ids"));
+    ICET_EXPECT_CLOSE(out.logits.view({1}), refs->tensor("rewards.one_by_one")[0].view({1}), 1e-4, 1e-4, "reward");
+  }
+
+  void judgeWithoutPadTokenCannotBatch() {
+    const auto dir = copyFixture("llama_guard", "guard_no_pad");
+    editConfig(dir, [](nlohmann::json& j) { j.erase("pad_token_id"); });
+    for (const char* file : {"generation_config.json", "tokenizer_config.json", "special_tokens_map.json"}) {
+      nlohmann::json j = icet::json_util::read_file(dir / file);
+      j.erase(file == std::string("generation_config.json") ? "pad_token_id" : "pad_token");
+      std::ofstream(dir / file) << j.dump(2);
+    }
+    const auto judge = icet::safety::LlamaGuardJudge::load(dir);
+    QVERIFY(judge->judge("Hi", "Hello").p_unsafe > 0.0);  // one conversation needs no padding
+    const std::string e = errorOf([&] { judge->judge({{"Hi", "Hello"}, {"How are you?", "Fine."}}); });
+    QVERIFY2(e.find("guard_no_pad") != std::string::npos && e.find("pad") != std::string::npos, e.c_str());
   }
 
   void conversationLongerThanContext() {
