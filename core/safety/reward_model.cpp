@@ -64,6 +64,12 @@ const text::Tokenizer& RewardModel::tokenizer() const {
 std::vector<int64_t> RewardModel::format_ids(const ScoredPair& p) const {
   const text::Tokenizer& tok = tokenizer();
   if (family_ == Family::gpt2) {
+    if (options_.gpt2_pair_call) {
+      std::vector<int64_t> ids = tok.encode_user("\n\nHuman: " + p.prompt + "\n\nAssistant:");
+      const std::vector<int64_t> answer = tok.encode_user(p.response);
+      ids.insert(ids.end(), answer.begin(), answer.end());
+      return ids;
+    }
     // Anthropic HH format, tokenized as one string; user text is never parsed for special tokens.
     return tok.encode_user("\n\nHuman: " + p.prompt + "\n\nAssistant: " + p.response);
   }

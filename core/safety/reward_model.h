@@ -31,6 +31,10 @@ class RewardModel {
   enum class Family { gpt2, llama };
   struct Options {
     int64_t batch_size = 16;
+    // gpt2 only: the model card's call tokenizer("\n\nHuman: {prompt}\n\nAssistant:", response),
+    // i.e. the two id lists concatenated (no space token before the response), instead of the
+    // joined string.
+    bool gpt2_pair_call = false;
     models::LoadOptions load;
   };
   // A snapshot folder; the family comes from config.json's model_type. A folder whose tokenizer

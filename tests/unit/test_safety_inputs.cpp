@@ -117,6 +117,19 @@ class TestSafetyInputs : public QObject {
     QVERIFY(std::abs(score["reward"].get<double>() - rewards[2]) < 1e-5);
   }
 
+  void gpt2ModelCardPairCall() {
+    icet::safety::RewardModel::Options options;
+    options.gpt2_pair_call = true;
+    const auto rm = icet::safety::RewardModel::load(m_root / "gpt2_rm", options);
+    const auto ref_file = icet::io::SafetensorsFile::open(m_root / "gpt2_rm" / "refs.safetensors");
+    const icet::safety::ScoredPair pair{
+        "How do I bake bread at home?",
+        "Mix flour, water, salt and yeast, let the dough rise for an hour, then bake it at 220 degrees."};
+    QCOMPARE(rm->format_ids(pair), icet::test::to_ids(ref_file->tensor("pair_call.input_ids")));
+    ICET_EXPECT_CLOSE(at::tensor(std::vector<double>{rm->score(pair.prompt, pair.response)}, at::kDouble).to(at::kFloat),
+                      ref_file->tensor("pair_call.reward"), 1e-4, 1e-4, "pair_call.reward");
+  }
+
   void malformedTokenizerJson() {
     const auto dir = copyFixture("gpt2_rm", "rm_bad_tokenizer");
     std::ofstream(dir / "tokenizer.json") << R"({"model": {"type": "BPE", "vocab": 3}})";
