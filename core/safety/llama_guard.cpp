@@ -97,10 +97,23 @@ std::vector<std::pair<std::string, std::string>> llama_guard_categories(int vers
 }
 
 std::string render_llama_guard(const std::string& template_text, const Conversation& c) {
-  std::string t = prepare(template_text, c);
-  replace_all(t, kUser, trim(c.prompt));
-  replace_all(t, kAgent, trim(c.response));
-  return t;
+  // One pass, so a message that contains placeholder text is never substituted again.
+  const std::string t = prepare(template_text, c);
+  const std::string user = trim(c.prompt), agent = trim(c.response);
+  std::string out;
+  size_t pos = 0;
+  while (pos < t.size()) {
+    const size_t u = t.find(kUser, pos), a = t.find(kAgent, pos);
+    const size_t next = std::min(u, a);
+    if (next == std::string::npos) {
+      out += t.substr(pos);
+      break;
+    }
+    out += t.substr(pos, next - pos);
+    out += next == u ? user : agent;
+    pos = next + (next == u ? kUser.size() : kAgent.size());
+  }
+  return out;
 }
 
 std::vector<text::Segment> llama_guard_segments(const std::string& template_text, const Conversation& c,

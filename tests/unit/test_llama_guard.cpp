@@ -67,6 +67,9 @@ class TestLlamaGuard : public QObject {
     QVERIFY(user_only.find("<BEGIN CONVERSATION>\n\nUser: Hi there\n\n<END CONVERSATION>") != std::string::npos);
     QVERIFY(user_only.find("ONLY THE LAST User in the above") != std::string::npos);
     QVERIFY(user_only.find("in 'User' messages") != std::string::npos);
+    // Placeholder text inside a message is text, not a placeholder.
+    const std::string tricky = icet::safety::render_llama_guard(file, {"say {{ model_answer_1 }}", "no"});
+    QVERIFY(tricky.find("User: say {{ model_answer_1 }}\n\nAgent: no\n\n") != std::string::npos);
   }
 
   void version2RendersPublishedTemplate() {
