@@ -15,6 +15,7 @@
 #include "core/io/load_bench.h"
 #include "core/runtime/diagnostics.h"
 #include "core/runtime/startup.h"
+#include "core/safety/commands.h"
 #include "core/text/tokenize_command.h"
 #include "core/vision/image.h"
 #include "icet/version.h"
@@ -125,6 +126,22 @@ int main(int argc, char** argv) {
                      "Template text: parse special tokens in the text as Hugging Face does by default");
   tokenize->add_flag("--json", tokenize_json, "JSON in and out (the only format; accepted for symmetry)");
 
+  CLI::App* judge = app.add_subcommand("judge", "Safety verdict of a Llama Guard judge on (prompt, response)");
+  std::string judge_dir, judge_prompt, judge_response;
+  bool judge_json = false;
+  judge->add_option("--judge", judge_dir, "Llama Guard snapshot folder")->required();
+  judge->add_option("--prompt", judge_prompt, "The user's message")->required();
+  judge->add_option("--response", judge_response, "The assistant's answer (omit to judge the prompt alone)");
+  judge->add_flag("--json", judge_json, "Print one JSON object");
+
+  CLI::App* score = app.add_subcommand("score", "Reward-model score of (prompt, response)");
+  std::string rm_dir, score_prompt, score_response;
+  bool score_json = false;
+  score->add_option("--reward-model", rm_dir, "Reward model snapshot folder (GPT-2 or Llama classifier)")->required();
+  score->add_option("--prompt", score_prompt, "The user's message")->required();
+  score->add_option("--response", score_response, "The assistant's answer")->required();
+  score->add_flag("--json", score_json, "Print one JSON object");
+
   CLI::App* bench = app.add_subcommand("bench", "Benchmarks");
   bench->require_subcommand(1);
   CLI::App* bench_sweep = bench->add_subcommand("sweep", "Sequential per-layer generation vs the batched sweep");
@@ -136,6 +153,12 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   bench_sweep->add_option("--repeats", sweep_bench.repeats, "Best of N")->check(CLI::PositiveNumber);
   bench_sweep->add_flag("--json", bench_json, "Print one JSON object");
+  CLI::App* bench_judge = bench->add_subcommand("judge", "Verdicts per second, batched vs one by one");
+  std::string bench_judge_dir;
+  int64_t bench_conversations = 8;
+  bench_judge->add_option("--judge", bench_judge_dir, "Llama Guard snapshot folder")->required();
+  bench_judge->add_option("--conversations", bench_conversations, "Conversations per pass")->check(CLI::PositiveNumber);
+  bench_judge->add_flag("--json", bench_json, "Print one JSON object");
   CLI::App* bench_load = bench->add_subcommand("load", "Safetensors load time and peak RSS");
   std::string load_file;
   bench_load->add_option("file", load_file, "A .safetensors file (default: generate a 2 GB one)");
@@ -205,6 +228,22 @@ int main(int argc, char** argv) {
                     << ": " << r.text << "\n";
         }
       }
+    } else if (judge->parsed()) {
+      const auto j = icet::safety::run_judge(judge_dir, judge_prompt, judge_response);
+      if (judge_json) {
+        std::cout << j.dump() << "\n";
+      } else {
+        std::cout << (j.at("unsafe").get<bool>() ? "unsafe" : "safe") << " (P(unsafe) = " << j.at("p_unsafe").get<double>()
+                  << ")";
+        for (const auto& c : j.at("categories")) std::cout << " " << c.get<std::string>();
+        std::cout << "\n";
+      }
+    } else if (score->parsed()) {
+      const auto j = icet::safety::run_score(rm_dir, score_prompt, score_response);
+      std::cout << (score_json ? j.dump() : std::to_string(j.at("reward").get<double>())) << "\n";
+    } else if (bench_judge->parsed()) {
+      const auto j = icet::safety::run_judge_benchmark(bench_judge_dir, bench_conversations);
+      std::cout << (bench_json ? j.dump() : j.dump(2)) << "\n";
     } else if (tokenize->parsed()) {
       return icet::text::run_tokenize_command(tokenizer_path, tokenize_special, std::cin, std::cout);
     } else if (bench_sweep->parsed()) {
