@@ -10,6 +10,7 @@
 #include <functional>
 #include <string>
 
+#include "support/errors.h"
 #include "core/base/error.h"
 #include "core/io/safetensors.h"
 #include "core/vision/clip_processor.h"
@@ -37,14 +38,7 @@ double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   return a.sub(b).abs().max().item<double>();
 }
 
-std::string input_error(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const icet::InputError& e) {
-    return e.what();
-  }
-  return {};
-}
+using icet::test::input_error_of;
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
@@ -149,7 +143,7 @@ class TestClipProcessor : public QObject {
     check(100, 33, 30, 90, 30);    // int(90.9): truncated, not rounded
     check(50, 50, 224, 224, 224);  // square: width <= height counts as portrait
     check(640, 480, 336, 448, 336);
-    QVERIFY(contains(input_error([] { shortest_edge_size(20000, 1, 336); }),
+    QVERIFY(contains(input_error_of([] { shortest_edge_size(20000, 1, 336); }),
                      "aspect ratio is too extreme"));
   }
 
@@ -263,7 +257,7 @@ class TestClipProcessor : public QObject {
   void mistypedKeysNameFileAndKey() {
     QFETCH(QString, text);
     QFETCH(QString, expected);
-    const std::string msg = input_error(
+    const std::string msg = input_error_of(
         [&] { ClipProcessorConfig::from_json(json::parse(text.toStdString()), "p.json"); });
     QVERIFY2(contains(msg, expected.toStdString()), msg.c_str());
   }
@@ -272,14 +266,14 @@ class TestClipProcessor : public QObject {
     QTemporaryDir dir;
     const fs::path file = fs::path(dir.path().toStdString()) / "preprocessor_config.json";
     std::ofstream(file) << R"({"size": {"shortest_edge": 30}, )";
-    std::string msg = input_error([&] { icet::vision::load_clip_processor_config(file); });
+    std::string msg = input_error_of([&] { icet::vision::load_clip_processor_config(file); });
     QVERIFY2(contains(msg, file.string() + ": not valid JSON"), msg.c_str());
 
     std::ofstream(file) << R"({"crop_size": {"height": 30, "width": "30"}})";
-    msg = input_error([&] { icet::vision::load_clip_processor_config(file); });
+    msg = input_error_of([&] { icet::vision::load_clip_processor_config(file); });
     QVERIFY2(contains(msg, file.string() + R"(: key "crop_size.width")"), msg.c_str());
 
-    msg = input_error(
+    msg = input_error_of(
         [&] { icet::vision::load_clip_processor_config(file.parent_path() / "none.json"); });
     QVERIFY2(contains(msg, "none.json: cannot open"), msg.c_str());
   }

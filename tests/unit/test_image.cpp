@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "support/errors.h"
 #include "core/base/error.h"
 #include "core/vision/image.h"
 #include "core/vision/resample.h"
@@ -216,16 +217,7 @@ std::string fnv1a64(const Bytes& data) {
   return buf;
 }
 
-// The message of the icet::InputError `f` throws, or "" when it throws nothing. Any other
-// exception escapes and fails the test.
-std::string input_error(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const icet::InputError& e) {
-    return e.what();
-  }
-  return {};
-}
+using icet::test::input_error_of;
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
@@ -343,7 +335,7 @@ class TestImage : public QObject {
     QTemporaryDir dir;
     const auto path = std::filesystem::path(dir.path().toStdString()) / "photo.png";
     write_file(path, png);
-    const std::string msg = input_error([&] { icet::vision::load_image(path); });
+    const std::string msg = input_error_of([&] { icet::vision::load_image(path); });
     QCOMPARE(QString::fromStdString(msg),
              QString::fromStdString(path.string() +
                                     ": image of 60000x60000 pixels exceeds the limit of 67.1 "
@@ -469,7 +461,7 @@ class TestImage : public QObject {
     QCOMPARE(QString::fromStdString(h.format), format);
     QCOMPARE(h.width, width);
     QCOMPARE(h.height, height);
-    const std::string msg = input_error([&] { icet::vision::decode_image(bytes, "big"); });
+    const std::string msg = input_error_of([&] { icet::vision::decode_image(bytes, "big"); });
     QVERIFY2(contains(msg, "big: image of " + std::to_string(width) + "x" +
                                std::to_string(height) + " pixels exceeds the limit"),
              msg.c_str());
@@ -544,7 +536,7 @@ class TestImage : public QObject {
   void malformedHeaders() {
     QFETCH(Bytes, bytes);
     QFETCH(QString, expected);
-    const std::string msg = input_error([&] { icet::vision::decode_image(bytes, "bad"); });
+    const std::string msg = input_error_of([&] { icet::vision::decode_image(bytes, "bad"); });
     QVERIFY2(contains(msg, "bad: ") && contains(msg, expected.toStdString()), msg.c_str());
   }
 
@@ -552,12 +544,12 @@ class TestImage : public QObject {
     const Bytes wide = make_png(20, 1, 8, 0, {Bytes(20, 7)});
     icet::vision::ImageLimits side;
     side.max_side = 16;
-    QCOMPARE(QString::fromStdString(input_error([&] { icet::vision::decode_image(wide, "w.png", side); })),
+    QCOMPARE(QString::fromStdString(input_error_of([&] { icet::vision::decode_image(wide, "w.png", side); })),
              QStringLiteral("w.png: image of 20x1 pixels exceeds the limit of 16 pixels per side. "
                             "Downscale it first."));
     icet::vision::ImageLimits pixels;
     pixels.max_pixels = 10;
-    QVERIFY(contains(input_error([&] { icet::vision::decode_image(wide, "w.png", pixels); }),
+    QVERIFY(contains(input_error_of([&] { icet::vision::decode_image(wide, "w.png", pixels); }),
                      "exceeds the limit of 0.0 megapixels"));
     pixels.max_pixels = 20;
     QCOMPARE(icet::vision::decode_image(wide, "w.png", pixels).width, 20);
@@ -567,7 +559,7 @@ class TestImage : public QObject {
     write_file(path, wide);
     icet::vision::ImageLimits file_bytes;
     file_bytes.max_file_bytes = 10;
-    QVERIFY(contains(input_error([&] { icet::vision::load_image(path, file_bytes); }),
+    QVERIFY(contains(input_error_of([&] { icet::vision::load_image(path, file_bytes); }),
                      "exceeds the limit of 0.0 MB"));
   }
 
@@ -576,19 +568,19 @@ class TestImage : public QObject {
   void missingEmptyAndFolder() {
     QTemporaryDir dir;
     const std::filesystem::path root = dir.path().toStdString();
-    QCOMPARE(QString::fromStdString(input_error([&] { icet::vision::load_image(root / "none.png"); })),
+    QCOMPARE(QString::fromStdString(input_error_of([&] { icet::vision::load_image(root / "none.png"); })),
              QString::fromStdString((root / "none.png").string() + ": no such file. Check the path."));
     write_file(root / "empty.png", {});
-    QCOMPARE(QString::fromStdString(input_error([&] { icet::vision::load_image(root / "empty.png"); })),
+    QCOMPARE(QString::fromStdString(input_error_of([&] { icet::vision::load_image(root / "empty.png"); })),
              QString::fromStdString((root / "empty.png").string() +
                                     ": the file is empty (0 bytes), not an image"));
-    QVERIFY(contains(input_error([&] { icet::vision::load_image(root); }), "is a folder"));
+    QVERIFY(contains(input_error_of([&] { icet::vision::load_image(root); }), "is a folder"));
   }
 
   void nonImagesNameTheFileAndAHint() {
     Bytes text;
     put_text(text, "<!DOCTYPE html><html>not an image</html>");
-    std::string msg = input_error([&] { icet::vision::decode_image(text, "page.png"); });
+    std::string msg = input_error_of([&] { icet::vision::decode_image(text, "page.png"); });
     QVERIFY2(contains(msg, "page.png: expected an image file (PNG, JPEG, WebP, BMP, TIFF, PNM or "
                            "Sun raster), found 40 bytes starting with 3c 21 44 4f"),
              msg.c_str());
@@ -597,7 +589,7 @@ class TestImage : public QObject {
     Bytes heic = {0, 0, 0, 0x18};
     put_text(heic, "ftypheic");
     heic.resize(64, 0);
-    msg = input_error([&] { icet::vision::decode_image(heic, "IMG_0001.HEIC"); });
+    msg = input_error_of([&] { icet::vision::decode_image(heic, "IMG_0001.HEIC"); });
     QVERIFY2(contains(msg, "IMG_0001.HEIC") && contains(msg, "HEIC/AVIF"), msg.c_str());
 
     std::mt19937 rng(5);
@@ -606,7 +598,7 @@ class TestImage : public QObject {
       v = static_cast<uint8_t>(rng());
     }
     noise[0] = 0x00;  // not accidentally a signature
-    QVERIFY(contains(input_error([&] { icet::vision::decode_image(noise, "noise.bin"); }),
+    QVERIFY(contains(input_error_of([&] { icet::vision::decode_image(noise, "noise.bin"); }),
                      "noise.bin: expected an image file"));
   }
 
@@ -615,10 +607,10 @@ class TestImage : public QObject {
     const Bytes png = icet::vision::encode_png(src);
     for (size_t n = 1; n < png.size(); ++n) {
       const Bytes cut(png.begin(), png.begin() + static_cast<ptrdiff_t>(n));
-      const std::string msg = input_error([&] { icet::vision::decode_image(cut, "cut.png"); });
+      const std::string msg = input_error_of([&] { icet::vision::decode_image(cut, "cut.png"); });
       QVERIFY2(contains(msg, "cut.png: "), (std::to_string(n) + ": " + msg).c_str());
     }
-    const std::string msg = input_error([&] {
+    const std::string msg = input_error_of([&] {
       icet::vision::decode_image(Bytes(png.begin(), png.begin() + static_cast<ptrdiff_t>(png.size() - 20)),
                                  "cut.png");
     });
@@ -630,11 +622,11 @@ class TestImage : public QObject {
     const Bytes jpeg = icet::vision::encode_jpeg(pattern(24, 16, 6), 90);
     for (size_t n = 1; n < jpeg.size(); n += (n < 700 ? 1 : 7)) {
       const Bytes cut(jpeg.begin(), jpeg.begin() + static_cast<ptrdiff_t>(n));
-      const std::string msg = input_error([&] { icet::vision::decode_image(cut, "cut.jpg"); });
+      const std::string msg = input_error_of([&] { icet::vision::decode_image(cut, "cut.jpg"); });
       QVERIFY2(contains(msg, "cut.jpg: "), (std::to_string(n) + ": " + msg).c_str());
     }
     const Bytes half(jpeg.begin(), jpeg.begin() + static_cast<ptrdiff_t>(jpeg.size() / 2));
-    const std::string msg = input_error([&] { icet::vision::decode_image(half, "cut.jpg"); });
+    const std::string msg = input_error_of([&] { icet::vision::decode_image(half, "cut.jpg"); });
     QVERIFY2(contains(msg, "truncated JPEG data: it ends before the end-of-image marker"),
              msg.c_str());
     // Trailing bytes after the end-of-image marker are harmless.
@@ -647,7 +639,7 @@ class TestImage : public QObject {
     const Bytes png = make_png(4, 2, 8, 2, {Bytes(12, 50), Bytes(12, 90)});
     Bytes bad_crc = png;
     bad_crc[bad_crc.size() - 20] ^= 0x01;  // inside IDAT
-    std::string msg = input_error([&] { icet::vision::decode_image(bad_crc, "crc.png"); });
+    std::string msg = input_error_of([&] { icet::vision::decode_image(bad_crc, "crc.png"); });
     QVERIFY2(contains(msg, "crc.png: corrupt PNG file: checksum of chunk 'IDAT'"), msg.c_str());
 
     // Valid chunk checksums around a broken zlib stream: only libpng can notice.
@@ -655,7 +647,7 @@ class TestImage : public QObject {
     put_png_chunk(bad_zlib, "IHDR", png_ihdr(4, 2, 8, 2));
     put_png_chunk(bad_zlib, "IDAT", Bytes{0x78, 0x01, 0xff, 0xff, 0xff, 0x12, 0x34});
     put_png_chunk(bad_zlib, "IEND", {});
-    msg = input_error([&] { icet::vision::decode_image(bad_zlib, "zlib.png"); });
+    msg = input_error_of([&] { icet::vision::decode_image(bad_zlib, "zlib.png"); });
     QVERIFY2(contains(msg, "zlib.png: could not decode the PNG data"), msg.c_str());
   }
 
@@ -779,8 +771,8 @@ class TestImage : public QObject {
   void resizeToTheSameSizeIsACopyAndBadSizesThrow() {
     const Image src = pattern(5, 4, 9);
     QVERIFY(icet::vision::resize(src, 5, 4, icet::vision::Resample::Bicubic).rgb == src.rgb);
-    QVERIFY(!input_error([&] { icet::vision::resize(src, 0, 4, icet::vision::Resample::Bicubic); }).empty());
-    QVERIFY(!input_error([&] { icet::vision::resize(Image{}, 3, 3, icet::vision::Resample::Bilinear); }).empty());
+    QVERIFY(!input_error_of([&] { icet::vision::resize(src, 0, 4, icet::vision::Resample::Bicubic); }).empty());
+    QVERIFY(!input_error_of([&] { icet::vision::resize(Image{}, 3, 3, icet::vision::Resample::Bilinear); }).empty());
   }
 
   // --- crop and pad ----------------------------------------------------------------------------
@@ -818,8 +810,8 @@ class TestImage : public QObject {
     QCOMPARE(padded.at(1, 2, 0), src.at(0, 0, 0));
     QCOMPARE(padded.at(0, 0, 0), uint8_t{0});
     QVERIFY(icet::vision::crop(padded, 1, 2, 4, 3).rgb == src.rgb);
-    QVERIFY(!input_error([&] { icet::vision::crop(src, 1, 0, 4, 3); }).empty());
-    QVERIFY(!input_error([&] { icet::vision::pad(src, 4, 3, 1, 0); }).empty());
+    QVERIFY(!input_error_of([&] { icet::vision::crop(src, 1, 0, 4, 3); }).empty());
+    QVERIFY(!input_error_of([&] { icet::vision::pad(src, 4, 3, 1, 0); }).empty());
   }
 };
 

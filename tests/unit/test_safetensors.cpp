@@ -13,6 +13,7 @@
 #include <sstream>
 #include <string>
 
+#include "support/errors.h"
 #include "core/base/error.h"
 #include "core/io/load_bench.h"
 #include "core/io/safetensors.h"
@@ -24,16 +25,7 @@ using icet::io::TensorStore;
 
 namespace {
 
-// Runs `f`; returns the message of the icet::InputError it throws, or "" if it throws none.
-template <typename F>
-std::string input_error_of(F&& f) {
-  try {
-    f();
-  } catch (const icet::InputError& e) {
-    return e.what();
-  }
-  return {};
-}
+using icet::test::input_error_of;
 
 bool contains_all(const std::string& text, std::initializer_list<std::string> pieces,
                   std::string* missing) {

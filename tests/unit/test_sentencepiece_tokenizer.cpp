@@ -13,6 +13,7 @@
 #include <map>
 #include <sstream>
 
+#include "support/errors.h"
 #include "core/base/error.h"
 #include "core/text/llama_tokenizer.h"
 #include "core/text/sentencepiece.h"
@@ -259,15 +260,7 @@ std::string join(const std::vector<std::string>& v) {
     QVERIFY2(a_ == e_, ("got " + join(a_) + "\nwant " + join(e_)).c_str()); \
   } while (0)
 
-template <typename F>
-std::string input_error_of(F&& f) {
-  try {
-    f();
-  } catch (const icet::InputError& e) {
-    return e.what();
-  }
-  return {};
-}
+using icet::test::input_error_of;
 
 #define VERIFY_INPUT_ERROR(expr, ...)                                        \
   do {                                                                       \
