@@ -869,7 +869,7 @@ std::vector<int64_t> LlamaTokenizer::ids_of(const std::vector<Token>& tokens) {
   return ids;
 }
 
-std::vector<std::string> LlamaTokenizer::tokenize(std::string_view text) const {
+std::vector<LlamaTokenizer::Token> LlamaTokenizer::template_tokens(std::string_view text) const {
   if (text.empty()) {
     return {};
   }
@@ -879,24 +879,19 @@ std::vector<std::string> LlamaTokenizer::tokenize(std::string_view text) const {
   }
   auto chunks =
       split_special_tokens_ ? std::vector<Chunk>{{prepared, false}} : trie_split(prepared);
+  return run(std::move(chunks), Mode::template_text);
+}
+
+std::vector<std::string> LlamaTokenizer::tokenize(std::string_view text) const {
   std::vector<std::string> out;
-  for (auto& t : run(std::move(chunks), Mode::template_text)) {
+  for (auto& t : template_tokens(text)) {
     out.push_back(std::move(t.text));
   }
   return out;
 }
 
 std::vector<int64_t> LlamaTokenizer::encode_template(std::string_view text) const {
-  if (text.empty()) {
-    return {};
-  }
-  std::string prepared = legacy_ ? std::string(text) : replace_all(text, kSpiece, " ");
-  if (!legacy_ && add_prefix_space_) {
-    prepared.insert(0, kSpiece);
-  }
-  auto chunks =
-      split_special_tokens_ ? std::vector<Chunk>{{prepared, false}} : trie_split(prepared);
-  return ids_of(run(std::move(chunks), Mode::template_text));
+  return ids_of(template_tokens(text));
 }
 
 std::vector<int64_t> LlamaTokenizer::encode_user(std::string_view text) const {

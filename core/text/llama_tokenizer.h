@@ -110,6 +110,8 @@ class LlamaTokenizer final : public Tokenizer {
   };
 
   std::vector<Token> run(std::vector<Chunk> chunks, Mode mode) const;
+  // Template text as HF's tokenize() prepares it (prefix "▁", added-token split), then run().
+  std::vector<Token> template_tokens(std::string_view text) const;
   std::vector<std::string> sp_tokenize(std::string_view chunk) const;  // HF _tokenize
   std::vector<Chunk> trie_split(const std::string& text) const;        // HF Trie.split
   void trie_add(std::string_view word);

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "support/errors.h"
+#include "support/snapshot.h"
 #include "core/base/error.h"
 #include "core/text/llama_tokenizer.h"
 #include "core/text/sentencepiece.h"
@@ -29,14 +30,9 @@ namespace {
 
 const std::string kSp = "\xe2\x96\x81";  // "▁"
 
-fs::path fixture(const std::string& name) {
-  return fs::path(ICET_FIXTURES) / "hf-reference" / name;
-}
-
-json read_json(const fs::path& p) {
-  std::ifstream in(p);
-  return json::parse(in);
-}
+using icet::test::fixture;
+using icet::test::read_json;
+using icet::test::snapshot_copy;
 
 std::string read_bytes(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -119,20 +115,6 @@ std::vector<Segment> segments_of(const std::string& text,
   return out;
 }
 
-// A copy of a fixture snapshot whose tokenizer_config.json is edited by `edit`.
-fs::path snapshot_copy(const QTemporaryDir& tmp, const std::string& name,
-                       const std::function<void(json&)>& edit) {
-  const fs::path dst = fs::path(tmp.path().toStdString()) / name;
-  fs::create_directories(dst);
-  for (const char* f : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                        "added_tokens.json"}) {
-    if (fs::exists(fixture(name) / f)) fs::copy_file(fixture(name) / f, dst / f);
-  }
-  json config = read_json(dst / "tokenizer_config.json");
-  edit(config);
-  std::ofstream(dst / "tokenizer_config.json") << config.dump(1);
-  return dst;
-}
 
 // --- hand-built tokenizer.model files (protobuf wire format) -----------------------------------
 

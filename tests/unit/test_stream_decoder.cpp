@@ -11,6 +11,7 @@
 #include <fstream>
 #include <random>
 
+#include "support/snapshot.h"
 #include "core/base/error.h"
 #include "core/text/stream_decoder.h"
 #include "core/text/tokenizer.h"
@@ -21,14 +22,9 @@ using Ids = std::vector<int64_t>;
 
 namespace {
 
-fs::path fixture(const std::string& name) {
-  return fs::path(ICET_FIXTURES) / "hf-reference" / name;
-}
-
-json read_json(const fs::path& p) {
-  std::ifstream in(p);
-  return json::parse(in);
-}
+using icet::test::fixture;
+using icet::test::read_json;
+using icet::test::snapshot_copy;
 
 // Strict UTF-8 check (no truncated, overlong or surrogate sequences).
 bool valid_utf8(const std::string& s) {
@@ -97,19 +93,6 @@ std::string concat(const std::vector<std::string>& chunks) {
     }                                                                   \
   } while (0)
 
-fs::path snapshot_copy(const QTemporaryDir& tmp, const std::string& name,
-                       const std::function<void(json&)>& edit) {
-  const fs::path dst = fs::path(tmp.path().toStdString()) / name;
-  fs::create_directories(dst);
-  for (const char* f : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                        "added_tokens.json"}) {
-    if (fs::exists(fixture(name) / f)) fs::copy_file(fixture(name) / f, dst / f);
-  }
-  json config = read_json(dst / "tokenizer_config.json");
-  edit(config);
-  std::ofstream(dst / "tokenizer_config.json") << config.dump(1);
-  return dst;
-}
 
 const std::string kMixed =
     "Hello \xe4\xbd\xa0\xe5\xa5\xbd\xef\xbc\x8c\xe4\xb8\x96\xe7\x95\x8c "  // 你好，世界
