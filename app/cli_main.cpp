@@ -28,6 +28,7 @@ struct ModelArgs {
   std::string prompt;
   std::string device = "auto";
   std::string dtype = "auto";
+  std::string prompt_format = "auto";
   int64_t max_new_tokens = 64;
   double temperature = 0.0;  // 0: greedy
   double top_p = 1.0;
@@ -44,6 +45,8 @@ void add_model_options(CLI::App* cmd, ModelArgs& a) {
   cmd->add_option("--prompt", a.prompt, "The user's message; the model's chat template is applied")->required();
   cmd->add_option("--device", a.device, "auto, cpu, cuda or cuda:N");
   cmd->add_option("--dtype", a.dtype, "auto, float32, bfloat16 or float16");
+  cmd->add_option("--prompt-format", a.prompt_format,
+                  "auto (from the chat template), llava, vicuna, mistral or llama3");
   cmd->add_option("--max-new-tokens", a.max_new_tokens, "Most tokens to generate")->check(CLI::PositiveNumber);
   cmd->add_option("--temperature", a.temperature, "Sampling temperature; 0 = greedy")->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-p", a.top_p, "Nucleus sampling mass (with --temperature)");
@@ -66,7 +69,7 @@ icet::generate::SamplingParams sampling(const ModelArgs& a) {
 }
 
 std::unique_ptr<icet::engine::Session> open_session(const ModelArgs& a) {
-  auto session = icet::engine::Session::open(a.model, {a.device, a.dtype});
+  auto session = icet::engine::Session::open(a.model, {a.device, a.dtype, a.prompt_format});
   session->set_image(icet::vision::load_image(a.image));
   return session;
 }

@@ -13,11 +13,17 @@
 #include "core/base/error.h"
 #include "core/base/log.h"
 #include "core/generate/decode.h"
+#include "core/models/llama.h"
 #include "core/io/safetensors.h"
 #include "core/models/config.h"
+#include "core/base/json_util.h"
 #include "core/models/llava.h"
+#include "core/models/llava_next.h"
+#include "core/models/mllama.h"
 #include "core/text/tokenizer.h"
+#include "core/vision/anyres_processor.h"
 #include "core/vision/clip_processor.h"
+#include "core/vision/mllama_processor.h"
 #include "core/vision/image.h"
 
 namespace icet::engine {
@@ -93,7 +99,8 @@ nlohmann::json to_json(const ModelSummary& s) {
   return {{"family", s.family},           {"model_id", s.model_id},         {"path", s.path},
           {"weights_hash", s.weights_hash}, {"device", s.device},           {"dtype", s.dtype},
           {"vision_layers", s.vision_layers}, {"default_layer", s.default_layer}, {"image_tokens", s.image_tokens},
-          {"context_length", s.context_length}};
+          {"context_length", s.context_length}, {"prompt_format", s.prompt_format},
+          {"exit_policy", s.exit_policy}};
 }
 
 nlohmann::json to_json(const GenerationRecord& r) {
@@ -113,30 +120,287 @@ nlohmann::json to_json(const GenerationRecord& r) {
           {"tokens_per_second", r.tokens_per_second}};
 }
 
+namespace {
+
+const char* const kVicunaSystem =
+    "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the human's questions.";
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return {};
+  const auto e = s.find_last_not_of(" \t\r\n");
+  return s.substr(b, e - b + 1);
+}
+
+// The snapshot's chat template: chat_template.json, else tokenizer_config.json (a string, or
+// a list of named templates of which "default" is used). "" when there is none.
+std::string read_chat_template(const std::filesystem::path& dir) {
+  try {
+    if (std::filesystem::exists(dir / "chat_template.json")) {
+      const nlohmann::json j = json_util::read_file(dir / "chat_template.json");
+      if (j.contains("chat_template") && j["chat_template"].is_string()) return j["chat_template"].get<std::string>();
+    }
+    if (std::filesystem::exists(dir / "tokenizer_config.json")) {
+      const nlohmann::json j = json_util::read_file(dir / "tokenizer_config.json");
+      if (j.contains("chat_template")) {
+        const auto& t = j["chat_template"];
+        if (t.is_string()) return t.get<std::string>();
+        if (t.is_array()) {
+          for (const auto& e : t) {
+            if (e.value("name", "") == "default" && e.contains("template") && e["template"].is_string()) {
+              return e["template"].get<std::string>();
+            }
+          }
+        }
+      }
+    }
+  } catch (const Error& e) {
+    log::get("engine")->warn("{}: chat template unreadable ({}); using the family's default prompt format",
+                             dir.string(), e.what());
+  }
+  return {};
+}
+
+// A model half per family: preprocessing, the image's cached encoder states, and turning a
+// prompt plus exit layers into a decode request.
+class Family {
+ public:
+  virtual ~Family() = default;
+  virtual void set_image(const vision::Image& image) = 0;
+  virtual bool has_image() const = 0;
+  virtual int64_t resolve_layer(std::optional<int64_t> layer) const = 0;
+  // Image placeholder segments of the prompt (the image must be set for llava_next's count).
+  virtual std::vector<text::Segment> image_segments(const text::Tokenizer& tok) const = 0;
+  virtual int64_t image_tokens() const = 0;
+  // Fills lm/decoder, prompt_embeds [L, T, H] and the image token to suppress.
+  virtual void prepare(const std::vector<int64_t>& ids, const std::vector<int64_t>& layers,
+                       generate::DecodeRequest& req) = 0;
+};
+
+// LLaVA-1.5: one 336 px view, hidden states cached for every layer.
+class LlavaFamily final : public Family {
+ public:
+  LlavaFamily(std::unique_ptr<models::LlavaModel> model, vision::ClipProcessorConfig processor, c10::Device device,
+              c10::ScalarType dtype)
+      : model_(std::move(model)), processor_(std::move(processor)), device_(device), dtype_(dtype) {}
+  const models::LlavaModel& model() const { return *model_; }
+
+  void set_image(const vision::Image& image) override {
+    const at::Tensor pixels = vision::clip_preprocess(image, processor_).unsqueeze(0).to(device_, dtype_);  // [1,3,S,S]
+    states_ = model_->encode(pixels, model_->config().vision.num_hidden_layers);
+  }
+  bool has_image() const override { return !states_.empty(); }
+  int64_t resolve_layer(std::optional<int64_t> layer) const override { return model_->resolve_layer(layer); }
+  int64_t image_tokens() const override { return model_->config().image_tokens(); }
+  std::vector<text::Segment> image_segments(const text::Tokenizer& tok) const override {
+    return std::vector<text::Segment>(static_cast<size_t>(image_tokens()),
+                                      {tok.piece(model_->config().image_token_index), true});
+  }
+  void prepare(const std::vector<int64_t>& ids, const std::vector<int64_t>& layers,
+               generate::DecodeRequest& req) override {
+    // [L, N, Dv] -> [L, N, H] -> embeds [L, T, H]: every chosen layer projected in one batch.
+    std::vector<at::Tensor> selected;
+    for (int64_t layer : layers) selected.push_back(model_->select(states_.at(static_cast<size_t>(layer))));
+    const at::Tensor features = model_->project(at::cat(selected, 0));
+    req.lm = &model_->language_model();
+    req.prompt_embeds = model_->merge(at::tensor(ids, at::TensorOptions().dtype(at::kLong)), features);
+    req.suppress_ids = {model_->config().image_token_index};
+  }
+
+ private:
+  std::unique_ptr<models::LlavaModel> model_;
+  vision::ClipProcessorConfig processor_;
+  c10::Device device_;
+  c10::ScalarType dtype_;
+  std::vector<at::Tensor> states_;  // hidden states 0..N, each [1, N_img+1, Dv]
+};
+
+// LLaVA-NeXT: base tile + grid tiles, hidden states of every tile cached for every layer.
+class LlavaNextFamily final : public Family {
+ public:
+  LlavaNextFamily(std::unique_ptr<models::LlavaNextModel> model, vision::AnyresProcessorConfig processor,
+                  c10::Device device, c10::ScalarType dtype)
+      : model_(std::move(model)), processor_(std::move(processor)), device_(device), dtype_(dtype) {}
+  const models::LlavaNextModel& model() const { return *model_; }
+
+  void set_image(const vision::Image& image) override {
+    const auto& cfg = model_->config().base;
+    const int64_t p = cfg.vision.image_size / cfg.vision.patch_size;
+    // The prompt gets the processor's count, the model packs its own: they must agree (HF
+    // raises "Image features and image tokens do not match" otherwise).
+    const int64_t tokens = vision::anyres_image_token_count(image.height, image.width, processor_.grid_pinpoints,
+                                                            cfg.vision.image_size, p,
+                                                            cfg.vision_feature_select_strategy == "default");
+    const int64_t packed = model_->packed_tokens(image.height, image.width);
+    if (tokens != packed) {
+      throw InputError(describe("LLaVA-NeXT image of " + std::to_string(image.width) + "x" +
+                                    std::to_string(image.height),
+                                "the processor's image-token count to equal the model's packed features",
+                                std::to_string(tokens) + " vs " + std::to_string(packed),
+                                "preprocessor_config.json and config.json must list the same image_grid_pinpoints."));
+    }
+    vision::AnyresImage a = vision::anyres_preprocess(image, processor_);
+    const at::Tensor pixels = a.pixel_values.to(device_, dtype_);  // [N,3,S,S]
+    states_ = model_->encode(pixels, cfg.vision.num_hidden_layers);
+    height_ = image.height;
+    width_ = image.width;
+    tokens_ = tokens;
+  }
+  bool has_image() const override { return !states_.empty(); }
+  int64_t resolve_layer(std::optional<int64_t> layer) const override { return model_->resolve_layer(layer); }
+  int64_t image_tokens() const override {
+    return has_image() ? tokens_ : model_->config().base.image_tokens();  // base tile only before an image
+  }
+  std::vector<text::Segment> image_segments(const text::Tokenizer& tok) const override {
+    return std::vector<text::Segment>(static_cast<size_t>(image_tokens()),
+                                      {tok.piece(model_->config().base.image_token_index), true});
+  }
+  void prepare(const std::vector<int64_t>& ids, const std::vector<int64_t>& layers,
+               generate::DecodeRequest& req) override {
+    // All tiles of all chosen layers through the projector in one batch:
+    // [L*N, p*p, Dv] -> [L*N, p*p, H] -> per layer packed [M, H] -> [L, M, H].
+    std::vector<at::Tensor> selected;
+    for (int64_t layer : layers) selected.push_back(model_->select(states_.at(static_cast<size_t>(layer))));
+    const at::Tensor projected = model_->project(at::cat(selected, 0));
+    const int64_t N = states_.front().size(0);
+    std::vector<at::Tensor> packed;
+    for (size_t i = 0; i < layers.size(); ++i) {
+      packed.push_back(model_->pack(projected.narrow(0, static_cast<int64_t>(i) * N, N), height_, width_));
+    }
+    req.lm = &model_->language_model();
+    req.prompt_embeds = model_->merge(at::tensor(ids, at::TensorOptions().dtype(at::kLong)), at::stack(packed, 0));
+    req.suppress_ids = {model_->config().base.image_token_index};
+  }
+
+ private:
+  std::unique_ptr<models::LlavaNextModel> model_;
+  vision::AnyresProcessorConfig processor_;
+  c10::Device device_;
+  c10::ScalarType dtype_;
+  std::vector<at::Tensor> states_;  // hidden states 0..N, each [tiles, p*p+1, Dv]
+  int64_t height_ = 0, width_ = 0, tokens_ = 0;
+};
+
+// Mllama's text model with one prompt's cross-attention inputs, for run_decode.
+class MllamaDecoder final : public generate::TextDecoder {
+ public:
+  MllamaDecoder(const models::MllamaTextModel& lm, models::CrossAttentionInputs cross)
+      : lm_(lm), cross_(std::move(cross)) {}
+  models::KvCache make_cache(int64_t batch, int64_t capacity) const override { return lm_.make_cache(batch, capacity); }
+  at::Tensor forward(const at::Tensor& embeds, const at::Tensor& positions, models::KvCache* cache) const override {
+    return lm_.forward(embeds, positions, cross_, cache);
+  }
+  at::Tensor logits(const at::Tensor& hidden) const override { return lm_.logits(hidden); }
+  at::Tensor embed(const at::Tensor& ids) const override { return lm_.embed(ids); }
+
+ private:
+  const models::MllamaTextModel& lm_;
+  models::CrossAttentionInputs cross_;
+};
+
+// Llama 3.2 Vision: the local encoder's hidden states are cached; the global encoder, taps and
+// projector run per chosen exit layer (batched across layers).
+class MllamaFamily final : public Family {
+ public:
+  MllamaFamily(std::unique_ptr<models::MllamaModel> model, vision::MllamaProcessorConfig processor, c10::Device device,
+               c10::ScalarType dtype)
+      : model_(std::move(model)), processor_(std::move(processor)), device_(device), dtype_(dtype) {}
+  const models::MllamaModel& model() const { return *model_; }
+
+  void set_image(const vision::Image& image) override {
+    const vision::MllamaImage m = vision::mllama_preprocess(image, processor_);
+    const auto opts = at::TensorOptions().dtype(at::kLong);
+    aspect_ids_ = at::tensor(std::vector<int64_t>{m.aspect_ratio_id}, opts).to(device_);                    // [1]
+    aspect_mask_ = at::tensor(m.aspect_ratio_mask, opts).view({1, -1}).to(device_);                           // [1,A]
+    const at::Tensor pixels = m.pixel_values.unsqueeze(0).to(device_, dtype_);                                // [1,A,3,t,t]
+    states_ = model_->vision_model().encode_local(pixels, aspect_ids_, aspect_mask_,
+                                                  model_->config().vision.num_hidden_layers);
+    num_tiles_ = m.num_tiles();
+  }
+  bool has_image() const override { return !states_.empty(); }
+  int64_t resolve_layer(std::optional<int64_t> layer) const override { return model_->resolve_layer(layer); }
+  int64_t image_tokens() const override { return 1; }
+  std::vector<text::Segment> image_segments(const text::Tokenizer& tok) const override {
+    return {{tok.piece(model_->config().image_token_index), true}};
+  }
+  void prepare(const std::vector<int64_t>& ids, const std::vector<int64_t>& layers,
+               generate::DecodeRequest& req) override {
+    // [L, A, P, Dout] -> cross-attention states [L, A*P, H]
+    const at::Tensor out = model_->vision_model().finish_layers(states_, layers, aspect_ids_, aspect_mask_);
+    const at::Tensor id_tensor = at::tensor(ids, at::TensorOptions().dtype(at::kLong));
+    decoder_ = std::make_unique<MllamaDecoder>(model_->language_model(),
+                                               model_->cross_inputs(id_tensor, model_->project(out), num_tiles_));
+    const int64_t L = static_cast<int64_t>(layers.size());
+    req.decoder = decoder_.get();
+    req.prompt_embeds = model_->language_model().embed(id_tensor.view({1, -1})).expand({L, -1, -1}).contiguous();
+    req.suppress_ids = {model_->config().image_token_index};
+  }
+
+ private:
+  std::unique_ptr<models::MllamaModel> model_;
+  vision::MllamaProcessorConfig processor_;
+  c10::Device device_;
+  c10::ScalarType dtype_;
+  std::vector<at::Tensor> states_;  // local hidden states 0..N, each [1, A*Pp, D]
+  at::Tensor aspect_ids_, aspect_mask_;
+  int64_t num_tiles_ = 0;
+  std::unique_ptr<MllamaDecoder> decoder_;
+};
+
+}  // namespace
+
+std::vector<std::string> prompt_formats() { return {"llava", "vicuna", "mistral", "llama3"}; }
+
+std::string detect_prompt_format(const std::string& t, const std::string& family) {
+  if (t.find("<|start_header_id|>") != std::string::npos) return "llama3";
+  if (t.find("[INST]") != std::string::npos) return "mistral";
+  if (t.find("ASSISTANT") != std::string::npos && t.find("USER") != std::string::npos) {
+    // Both LLaVA-1.5 and v1.6-vicuna templates render USER:/ASSISTANT:; v1.6's documented
+    // prompt puts the vicuna system line first (llava-hf model cards, the fixture).
+    return family == "llava_next" ? "vicuna" : "llava";
+  }
+  return {};
+}
+
 struct Session::Impl {
   ModelSummary summary;
   c10::Device device = c10::Device(c10::kCPU);
   c10::ScalarType dtype = c10::kFloat;
-  std::unique_ptr<models::LlavaModel> model;
+  std::unique_ptr<Family> family;
   std::unique_ptr<text::Tokenizer> tokenizer;
-  vision::ClipProcessorConfig processor;
   std::vector<int64_t> eos_ids;
-  // Current image: hidden states 0..N, each [1, N_img+1, Dv] on the device.
-  std::vector<at::Tensor> states;
   std::string image_hash;
 
   std::vector<int64_t> prompt_ids(const std::string& prompt) const {
     if (prompt.find_first_not_of(" \t\r\n") == std::string::npos) {
       throw InputError("the prompt is empty: type a question or an instruction about the image");
     }
-    // LLaVA-1.5 (llava-hf): "USER: <image>\n{prompt} ASSISTANT:". The user's text is a text
-    // segment: a typed "<image>" or "</s>" never becomes a special token.
-    const std::string image_token = tokenizer->piece(model->config().image_token_index);
-    std::vector<text::Segment> segments{{"USER: ", false}};
-    for (int64_t i = 0; i < model->config().image_tokens(); ++i) segments.push_back({image_token, true});
-    segments.push_back({"\n" + prompt + " ASSISTANT:", false});
+    // The user's text is a text segment: a typed "<image>" or "</s>" never becomes a special token.
+    const auto image = family->image_segments(*tokenizer);
+    const std::string& f = summary.prompt_format;
+    std::vector<text::Segment> segments;
+    bool bos = tokenizer->add_bos();
+    if (f == "llama3") {
+      // Tokenized with add_special_tokens=False (Llama 3.2 Vision model card): one BOS, in the text.
+      bos = false;
+      segments = {{"<|begin_of_text|>", true}, {"<|start_header_id|>", true}, {"user", false},
+                  {"<|end_header_id|>", true}, {"\n\n", false}};
+      segments.insert(segments.end(), image.begin(), image.end());
+      segments.push_back({trim(prompt), false});  // the template trims the message
+      segments.insert(segments.end(), {{"<|eot_id|>", true}, {"<|start_header_id|>", true}, {"assistant", false},
+                                       {"<|end_header_id|>", true}, {"\n\n", false}});
+    } else if (f == "mistral") {
+      segments = {{"[INST] ", false}};
+      segments.insert(segments.end(), image.begin(), image.end());
+      segments.push_back({"\n" + prompt + " [/INST]", false});
+    } else {
+      segments = {{f == "vicuna" ? std::string(kVicunaSystem) + " USER: " : std::string("USER: "), false}};
+      segments.insert(segments.end(), image.begin(), image.end());
+      segments.push_back({"\n" + prompt + " ASSISTANT:", false});
+    }
     std::vector<int64_t> ids;
-    if (tokenizer->add_bos() && tokenizer->bos_id()) ids.push_back(*tokenizer->bos_id());
+    if (bos && tokenizer->bos_id()) ids.push_back(*tokenizer->bos_id());
     const auto body = tokenizer->encode_segments(segments);
     ids.insert(ids.end(), body.begin(), body.end());
     return ids;
@@ -162,7 +426,7 @@ struct Session::Impl {
   std::vector<GenerationRecord> run(const std::string& prompt, const std::vector<int64_t>& layers,
                                     const generate::SamplingParams& params, const StreamCallback& stream,
                                     const std::atomic<bool>* cancel) {
-    if (states.empty()) {
+    if (!family->has_image()) {
       throw InputError("no image is set: open an image before generating");
     }
     c10::InferenceMode inference;
@@ -170,18 +434,11 @@ struct Session::Impl {
     check_context(ids.size());
     const generate::SamplingParams p = with_seed(params);
 
-    // [L, N, Dv] -> [L, N, H] -> embeds [L, T, H]: every chosen layer projected in one batch.
-    std::vector<at::Tensor> selected;
-    for (int64_t layer : layers) selected.push_back(model->select(states.at(static_cast<size_t>(layer))));
-    const at::Tensor features = model->project(at::cat(selected, 0));
-    const at::Tensor id_tensor = at::tensor(ids, at::TensorOptions().dtype(at::kLong));
     generate::DecodeRequest req;
-    req.lm = &model->language_model();
-    req.prompt_embeds = model->merge(id_tensor, features);
+    family->prepare(ids, layers, req);
     req.prompt_ids = ids;
     req.params.assign(layers.size(), p);
     req.eos_ids = eos_ids;
-    req.suppress_ids = {model->config().image_token_index};
     req.suppress_from = tokenizer->size();
     req.context_limit = summary.context_length;
     req.tokenizer = tokenizer.get();
@@ -222,47 +479,122 @@ std::unique_ptr<Session> Session::open(const std::filesystem::path& dir, const S
     throw InputError(dir.string() + ": not a folder. Choose the folder of a Hugging Face snapshot.");
   }
   const std::string type = models::read_model_type(dir / "config.json");
-  if (type != "llava") {
-    throw InputError(describe((dir / "config.json").string() + ": key 'model_type'", "\"llava\" (LLaVA-1.5)",
+  if (type != "llava" && type != "llava_next" && type != "mllama") {
+    throw InputError(describe((dir / "config.json").string() + ": key 'model_type'",
+                              "\"llava\" (LLaVA-1.5), \"llava_next\" (LLaVA-NeXT) or \"mllama\" (Llama 3.2 Vision)",
                               "\"" + type + "\""));
+  }
+  const auto formats = prompt_formats();
+  if (options.prompt_format != "auto" &&
+      std::find(formats.begin(), formats.end(), options.prompt_format) == formats.end()) {
+    throw InputError(describe("prompt format", "\"auto\", \"llava\", \"vicuna\", \"mistral\" or \"llama3\"",
+                              "\"" + options.prompt_format + "\""));
+  }
+  if (options.prompt_format != "auto" && (options.prompt_format == "llama3") != (type == "mllama")) {
+    throw InputError(describe("prompt format \"" + options.prompt_format + "\"",
+                              type == "mllama" ? "\"llama3\" for a Llama 3.2 Vision model"
+                                               : "\"llava\", \"vicuna\" or \"mistral\" for a LLaVA model",
+                              "a " + type + " model"));
   }
   auto impl = std::make_unique<Impl>();
   impl->device = parse_device(options.device);
   impl->dtype = parse_dtype(options.dtype, impl->device);
-  // Tokenizer and processor first: they fail fast, before gigabytes of weights are read.
-  impl->tokenizer = text::load_tokenizer(dir);
-  impl->processor = vision::load_clip_processor_config(dir / "preprocessor_config.json");
-  c10::InferenceMode inference;
-  const io::TensorStore store = io::TensorStore::open_dir(dir);
-  impl->model = models::load_llava(models::load_llava_config(dir / "config.json"), store, dir.string(),
-                                   {impl->device, impl->dtype}, progress);
-  const auto& cfg = impl->model->config();
-
-  const models::GenerationConfig gen = models::load_generation_config(dir / "generation_config.json");
-  impl->eos_ids = !gen.eos_token_ids.empty() ? gen.eos_token_ids : cfg.text.eos_token_ids;
-
   ModelSummary& s = impl->summary;
-  s.family = "llava";
+  s.family = type;
   s.model_id = model_id_of(dir);
   s.path = dir.string();
-  s.weights_hash = store.content_hash();
   s.device = impl->device.str();
   s.dtype = dtype_name(impl->dtype);
-  s.vision_layers = cfg.vision.num_hidden_layers;
-  s.default_layer = cfg.default_exit_layer();
-  s.image_tokens = cfg.image_tokens();
-  s.context_length = cfg.text.max_position_embeddings;
-  // The processor must produce what the vision tower takes; say so at load, not at the first image.
-  const auto& crop = impl->processor.crop_size;
-  if (impl->processor.do_center_crop && crop.height && crop.width &&
-      (*crop.height != cfg.vision.image_size || *crop.width != cfg.vision.image_size)) {
-    throw InputError(describe((dir / "preprocessor_config.json").string() + ": key 'crop_size'",
-                              std::to_string(cfg.vision.image_size) + "x" + std::to_string(cfg.vision.image_size) +
-                                  " (config.json vision_config.image_size)",
-                              std::to_string(*crop.width) + "x" + std::to_string(*crop.height)));
+  // Tokenizer and processor first: they fail fast, before gigabytes of weights are read.
+  impl->tokenizer = text::load_tokenizer(dir);
+  const std::filesystem::path pre = dir / "preprocessor_config.json";
+  c10::InferenceMode inference;
+  const io::TensorStore store = io::TensorStore::open_dir(dir);
+  const models::LoadOptions load{impl->device, impl->dtype};
+  std::vector<int64_t> text_eos;
+  std::string text_model_type;
+  if (type == "llava") {
+    auto processor = vision::load_clip_processor_config(pre);
+    auto model = models::load_llava(models::load_llava_config(dir / "config.json"), store, dir.string(), load, progress);
+    const auto& cfg = model->config();
+    const auto& crop = processor.crop_size;
+    // The processor must produce what the vision tower takes; say so at load, not at the first image.
+    if (processor.do_center_crop && crop.height && crop.width &&
+        (*crop.height != cfg.vision.image_size || *crop.width != cfg.vision.image_size)) {
+      throw InputError(describe(pre.string() + ": key 'crop_size'",
+                                std::to_string(cfg.vision.image_size) + "x" + std::to_string(cfg.vision.image_size) +
+                                    " (config.json vision_config.image_size)",
+                                std::to_string(*crop.width) + "x" + std::to_string(*crop.height)));
+    }
+    s.vision_layers = cfg.vision.num_hidden_layers;
+    s.default_layer = cfg.default_exit_layer();
+    s.context_length = cfg.text.max_position_embeddings;
+    s.exit_policy = "ICET-l: the projector takes hidden_states[l] of the CLIP tower (l = 1..N)";
+    text_eos = cfg.text.eos_token_ids;
+    impl->family = std::make_unique<LlavaFamily>(std::move(model), std::move(processor), impl->device, impl->dtype);
+  } else if (type == "llava_next") {
+    auto processor = vision::load_anyres_processor_config(pre);
+    auto model = models::load_llava_next(models::load_llava_next_config(dir / "config.json"), store, dir.string(),
+                                         load, progress);
+    const auto& cfg = model->config().base;
+    if (processor.tile_size() != cfg.vision.image_size) {
+      throw InputError(describe(pre.string() + ": key 'crop_size'",
+                                std::to_string(cfg.vision.image_size) + " (config.json vision_config.image_size)",
+                                std::to_string(processor.tile_size())));
+    }
+    s.vision_layers = cfg.vision.num_hidden_layers;
+    s.default_layer = cfg.default_exit_layer();
+    s.context_length = cfg.text.max_position_embeddings;
+    s.exit_policy = "ICET-l: every tile (base tile first) takes hidden_states[l] of the CLIP tower (l = 1..N)";
+    text_eos = cfg.text.eos_token_ids;
+    const nlohmann::json j = json_util::read_file(dir / "config.json");
+    if (j.contains("text_config") && j["text_config"].is_object()) {
+      text_model_type = j["text_config"].value("model_type", "llama");
+    }
+    impl->family = std::make_unique<LlavaNextFamily>(std::move(model), std::move(processor), impl->device, impl->dtype);
+  } else {
+    auto processor = vision::load_mllama_processor_config(pre);
+    auto model = models::load_mllama(models::load_mllama_config(dir / "config.json"), store, dir.string(), load,
+                                     progress);
+    const auto& cfg = model->config();
+    if (processor.tile_size != cfg.vision.image_size || processor.max_image_tiles != cfg.vision.max_num_tiles) {
+      throw InputError(describe(pre.string() + ": keys 'size' and 'max_image_tiles'",
+                                "tiles of " + std::to_string(cfg.vision.image_size) + " px, at most " +
+                                    std::to_string(cfg.vision.max_num_tiles) +
+                                    " (config.json vision_config image_size, max_num_tiles)",
+                                std::to_string(processor.tile_size) + " px, " + std::to_string(processor.max_image_tiles)));
+    }
+    if (vision::supported_aspect_ratios(processor.max_image_tiles) != cfg.vision.supported_aspect_ratios) {
+      throw InputError(describe((dir / "config.json").string() + ": key 'vision_config.supported_aspect_ratios'",
+                                "the arrangements the image processor uses for max_image_tiles " +
+                                    std::to_string(processor.max_image_tiles),
+                                "a different list"));
+    }
+    s.vision_layers = cfg.vision.num_hidden_layers;
+    s.default_layer = cfg.vision.num_hidden_layers;
+    s.context_length = cfg.text.llama.max_position_embeddings;
+    s.exit_policy = models::MllamaModel::kExitPolicy;
+    text_eos = cfg.text.llama.eos_token_ids;
+    impl->family = std::make_unique<MllamaFamily>(std::move(model), std::move(processor), impl->device, impl->dtype);
   }
-  log::get("models")->info("session ready: {} on {} ({}), {} vision layers, default exit layer {}", s.model_id,
-                           s.device, s.dtype, s.vision_layers, s.default_layer);
+  s.weights_hash = store.content_hash();
+  s.image_tokens = impl->family->image_tokens();
+
+  const models::GenerationConfig gen = models::load_generation_config(dir / "generation_config.json");
+  impl->eos_ids = !gen.eos_token_ids.empty() ? gen.eos_token_ids : text_eos;
+
+  if (options.prompt_format != "auto") {
+    s.prompt_format = options.prompt_format;
+  } else {
+    s.prompt_format = detect_prompt_format(read_chat_template(dir), type);
+    if (s.prompt_format.empty()) {
+      s.prompt_format = type == "mllama" ? "llama3" : type == "llava" ? "llava" : text_model_type == "mistral" ? "mistral" : "vicuna";
+      log::get("engine")->info("{}: no known chat template; using the \"{}\" prompt format", dir.string(),
+                               s.prompt_format);
+    }
+  }
+  log::get("models")->info("session ready: {} ({}) on {} ({}), {} vision layers, default exit layer {}, prompt format {}",
+                           s.model_id, s.family, s.device, s.dtype, s.vision_layers, s.default_layer, s.prompt_format);
   return std::unique_ptr<Session>(new Session(std::move(impl)));
 }
 
@@ -270,20 +602,18 @@ const ModelSummary& Session::summary() const { return impl_->summary; }
 
 void Session::set_image(const vision::Image& image) {
   c10::InferenceMode inference;
-  const at::Tensor pixels = vision::clip_preprocess(image, impl_->processor)  // [3,S,S]
-                                .unsqueeze(0)
-                                .to(impl_->device, impl_->dtype);
-  impl_->states = impl_->model->encode(pixels, impl_->summary.vision_layers);
+  impl_->family->set_image(image);
   impl_->image_hash = hash_bytes(image.rgb, image.width, image.height);
+  impl_->summary.image_tokens = impl_->family->image_tokens();
 }
 
-bool Session::has_image() const { return !impl_->states.empty(); }
+bool Session::has_image() const { return impl_->family->has_image(); }
 const std::string& Session::image_hash() const { return impl_->image_hash; }
 
 GenerationRecord Session::generate(const std::string& prompt, std::optional<int64_t> layer,
                                    const generate::SamplingParams& params, const StreamCallback& stream,
                                    const std::atomic<bool>* cancel) {
-  const int64_t l = impl_->model->resolve_layer(layer);
+  const int64_t l = impl_->family->resolve_layer(layer);
   return impl_->run(prompt, {l}, params, stream, cancel).front();
 }
 
@@ -293,7 +623,7 @@ std::vector<GenerationRecord> Session::sweep(const std::string& prompt, const st
   if (layers.empty()) {
     throw InputError("sweep: no layers chosen (expected e.g. 1-24 or 3,7,9)");
   }
-  for (int64_t l : layers) impl_->model->resolve_layer(l);
+  for (int64_t l : layers) impl_->family->resolve_layer(l);
   return impl_->run(prompt, layers, params, stream, cancel);
 }
 

@@ -25,10 +25,23 @@ namespace icet::engine {
 struct SessionOptions {
   std::string device = "auto";  // "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
   std::string dtype = "auto";   // "auto" (float32 on CPU, bfloat16 on CUDA), "float32", "bfloat16", "float16"
+  // How the user's message is wrapped: "auto" detects the snapshot's chat template among the
+  // known ones (falling back to the family's usual format); or one of prompt_formats().
+  std::string prompt_format = "auto";
 };
 
+// Known prompt formats ({user} is the message, <image> the family's image placeholder):
+//   "llava"   USER: <image>\n{user} ASSISTANT:                       (LLaVA-1.5)
+//   "vicuna"  A chat between ... questions. USER: <image>\n{user} ASSISTANT:   (LLaVA-v1.6 vicuna)
+//   "mistral" [INST] <image>\n{user} [/INST]                          (LLaVA-v1.6 mistral)
+//   "llama3"  <|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n<|image|>{user}
+//             <|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n   (Llama 3.2 Vision)
+std::vector<std::string> prompt_formats();
+// The format a chat template renders, or "" when it is none of the known ones.
+std::string detect_prompt_format(const std::string& chat_template, const std::string& family);
+
 struct ModelSummary {
-  std::string family;        // "llava"
+  std::string family;        // "llava", "llava_next" or "mllama"
   std::string model_id;      // "llava-hf/llava-1.5-7b-hf" for a hub-cache snapshot, else the folder name
   std::string path;
   std::string weights_hash;  // identifies the exact weights (see io::TensorStore::content_hash)
@@ -36,8 +49,10 @@ struct ModelSummary {
   std::string dtype;
   int64_t vision_layers = 0;  // exit layers are 1..vision_layers
   int64_t default_layer = 0;  // the checkpoint's own vision_feature_layer, as an index
-  int64_t image_tokens = 0;
+  int64_t image_tokens = 0;  // image tokens in the prompt (llava_next: for the current image)
   int64_t context_length = 0;
+  std::string prompt_format;  // see prompt_formats()
+  std::string exit_policy;    // what exit layer l means for this family (Mllama's is an assumption)
 };
 nlohmann::json to_json(const ModelSummary& s);
 

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <limits>
 #include <memory>
+#include <optional>
 
 #include "core/base/error.h"
 #include "core/base/log.h"
@@ -28,13 +29,37 @@ std::string stop_reason_name(StopReason r) {
   return "unknown";
 }
 
+namespace {
+
+// A plain LlamaModel as a TextDecoder.
+class LlamaDecoder final : public TextDecoder {
+ public:
+  explicit LlamaDecoder(const models::LlamaModel& lm) : lm_(lm) {}
+  models::KvCache make_cache(int64_t batch, int64_t capacity) const override { return lm_.make_cache(batch, capacity); }
+  at::Tensor forward(const at::Tensor& embeds, const at::Tensor& positions, models::KvCache* cache) const override {
+    return lm_.forward(embeds, positions, cache);
+  }
+  at::Tensor logits(const at::Tensor& hidden) const override { return lm_.logits(hidden); }
+  at::Tensor embed(const at::Tensor& ids) const override { return lm_.embed(ids); }
+
+ private:
+  const models::LlamaModel& lm_;
+};
+
+}  // namespace
+
 std::vector<RowOutput> run_decode(const DecodeRequest& req) {
   c10::InferenceMode inference;
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   const auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - start).count(); };
 
-  const models::LlamaModel& lm = *req.lm;
+  if (req.decoder == nullptr && req.lm == nullptr) {
+    throw Error("decode request: no text model");
+  }
+  std::optional<LlamaDecoder> llama_decoder;
+  if (req.decoder == nullptr) llama_decoder.emplace(*req.lm);
+  const TextDecoder& lm = req.decoder != nullptr ? *req.decoder : *llama_decoder;
   const int64_t B = req.prompt_embeds.size(0), T = req.prompt_embeds.size(1);
   if (static_cast<int64_t>(req.params.size()) != B) {
     throw Error(describe("decode request", std::to_string(B) + " sampling settings (one per row)",

@@ -12,6 +12,7 @@
 
 namespace icet::models {
 class LlamaModel;
+struct KvCache;
 }
 namespace icet::text {
 class Tokenizer;
@@ -39,11 +40,24 @@ struct RowOutput {
   double seconds = 0.0;              // until this row finished
 };
 
+// The text model run_decode drives, for models that are not a plain LlamaModel (Mllama's
+// decoder also needs its cross-attention inputs). Shapes as LlamaModel's.
+class TextDecoder {
+ public:
+  virtual ~TextDecoder() = default;
+  virtual models::KvCache make_cache(int64_t batch, int64_t capacity) const = 0;
+  // embeds [B, T, H], positions [B, T] -> final-norm hidden [B, T, H]
+  virtual at::Tensor forward(const at::Tensor& embeds, const at::Tensor& positions, models::KvCache* cache) const = 0;
+  virtual at::Tensor logits(const at::Tensor& hidden) const = 0;  // [B, T, H] -> [B, T, V]
+  virtual at::Tensor embed(const at::Tensor& ids) const = 0;      // [B, T] -> [B, T, H]
+};
+
 // A batch of rows that share one prompt layout (same length T: the sweep's rows differ only
 // in their image features), decoded together. Rows that finish leave the batch, so they stop
 // costing work.
 struct DecodeRequest {
   const models::LlamaModel* lm = nullptr;
+  const TextDecoder* decoder = nullptr;  // used instead of `lm` when set
   at::Tensor prompt_embeds;           // [B, T, H]
   std::vector<int64_t> prompt_ids;    // [T], for the repetition-penalty history
   std::vector<SamplingParams> params; // one per row, seed set

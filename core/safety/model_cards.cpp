@@ -42,8 +42,8 @@ ModelCard load_model_card(const std::filesystem::path& file) {
     }
     c.label_tokens[key] = value.get<std::string>();
   }
-  if (c.kind != "judge" && c.kind != "reward_model") {
-    throw InputError(describe(r.where("kind"), "\"judge\" or \"reward_model\"", "\"" + c.kind + "\""));
+  if (c.kind != "judge" && c.kind != "reward_model" && c.kind != "vlm") {
+    throw InputError(describe(r.where("kind"), "\"judge\", \"reward_model\" or \"vlm\"", "\"" + c.kind + "\""));
   }
   if (c.hf_repo.find('/') == std::string::npos) {
     throw InputError(describe(r.where("hf_repo"), "\"owner/name\"", "\"" + c.hf_repo + "\""));

@@ -13,14 +13,14 @@ namespace icet::safety {
 struct ModelCard {
   std::string id;            // unique, e.g. "llama-guard-3-8b"
   std::string hf_repo;       // e.g. "meta-llama/Llama-Guard-3-8B"
-  std::string kind;          // "judge" or "reward_model"
+  std::string kind;          // "judge", "reward_model" or "vlm" (a model under study)
   std::string family;        // "llama_guard", "gpt2_reward", "llama_reward"
   std::string architecture;  // config.json architectures[0]
   int template_version = 0;  // Llama Guard 1/2/3; 0 for reward models
   std::vector<std::string> categories;
   std::map<std::string, std::string> label_tokens;  // "safe"/"unsafe" -> token piece
   std::string verdict_prefix;                       // text the judge writes before the verdict
-  std::string prompt_format;                        // reward models
+  std::string prompt_format;                        // reward models; VLMs: engine prompt format
   bool paper_choice = false;                        // the model the paper's metrics use
   std::string paper_choice_note;
   std::string notes;

@@ -13,7 +13,9 @@
 #include "support/errors.h"
 #include "core/base/error.h"
 #include "core/io/safetensors.h"
+#include "core/vision/anyres_processor.h"
 #include "core/vision/clip_processor.h"
+#include "core/vision/mllama_processor.h"
 #include "core/vision/image.h"
 #include "core/vision/resample.h"
 
@@ -72,58 +74,39 @@ class TestClipProcessor : public QObject {
   }
 
   void llavaNextTilesMatchHf() {
-    // LlavaNextImageProcessor (README "LLaVA-NeXT anyres"), composed from the same primitives:
+    // LlavaNextImageProcessor (README "LLaVA-NeXT anyres"), core/vision/anyres_processor:
     //   base tile: the whole image squashed to 30x30 (bicubic)
     //   grid 2x2 at (60, 60): resize to 60x45, pad 7 rows above and below (59 rows), cut 30x30
     //   patches row-major (the bottom two are 29 rows high), each patch then goes through
     //   CLIPImageProcessor (shortest edge 30: 30x29 -> 31x30, crop 30x30).
     const Image img = icet::vision::load_image(kRefs / "llava_next" / "image.png");
-    const ClipProcessorConfig cfg = icet::vision::load_clip_processor_config(
-        kRefs / "llava_next" / "preprocessor_config.json");
+    const auto cfg = icet::vision::load_anyres_processor_config(kRefs / "llava_next" / "preprocessor_config.json");
     const at::Tensor ref = reference("llava_next", "inputs.pixel_values");
     QCOMPARE(ref.sizes().vec(), (std::vector<int64_t>{1, 5, 3, 30, 30}));
-
-    const Image base = icet::vision::resize(img, 30, 30, cfg.resample);
-    const double base_diff = max_abs_diff(icet::vision::clip_preprocess(base, cfg), ref[0][0]);
-    qInfo("llava_next base tile: max abs diff %.3g", base_diff);
-    QVERIFY2(base_diff <= kPixelTolerance, std::to_string(base_diff).c_str());
-
-    const Image resized = icet::vision::resize(img, 60, 45, cfg.resample);
-    const Image canvas = icet::vision::pad(resized, 60, 59, 0, 7);
-    int tile = 1;
-    for (int top = 0; top < canvas.height; top += 30) {
-      for (int left = 0; left < canvas.width; left += 30, ++tile) {
-        const Image patch = icet::vision::crop(canvas, left, top, 30, std::min(30, canvas.height - top));
-        const double diff =
-            max_abs_diff(icet::vision::clip_preprocess(patch, cfg), ref[0][tile]);
-        qInfo("llava_next tile %d: max abs diff %.3g", tile, diff);
-        QVERIFY2(diff <= kPixelTolerance, std::to_string(diff).c_str());
-      }
+    const auto a = icet::vision::anyres_preprocess(img, cfg);
+    QCOMPARE(a.best.height, int64_t{60});
+    QCOMPARE(a.best.width, int64_t{60});
+    QCOMPARE(a.pixel_values.sizes().vec(), (std::vector<int64_t>{5, 3, 30, 30}));
+    for (int tile = 0; tile < 5; ++tile) {
+      const double diff = max_abs_diff(a.pixel_values[tile], ref[0][tile]);
+      qInfo("llava_next tile %d: max abs diff %.3g", tile, diff);
+      QVERIFY2(diff <= kPixelTolerance, std::to_string(diff).c_str());
     }
-    QCOMPARE(tile, 5);
   }
 
   void mllamaTilesMatchHf() {
-    // MllamaImageProcessor (README "Mllama tiles"): 64x48 -> 56x42 bilinear, zero-padded at the
-    // bottom/right to the 56x56 canvas before normalisation, cut into 2x2 tiles of 28x28.
+    // MllamaImageProcessor (README "Mllama tiles"), core/vision/mllama_processor: 64x48 ->
+    // 56x42 bilinear, zero-padded at the bottom/right to the 56x56 canvas before
+    // normalisation, cut into 2x2 tiles of 28x28.
     const Image img = icet::vision::load_image(kRefs / "mllama" / "image.png");
-    const ClipProcessorConfig cfg =
-        icet::vision::load_clip_processor_config(kRefs / "mllama" / "preprocessor_config.json");
-    QCOMPARE(cfg.resample, Resample::Bilinear);
+    const auto cfg = icet::vision::load_mllama_processor_config(kRefs / "mllama" / "preprocessor_config.json");
+    QCOMPARE(cfg.clip.resample, Resample::Bilinear);
     const at::Tensor ref = reference("mllama", "inputs.pixel_values");
     QCOMPARE(ref.sizes().vec(), (std::vector<int64_t>{1, 1, 4, 3, 28, 28}));
-
-    const Image canvas =
-        icet::vision::pad(icet::vision::resize(img, 56, 42, cfg.resample), 56, 56, 0, 0);
-    const at::Tensor pixels = icet::vision::to_normalized_tensor(canvas, cfg.image_mean,
-                                                                 cfg.image_std, cfg.rescale_factor);
-    double worst = 0.0;
-    for (int t = 0; t < 4; ++t) {
-      const int64_t y = (t / 2) * 28;
-      const int64_t x = (t % 2) * 28;
-      const at::Tensor ours = pixels.slice(1, y, y + 28).slice(2, x, x + 28);
-      worst = std::max(worst, max_abs_diff(ours, ref[0][0][t]));
-    }
+    QCOMPARE(icet::vision::optimal_tiled_canvas(48, 64, 4, 28), (std::pair<int64_t, int64_t>{56, 56}));
+    QCOMPARE(icet::vision::fit_to_canvas(48, 64, 56, 56, 28), (std::pair<int64_t, int64_t>{42, 56}));
+    const auto m = icet::vision::mllama_preprocess(img, cfg);
+    const double worst = max_abs_diff(m.pixel_values, ref[0][0]);
     qInfo("mllama tiles: max abs diff %.3g", worst);
     QVERIFY2(worst <= kPixelTolerance, std::to_string(worst).c_str());
   }
