@@ -355,8 +355,9 @@ std::vector<std::string> prompt_formats() { return {"llava", "vicuna", "mistral"
 std::string detect_prompt_format(const std::string& t, const std::string& family) {
   if (t.find("<|start_header_id|>") != std::string::npos) return "llama3";
   if (t.find("[INST]") != std::string::npos) return "mistral";
-  if (t.find("ASSISTANT") != std::string::npos && t.find("USER") != std::string::npos) {
-    // Both LLaVA-1.5 and v1.6-vicuna templates render USER:/ASSISTANT:; v1.6's documented
+  if (t.find("ASSISTANT:") != std::string::npos) {
+    // LLaVA-1.5 and v1.6-vicuna templates render "USER: ... ASSISTANT:" (USER often comes from
+    // message['role'].upper(), so only ASSISTANT: is literal); v1.6's documented
     // prompt puts the vicuna system line first (llava-hf model cards, the fixture).
     return family == "llava_next" ? "vicuna" : "llava";
   }
