@@ -11,20 +11,20 @@
 #include <sstream>
 
 #include "core/base/error.h"
+#include "core/base/json_util.h"
 #include "core/base/log.h"
 #include "core/generate/decode.h"
-#include "core/models/llama.h"
 #include "core/io/safetensors.h"
 #include "core/models/config.h"
-#include "core/base/json_util.h"
+#include "core/models/llama.h"
 #include "core/models/llava.h"
 #include "core/models/llava_next.h"
 #include "core/models/mllama.h"
 #include "core/text/tokenizer.h"
 #include "core/vision/anyres_processor.h"
 #include "core/vision/clip_processor.h"
-#include "core/vision/mllama_processor.h"
 #include "core/vision/image.h"
+#include "core/vision/mllama_processor.h"
 
 namespace icet::engine {
 namespace {

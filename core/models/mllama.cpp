@@ -333,22 +333,34 @@ at::Tensor MllamaVisionModel::finish(const std::vector<at::Tensor>& states, int6
 
 at::Tensor MllamaVisionModel::finish_layers(const std::vector<at::Tensor>& states, const std::vector<int64_t>& layers,
                                             const at::Tensor& aspect_ids, const at::Tensor& aspect_mask) const {
-  const int64_t L = static_cast<int64_t>(layers.size());
-  std::vector<at::Tensor> last;
-  std::vector<std::vector<at::Tensor>> per_tap(config_.intermediate_layers_indices.size());
   for (int64_t layer : layers) {
     if (layer < 1 || layer >= static_cast<int64_t>(states.size())) {
       throw InputError(describe("Mllama exit layer", "1.." + std::to_string(static_cast<int64_t>(states.size()) - 1),
                                 std::to_string(layer)));
     }
-    last.push_back(states[static_cast<size_t>(layer)]);
-    const auto t = taps(layer);
-    for (size_t j = 0; j < t.size(); ++j) per_tap[j].push_back(states[static_cast<size_t>(t[j])]);
   }
-  std::vector<at::Tensor> tap_states;
-  for (auto& v : per_tap) tap_states.push_back(at::cat(v, 0));  // [L, A*Pp, D]
-  return finish_batch(at::cat(last, 0), tap_states, aspect_ids.reshape({1}).repeat({L}),
-                      aspect_mask.reshape({1, -1}).repeat({L, 1}));
+  // Layers go through the global encoder as one batch, in chunks whose attention scores stay
+  // near 1 GiB (Llama 3.2 Vision: 16 heads x 4128^2 floats ~ 1.1 GB per layer).
+  const int64_t S = config_.max_num_tiles * config_.padded_patches();
+  const int64_t per_layer = config_.num_attention_heads * S * S * 4;
+  const auto chunk = static_cast<size_t>(std::max<int64_t>(1, (int64_t{1} << 30) / std::max<int64_t>(per_layer, 1)));
+  std::vector<at::Tensor> outs;
+  for (size_t begin = 0; begin < layers.size(); begin += chunk) {
+    const size_t end = std::min(layers.size(), begin + chunk);
+    const auto L = static_cast<int64_t>(end - begin);
+    std::vector<at::Tensor> last;
+    std::vector<std::vector<at::Tensor>> per_tap(config_.intermediate_layers_indices.size());
+    for (size_t i = begin; i < end; ++i) {
+      last.push_back(states[static_cast<size_t>(layers[i])]);
+      const auto t = taps(layers[i]);
+      for (size_t j = 0; j < t.size(); ++j) per_tap[j].push_back(states[static_cast<size_t>(t[j])]);
+    }
+    std::vector<at::Tensor> tap_states;
+    for (auto& v : per_tap) tap_states.push_back(at::cat(v, 0));  // [L, A*Pp, D]
+    outs.push_back(finish_batch(at::cat(last, 0), tap_states, aspect_ids.reshape({1}).repeat({L}),
+                                aspect_mask.reshape({1, -1}).repeat({L, 1})));
+  }
+  return outs.size() == 1 ? outs.front() : at::cat(outs, 0);
 }
 
 // --- text ----------------------------------------------------------------------------------

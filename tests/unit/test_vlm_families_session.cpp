@@ -201,7 +201,7 @@ class TestVlmFamiliesSession : public QObject {
     editJson(dir / "preprocessor_config.json", [](nlohmann::json& j) { j["image_grid_pinpoints"] = {{30, 90}}; });
     auto session = icet::engine::Session::open(dir, {"cpu", "float32"});
     expectInputError([&] { session->set_image(icet::vision::load_image(dir / "image.png")); },
-                     {"image-token count", "64 vs 113", "image_grid_pinpoints"});
+                     {"image-token count", "65 vs 113", "image_grid_pinpoints"});
   }
 
   void crossAttentionLayersOutOfRange() {
