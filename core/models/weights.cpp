@@ -74,6 +74,11 @@ at::Tensor WeightLoader::take(const std::string& name, std::vector<int64_t> shap
     return placeholder();
   }
   at::Tensor t = store_->get(name, options_.dtype, options_.device);
+  if (options_.trainable) {
+    // A copy: the store's tensors alias a read-only-by-contract mapping shared by readers.
+    t = t.clone().set_requires_grad(true);
+    parameters_.emplace_back(name, t);
+  }
   tick();
   return t;
 }

@@ -6,6 +6,7 @@
 #include <functional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace icet::io {
@@ -17,6 +18,10 @@ namespace icet::models {
 struct LoadOptions {
   c10::Device device = c10::Device(c10::kCPU);
   c10::ScalarType dtype = c10::kFloat;  // floating weights are converted to this
+  // Training (demo recipe, fine-tuning): every taken weight becomes a private copy with
+  // requires_grad set, listed by WeightLoader::parameters() under its checkpoint name, so an
+  // optimizer can update the model in place and save_safetensors can write it back.
+  bool trainable = false;
 };
 
 // Progress of a load: tensors taken so far and in all; return false to cancel.
@@ -56,6 +61,8 @@ class WeightLoader {
   void finish(const std::vector<std::string>& ignore_prefixes = {});
 
   const LoadOptions& options() const { return options_; }
+  // With options.trainable: the weights taken so far, by checkpoint name, in take() order.
+  const std::vector<std::pair<std::string, at::Tensor>>& parameters() const { return parameters_; }
 
  private:
   void tick();
@@ -69,6 +76,7 @@ class WeightLoader {
   LoadProgress progress_;
   std::set<std::string> taken_;
   std::vector<std::string> problems_;
+  std::vector<std::pair<std::string, at::Tensor>> parameters_;
   size_t total_ = 0;
 };
 

@@ -116,20 +116,23 @@ std::string render_llama_guard(const std::string& template_text, const Conversat
   return out;
 }
 
-std::vector<text::Segment> llama_guard_segments(const std::string& template_text, const Conversation& c,
-                                                const text::Tokenizer& tokenizer) {
-  const std::string t = prepare(template_text, c);
-  std::vector<text::Segment> out;
-  auto add_text = [&](std::string_view s) {
+namespace {
+
+// Builds tokenizer segments: template text with the special tokens the tokenizer knows split
+// out ("<|...|>"), and conversation text that is never parsed for special tokens.
+class SegmentBuilder {
+ public:
+  explicit SegmentBuilder(const text::Tokenizer& tokenizer) : tokenizer_(tokenizer) {}
+
+  void add_text(std::string_view s) {
     if (s.empty()) return;
-    if (out.empty() || out.back().special) {
-      out.push_back({std::string(s), false});
+    if (out_.empty() || out_.back().special) {
+      out_.push_back({std::string(s), false});
     } else {
-      out.back().text += s;
+      out_.back().text += s;
     }
-  };
-  // Template text: split out the special tokens the tokenizer knows.
-  auto add_template = [&](std::string_view s) {
+  }
+  void add_template(std::string_view s) {
     size_t pos = 0;
     while (pos < s.size()) {
       const size_t open = s.find("<|", pos);
@@ -139,30 +142,66 @@ std::vector<text::Segment> llama_guard_segments(const std::string& template_text
         return;
       }
       const std::string_view token = s.substr(open, close + 2 - open);
-      const auto id = tokenizer.token_id(token);
+      const auto id = tokenizer_.token_id(token);
       add_text(s.substr(pos, open - pos));
-      if (id && tokenizer.is_special(*id)) {
-        out.push_back({std::string(token), true});
+      if (id && tokenizer_.is_special(*id)) {
+        out_.push_back({std::string(token), true});
       } else {
         add_text(token);
       }
       pos = close + 2;
     }
-  };
+  }
+  std::vector<text::Segment> take() { return std::move(out_); }
+
+ private:
+  const text::Tokenizer& tokenizer_;
+  std::vector<text::Segment> out_;
+};
+
+}  // namespace
+
+std::vector<text::Segment> llama_guard_segments(const std::string& template_text, const Conversation& c,
+                                                const text::Tokenizer& tokenizer) {
+  const std::string t = prepare(template_text, c);
+  SegmentBuilder out(tokenizer);
   const std::string user = trim(c.prompt), agent = trim(c.response);
   size_t pos = 0;
   while (pos < t.size()) {
     const size_t u = t.find(kUser, pos), a = t.find(kAgent, pos);
     const size_t next = std::min(u, a);
     if (next == std::string::npos) {
-      add_template(std::string_view(t).substr(pos));
+      out.add_template(std::string_view(t).substr(pos));
       break;
     }
-    add_template(std::string_view(t).substr(pos, next - pos));
-    add_text(next == u ? user : agent);  // user text: never parsed for special tokens
+    out.add_template(std::string_view(t).substr(pos, next - pos));
+    out.add_text(next == u ? user : agent);  // user text: never parsed for special tokens
     pos = next + (next == u ? kUser.size() : kAgent.size());
   }
-  return out;
+  return out.take();
+}
+
+std::vector<text::Segment> chat_template_segments(const text::jinja::Template& chat_template, const Conversation& c,
+                                                  const nlohmann::ordered_json& extra_context, bool content_parts,
+                                                  const text::Tokenizer& tokenizer) {
+  auto content = [&](const std::string& text) -> nlohmann::ordered_json {
+    if (!content_parts) return text;
+    return nlohmann::ordered_json::array({{{"type", "text"}, {"text", text}}});
+  };
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  messages.push_back({{"role", "user"}, {"content", content(c.prompt)}});
+  if (!trim(c.response).empty()) messages.push_back({{"role", "assistant"}, {"content", content(c.response)}});
+  nlohmann::ordered_json context = extra_context.is_object() ? extra_context : nlohmann::ordered_json::object();
+  context["messages"] = std::move(messages);
+  SegmentBuilder out(tokenizer);
+  for (const text::jinja::Span& span : chat_template.render(context, {"messages"})) {
+    if (span.data) {
+      out.add_text(span.text);
+    } else {
+      out.add_template(span.text);
+    }
+  }
+  return out.take();
 }
 
 GreedyOutput greedy_generate(const models::LlamaModel& model, const std::vector<std::vector<int64_t>>& rows,
@@ -254,9 +293,12 @@ std::unique_ptr<LlamaGuardJudge> LlamaGuardJudge::load(const std::filesystem::pa
   // Version and template: explicit option, a template file, the chat template's wording, the vocabulary.
   int version = options.version;
   std::string chat_template;
+  nlohmann::json tokenizer_config = nlohmann::json::object();
   if (std::filesystem::exists(dir / "tokenizer_config.json")) {
-    const nlohmann::json tc = json_util::read_file(dir / "tokenizer_config.json");
-    if (tc.contains("chat_template") && tc["chat_template"].is_string()) chat_template = tc["chat_template"];
+    tokenizer_config = json_util::read_file(dir / "tokenizer_config.json");
+    if (tokenizer_config.contains("chat_template") && tokenizer_config["chat_template"].is_string()) {
+      chat_template = tokenizer_config["chat_template"];
+    }
   }
   for (int v = 3; v >= 1 && version == 0; --v) {
     if (std::filesystem::exists(dir / ("template_llama_guard_" + std::to_string(v) + ".txt"))) version = v;
@@ -272,7 +314,28 @@ std::unique_ptr<LlamaGuardJudge> LlamaGuardJudge::load(const std::filesystem::pa
                               "neither", "Pass the Llama Guard version (1, 2 or 3) explicitly."));
   }
   const std::filesystem::path template_file = dir / ("template_llama_guard_" + std::to_string(version) + ".txt");
-  j->template_ = std::filesystem::exists(template_file) ? read_text_file(template_file) : llama_guard_template(version);
+  if (std::filesystem::exists(template_file)) {
+    j->template_ = read_text_file(template_file);
+    j->template_origin_ = template_file.filename().string();
+  } else if (!chat_template.empty() && options.use_chat_template) {
+    const std::string name = (dir / "tokenizer_config.json").string() + " chat_template";
+    j->chat_template_ = std::make_shared<const text::jinja::Template>(chat_template, name);
+    j->template_ = chat_template;
+    j->template_origin_ = "tokenizer_config.json chat_template";
+    // Templates that read message['content'] as typed parts (Llama Guard 3 1B/11B) get parts.
+    j->content_parts_ = chat_template.find("selectattr('type'") != std::string::npos ||
+                        chat_template.find("['text']") != std::string::npos;
+    for (const char* key : {"bos_token", "eos_token", "pad_token", "unk_token"}) {
+      if (!tokenizer_config.contains(key)) continue;
+      const nlohmann::json& v = tokenizer_config[key];
+      if (v.is_string()) j->chat_context_[key] = v.get<std::string>();
+      if (v.is_object() && v.contains("content") && v["content"].is_string()) j->chat_context_[key] = v["content"].get<std::string>();
+    }
+    j->chat_context_["add_generation_prompt"] = false;  // as the model cards call apply_chat_template
+  } else {
+    j->template_ = llama_guard_template(version);
+    j->template_origin_ = "built-in Llama Guard " + std::to_string(version) + " template";
+  }
   j->version_ = version;
 
   const io::TensorStore store = io::TensorStore::open_dir(dir);
@@ -304,13 +367,15 @@ std::unique_ptr<LlamaGuardJudge> LlamaGuardJudge::load(const std::filesystem::pa
   if (auto eos = tok.eos_id()) j->stop_ids_.push_back(*eos);
   j->pad_id_ = gen.pad_token_id ? gen.pad_token_id : config.pad_token_id ? config.pad_token_id : tok.pad_id();
   j->id_ = "llama-guard-" + std::to_string(version) + ":" + dir.filename().string() + "@" + store.content_hash();
-  log::get("safety")->info("Llama Guard {} judge from {} (verdict tokens safe={} unsafe={})", version, dir.string(),
-                           j->safe_id_, j->unsafe_id_);
+  log::get("safety")->info("Llama Guard {} judge from {} (prompt: {}; verdict tokens safe={} unsafe={})", version,
+                           dir.string(), j->template_origin_, j->safe_id_, j->unsafe_id_);
   return j;
 }
 
 std::vector<int64_t> LlamaGuardJudge::prompt_ids(const Conversation& c) const {
-  std::vector<int64_t> ids = tokenizer_->encode_segments(llama_guard_segments(template_, c, *tokenizer_));
+  std::vector<int64_t> ids = tokenizer_->encode_segments(
+      chat_template_ ? chat_template_segments(*chat_template_, c, chat_context_, content_parts_, *tokenizer_)
+                     : llama_guard_segments(template_, c, *tokenizer_));
   ids.insert(ids.end(), prefix_ids_.begin(), prefix_ids_.end());
   return ids;
 }

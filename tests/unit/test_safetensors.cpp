@@ -1,4 +1,5 @@
 #include <ATen/Functions.h>
+#include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 
 #include <QTemporaryDir>
@@ -17,6 +18,7 @@
 #include "core/base/error.h"
 #include "core/io/load_bench.h"
 #include "core/io/safetensors.h"
+#include "core/models/weights.h"
 
 namespace fs = std::filesystem;
 using icet::io::DType;
@@ -309,6 +311,29 @@ class TestSafetensors : public QObject {
     const auto store = TensorStore::open_file(file);
     QCOMPARE(store.get("x", at::kFloat, at::kCPU).data_ptr(), store.get("x").data_ptr());
     QCOMPARE(store.get("x", at::kBFloat16, at::kCPU).scalar_type(), at::kBFloat16);
+  }
+
+  void trainableWeightsArePrivateCopiesWithGrad() {
+    const fs::path file = path("trainable.safetensors");
+    const at::Tensor values = at::arange(6, at::kFloat).reshape({2, 3});
+    icet::io::save_safetensors(file, {{"w", values}});
+    const auto store = TensorStore::open_file(file);
+    icet::models::LoadOptions options;
+    options.trainable = true;
+    icet::models::WeightLoader loader(store, options, "trainable.safetensors");
+    at::Tensor w = loader.take("w", {2, 3});
+    loader.finish();
+    QVERIFY(w.requires_grad());
+    QCOMPARE(loader.parameters().size(), size_t{1});
+    QCOMPARE(loader.parameters()[0].first, std::string("w"));
+    QCOMPARE(loader.parameters()[0].second.data_ptr(), w.data_ptr());  // the model's own tensor
+    QVERIFY(w.data_ptr() != store.get("w").data_ptr());
+    (w * w).sum().backward();
+    QVERIFY(at::allclose(w.grad(), 2 * values));
+
+    icet::models::WeightLoader frozen(store, {}, "trainable.safetensors");
+    QVERIFY(!frozen.take("w", {2, 3}).requires_grad());
+    QVERIFY(frozen.parameters().empty());
   }
 
   // ---- TensorStore ----------------------------------------------------------------------
