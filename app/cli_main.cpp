@@ -226,6 +226,8 @@ int main(int argc, char** argv) {
         std::cout << nlohmann::json{{"model", icet::engine::to_json(session->summary())}, {"results", results}}.dump()
                   << "\n";
       } else {
+        // Mllama's exit policy is an assumption (models/README.md): say so next to the results.
+        if (session->summary().family == "mllama") std::cout << "note: " << session->summary().exit_policy << "\n";
         for (const auto& r : rows) {
           std::cout << "ICET-" << r.layer << (r.layer == session->summary().default_layer ? " (default)" : "")
                     << ": " << r.text << "\n";

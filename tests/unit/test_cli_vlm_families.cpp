@@ -75,6 +75,17 @@ class TestCliVlmFamilies : public QObject {
     QCOMPARE(ids(results.at(2).toObject().value(QStringLiteral("token_ids"))), layer3);
   }
 
+  void sweepTextLabelsTheMllamaExitPolicy() {
+    const Run r = runCli({QStringLiteral("sweep"), QStringLiteral("--model"), model(QStringLiteral("mllama")),
+                          QStringLiteral("--image"), model(QStringLiteral("mllama")) + QStringLiteral("/image.png"),
+                          QStringLiteral("--prompt"), QStringLiteral("What is in the picture?"), QStringLiteral("--layers"),
+                          QStringLiteral("2,6"), QStringLiteral("--max-new-tokens"), QStringLiteral("2")});
+    QVERIFY2(r.code == 0, r.err.constData());
+    QVERIFY2(r.out.startsWith("note: assumption:"), r.out.constData());
+    QVERIFY(r.out.contains("ICET-2: "));
+    QVERIFY(r.out.contains("ICET-6 (default): "));
+  }
+
   void promptFormatOptionIsChecked() {
     const Run r = runCli({QStringLiteral("generate"), QStringLiteral("--model"), model(QStringLiteral("mllama")),
                           QStringLiteral("--image"), model(QStringLiteral("mllama")) + QStringLiteral("/image.png"),
