@@ -123,6 +123,9 @@ nlohmann::ordered_json ChatTemplate::context(const std::vector<ChatMessage>& mes
     list.push_back({{"role", m.role}, {"content", std::move(content)}});
   }
   ctx["messages"] = std::move(list);
+  // apply_chat_template passes these even when unused (templates test "tools is not none").
+  ctx["tools"] = nullptr;
+  ctx["documents"] = nullptr;
   ctx["add_generation_prompt"] = add_generation_prompt;
   return ctx;
 }
