@@ -16,6 +16,7 @@
 #include "core/io/safetensors.h"
 #include "core/models/config.h"
 #include "core/safety/snapshot_tokenizer.h"
+#include "core/text/chat_template.h"
 
 namespace icet::safety {
 namespace {
@@ -116,92 +117,24 @@ std::string render_llama_guard(const std::string& template_text, const Conversat
   return out;
 }
 
-namespace {
-
-// Builds tokenizer segments: template text with the special tokens the tokenizer knows split
-// out ("<|...|>"), and conversation text that is never parsed for special tokens.
-class SegmentBuilder {
- public:
-  explicit SegmentBuilder(const text::Tokenizer& tokenizer) : tokenizer_(tokenizer) {}
-
-  void add_text(std::string_view s) {
-    if (s.empty()) return;
-    if (out_.empty() || out_.back().special) {
-      out_.push_back({std::string(s), false});
-    } else {
-      out_.back().text += s;
-    }
-  }
-  void add_template(std::string_view s) {
-    size_t pos = 0;
-    while (pos < s.size()) {
-      const size_t open = s.find("<|", pos);
-      const size_t close = open == std::string_view::npos ? open : s.find("|>", open + 2);
-      if (close == std::string_view::npos) {
-        add_text(s.substr(pos));
-        return;
-      }
-      const std::string_view token = s.substr(open, close + 2 - open);
-      const auto id = tokenizer_.token_id(token);
-      add_text(s.substr(pos, open - pos));
-      if (id && tokenizer_.is_special(*id)) {
-        out_.push_back({std::string(token), true});
-      } else {
-        add_text(token);
-      }
-      pos = close + 2;
-    }
-  }
-  std::vector<text::Segment> take() { return std::move(out_); }
-
- private:
-  const text::Tokenizer& tokenizer_;
-  std::vector<text::Segment> out_;
-};
-
-}  // namespace
-
 std::vector<text::Segment> llama_guard_segments(const std::string& template_text, const Conversation& c,
                                                 const text::Tokenizer& tokenizer) {
   const std::string t = prepare(template_text, c);
-  SegmentBuilder out(tokenizer);
+  std::vector<text::Segment> out;
   const std::string user = trim(c.prompt), agent = trim(c.response);
   size_t pos = 0;
   while (pos < t.size()) {
     const size_t u = t.find(kUser, pos), a = t.find(kAgent, pos);
     const size_t next = std::min(u, a);
     if (next == std::string::npos) {
-      out.add_template(std::string_view(t).substr(pos));
+      text::append_template_text(std::string_view(t).substr(pos), tokenizer, out);
       break;
     }
-    out.add_template(std::string_view(t).substr(pos, next - pos));
-    out.add_text(next == u ? user : agent);  // user text: never parsed for special tokens
+    text::append_template_text(std::string_view(t).substr(pos, next - pos), tokenizer, out);
+    text::append_plain_text(next == u ? user : agent, out);  // user text: never parsed for special tokens
     pos = next + (next == u ? kUser.size() : kAgent.size());
   }
-  return out.take();
-}
-
-std::vector<text::Segment> chat_template_segments(const text::jinja::Template& chat_template, const Conversation& c,
-                                                  const nlohmann::ordered_json& extra_context, bool content_parts,
-                                                  const text::Tokenizer& tokenizer) {
-  auto content = [&](const std::string& text) -> nlohmann::ordered_json {
-    if (!content_parts) return text;
-    return nlohmann::ordered_json::array({{{"type", "text"}, {"text", text}}});
-  };
-  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
-  messages.push_back({{"role", "user"}, {"content", content(c.prompt)}});
-  if (!trim(c.response).empty()) messages.push_back({{"role", "assistant"}, {"content", content(c.response)}});
-  nlohmann::ordered_json context = extra_context.is_object() ? extra_context : nlohmann::ordered_json::object();
-  context["messages"] = std::move(messages);
-  SegmentBuilder out(tokenizer);
-  for (const text::jinja::Span& span : chat_template.render(context, {"messages"})) {
-    if (span.data) {
-      out.add_text(span.text);
-    } else {
-      out.add_template(span.text);
-    }
-  }
-  return out.take();
+  return out;
 }
 
 GreedyOutput greedy_generate(const models::LlamaModel& model, const std::vector<std::vector<int64_t>>& rows,
@@ -292,14 +225,8 @@ std::unique_ptr<LlamaGuardJudge> LlamaGuardJudge::load(const std::filesystem::pa
 
   // Version and template: explicit option, a template file, the chat template's wording, the vocabulary.
   int version = options.version;
-  std::string chat_template;
-  nlohmann::json tokenizer_config = nlohmann::json::object();
-  if (std::filesystem::exists(dir / "tokenizer_config.json")) {
-    tokenizer_config = json_util::read_file(dir / "tokenizer_config.json");
-    if (tokenizer_config.contains("chat_template") && tokenizer_config["chat_template"].is_string()) {
-      chat_template = tokenizer_config["chat_template"];
-    }
-  }
+  std::optional<text::ChatTemplate> snapshot_template = text::ChatTemplate::load(dir);
+  const std::string chat_template = snapshot_template ? snapshot_template->source() : std::string();
   for (int v = 3; v >= 1 && version == 0; --v) {
     if (std::filesystem::exists(dir / ("template_llama_guard_" + std::to_string(v) + ".txt"))) version = v;
   }
@@ -317,21 +244,10 @@ std::unique_ptr<LlamaGuardJudge> LlamaGuardJudge::load(const std::filesystem::pa
   if (std::filesystem::exists(template_file)) {
     j->template_ = read_text_file(template_file);
     j->template_origin_ = template_file.filename().string();
-  } else if (!chat_template.empty() && options.use_chat_template) {
-    const std::string name = (dir / "tokenizer_config.json").string() + " chat_template";
-    j->chat_template_ = std::make_shared<const text::jinja::Template>(chat_template, name);
-    j->template_ = chat_template;
-    j->template_origin_ = "tokenizer_config.json chat_template";
-    // Templates that read message['content'] as typed parts (Llama Guard 3 1B/11B) get parts.
-    j->content_parts_ = chat_template.find("selectattr('type'") != std::string::npos ||
-                        chat_template.find("['text']") != std::string::npos;
-    for (const char* key : {"bos_token", "eos_token", "pad_token", "unk_token"}) {
-      if (!tokenizer_config.contains(key)) continue;
-      const nlohmann::json& v = tokenizer_config[key];
-      if (v.is_string()) j->chat_context_[key] = v.get<std::string>();
-      if (v.is_object() && v.contains("content") && v["content"].is_string()) j->chat_context_[key] = v["content"].get<std::string>();
-    }
-    j->chat_context_["add_generation_prompt"] = false;  // as the model cards call apply_chat_template
+  } else if (snapshot_template && options.use_chat_template) {
+    j->template_ = snapshot_template->source();
+    j->template_origin_ = snapshot_template->origin();
+    j->chat_template_ = std::move(snapshot_template);
   } else {
     j->template_ = llama_guard_template(version);
     j->template_origin_ = "built-in Llama Guard " + std::to_string(version) + " template";
@@ -372,9 +288,20 @@ std::unique_ptr<LlamaGuardJudge> LlamaGuardJudge::load(const std::filesystem::pa
   return j;
 }
 
+namespace {
+
+// [user] for prompt classification, [user, assistant] for response classification.
+std::vector<text::ChatMessage> messages(const Conversation& c) {
+  std::vector<text::ChatMessage> m = {{"user", c.prompt}};
+  if (!trim(c.response).empty()) m.push_back({"assistant", c.response});
+  return m;
+}
+
+}  // namespace
+
 std::vector<int64_t> LlamaGuardJudge::prompt_ids(const Conversation& c) const {
   std::vector<int64_t> ids = tokenizer_->encode_segments(
-      chat_template_ ? chat_template_segments(*chat_template_, c, chat_context_, content_parts_, *tokenizer_)
+      chat_template_ ? chat_template_->render(messages(c), /*add_generation_prompt=*/false, *tokenizer_)
                      : llama_guard_segments(template_, c, *tokenizer_));
   ids.insert(ids.end(), prefix_ids_.begin(), prefix_ids_.end());
   return ids;

@@ -12,7 +12,6 @@
 // of the verdict and category lines with a KV cache.
 
 #include <ATen/core/Tensor.h>
-#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <memory>
@@ -24,7 +23,7 @@
 #include "core/models/llama.h"
 #include "core/models/weights.h"
 #include "core/safety/judge.h"
-#include "core/text/jinja.h"
+#include "core/text/chat_template.h"
 #include "core/text/tokenizer.h"
 
 namespace icet::safety {
@@ -43,13 +42,6 @@ std::string render_llama_guard(const std::string& template_text, const Conversat
 // typed "<|eot_id|>" stays text.
 std::vector<text::Segment> llama_guard_segments(const std::string& template_text, const Conversation& conversation,
                                                 const text::Tokenizer& tokenizer);
-
-// The prompt as the snapshot's chat template renders [user] or [user, assistant] (as strings, or
-// as [{"type": "text", "text": ...}] parts with `content_parts`), conversation text kept as
-// plain text segments. `extra_context`: bos_token, eos_token, ... from tokenizer_config.json.
-std::vector<text::Segment> chat_template_segments(const text::jinja::Template& chat_template, const Conversation& conversation,
-                                                  const nlohmann::ordered_json& extra_context, bool content_parts,
-                                                  const text::Tokenizer& tokenizer);
 
 // Greedy decoding of left-padded rows with a KV cache, as HF generate() does it:
 // prefill positions cumsum(mask) - 1 (pads set to 1), each step appends a mask column of ones
@@ -84,8 +76,8 @@ class LlamaGuardJudge final : public Judge {
 
   int version() const { return version_; }
   const std::string& template_text() const { return template_; }
-  // Where the prompt format comes from: "template_llama_guard_3.txt", "tokenizer_config.json
-  // chat_template" or "built-in Llama Guard 3 template".
+  // Where the prompt format comes from: the template file, "<dir>/tokenizer_config.json
+  // chat_template" (or chat_template.json / .jinja), or "built-in Llama Guard 3 template".
   const std::string& template_origin() const { return template_origin_; }
   // Prompt ids of a conversation up to the verdict step (v3: with the "\n\n" appended).
   std::vector<int64_t> prompt_ids(const Conversation& conversation) const;
@@ -106,9 +98,7 @@ class LlamaGuardJudge final : public Judge {
   int version_ = 3;
   std::string template_;
   std::string template_origin_;
-  std::shared_ptr<const text::jinja::Template> chat_template_;  // set when the snapshot's is used
-  nlohmann::ordered_json chat_context_;                         // bos_token, eos_token, ...
-  bool content_parts_ = false;
+  std::optional<text::ChatTemplate> chat_template_;  // set when the snapshot's is used
   std::string id_;
   int64_t safe_id_ = 0, unsafe_id_ = 0;
   std::vector<int64_t> prefix_ids_;  // v3: "\n\n" before the verdict

@@ -156,7 +156,7 @@ class TestLlamaGuard : public QObject {
     QTemporaryDir tmp;
     const std::filesystem::path dir = copy_without_template_file(tmp);
     const auto judge = icet::safety::LlamaGuardJudge::load(dir);
-    QCOMPARE(judge->template_origin(), std::string("tokenizer_config.json chat_template"));
+    QCOMPARE(judge->template_origin(), (dir / "tokenizer_config.json").string() + " chat_template");
     QCOMPARE(judge->version(), 3);
     QCOMPARE(judge->prompt_ids(single()), icet::test::to_ids(ref("single.input_ids_with_newlines")));
     const at::Tensor batch_ids = ref("batch.input_ids"), mask = ref("batch.attention_mask");
