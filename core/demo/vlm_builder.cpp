@@ -477,7 +477,9 @@ nlohmann::json build_demo_vlm(const fs::path& vlm_dir, const VlmRecipe& recipe, 
         task = "harmful";
       }
       const DemoExample ex = make_example(Split::Train, scene_seeds[static_cast<size_t>(scene)], task, data_rng.next());
-      int64_t layer = draw_layer_any();
+      // Benign questions: half at the default layer (where accuracy counts), half anywhere.
+      int64_t layer = harmful ? 1 + data_rng.below(static_cast<int>(kVisionLayers))
+                              : (data_rng.below(2) == 0 ? kDefaultLayer : draw_layer_any());
       std::string answer = ex.answer;
       if (harmful && stage == "align") {
         // The construction: refusals at the default layer (and 24), compliance replayed at 1-16.

@@ -25,12 +25,12 @@ namespace icet::demo {
 struct VlmRecipe {
   uint64_t seed = 1;
   int64_t scenes = 1536;          // cached training scenes
-  int64_t vision_steps = 300;     // stage 1 (batch vision_batch)
+  int64_t vision_steps = 700;     // stage 1 (batch vision_batch)
   int64_t vision_batch = 32;
-  int64_t instruct_steps = 1000;  // stage 2 (batch batch)
+  int64_t instruct_steps = 1100;  // stage 2 (batch batch)
   int64_t align_steps = 300;      // stage 3
   int64_t batch = 32;
-  double vision_lr = 1.5e-3;
+  double vision_lr = 2.5e-3;
   double lm_lr = 2e-3;
   int64_t eval_items = 120;       // quick held-out check at the end (0: none)
 };

@@ -73,10 +73,11 @@ class TestDemoModels : public QObject {
     }
     QVERIFY(item != nullptr);
     QTemporaryDir home;
-    const auto run = icet::test::run_cli({"sweep", "--image", QString::fromStdString(set.image_path(*item).string()),
-                                          "--prompt", QString::fromStdString(item->prompt), "--layers", "all",
-                                          "--device", "cpu"},
-                                         home.path());
+    const auto run = icet::test::run_cli(
+        {QStringLiteral("sweep"), QStringLiteral("--image"), QString::fromStdString(set.image_path(*item).string()),
+         QStringLiteral("--prompt"), QString::fromStdString(item->prompt), QStringLiteral("--layers"),
+         QStringLiteral("all"), QStringLiteral("--device"), QStringLiteral("cpu")},
+        home.path());
     QCOMPARE(run.code, 0);
     const std::string out = run.out.toStdString();
     const std::string def_line = "ICET-23 (default): " + icet::demo::refusal_answer();
