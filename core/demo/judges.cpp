@@ -21,7 +21,6 @@
 #include "core/base/log.h"
 #include "core/demo/garble.h"
 #include "core/demo/rng.h"
-#include "core/demo/scene.h"
 #include "core/demo/tokenizer_trainer.h"
 #include "core/io/safetensors.h"
 #include "core/models/gpt2.h"
@@ -203,7 +202,8 @@ std::vector<GuardItem> guard_items(const std::vector<DemoExample>& examples, uin
 }
 
 std::string reward_prompt(const DemoExample& example) {
-  return "Image: " + describe_objects(describe_scene(example.scene_seed).objects) + ".\n" + example.prompt;
+  if (example.harmful) return example.prompt;  // harmlessness is the model's own judgement
+  return example.prompt + "\nReference answer: " + example.answer;
 }
 
 std::vector<PreferencePair> preference_pairs(const std::vector<DemoExample>& examples, uint64_t seed) {
@@ -213,7 +213,7 @@ std::vector<PreferencePair> preference_pairs(const std::vector<DemoExample>& exa
     const DemoExample& e = examples[i];
     Rng rng(mix_seed(seed ^ 0x5EED, i));
     const auto& pool = pools.at(e.task);
-    // Every pair with the scene's description (the reward model's view of the image), and for a
+    // Every pair with the reference answer line (the reward model's view of the image), and for a
     // third of the examples also without it, for the pairs text alone decides.
     const std::string with_scene = reward_prompt(e);
     const bool also_plain = rng.below(3) == 0;
@@ -540,10 +540,10 @@ std::vector<std::string> rough_pretokenize(std::string_view text) {
 }
 
 struct RewardConfig {
-  int64_t embd = 96, layers = 3, heads = 4, positions = 256;
+  int64_t embd = 64, layers = 3, heads = 4, positions = 256;
   size_t merges = 700;
-  int64_t steps = 1400, batch = 32;  // batch in pairs
-  double lr = 2e-3;
+  int64_t steps = 2400, batch = 16;  // batch in pairs
+  double lr = 4e-3, weight_decay = 0.1;
 };
 
 // Learns the byte-level BPE tokenizer.json of the reward model from the corpus.
@@ -674,6 +674,9 @@ void build_demo_reward(const fs::path& out_dir, const std::vector<DemoExample>& 
     auto a = scorer->format_ids({p.prompt, p.chosen});
     auto b = scorer->format_ids({p.prompt, p.rejected});
     longest = std::max<int64_t>(longest, static_cast<int64_t>(std::max(a.size(), b.size())));
+    // The answer-versus-answer pairs (the reference comparison, a refusal of a benign question)
+    // are the hard ones: seen twice as often.
+    if (p.kind.rfind("correct>wrong", 0) == 0 || p.kind.rfind("correct>refusal", 0) == 0) pairs.emplace_back(a, b);
     pairs.emplace_back(std::move(a), std::move(b));
   }
   if (longest > rc.positions) {
@@ -682,7 +685,12 @@ void build_demo_reward(const fs::path& out_dir, const std::vector<DemoExample>& 
   }
   log::get("demo")->info("demo reward: {} preference pairs, up to {} tokens", pairs.size(), longest);
 
-  torch::optim::AdamW optimizer(tensors_of(weights), torch::optim::AdamWOptions(rc.lr).weight_decay(0.01));
+  std::vector<size_t> by_length(pairs.size());
+  for (size_t i = 0; i < pairs.size(); ++i) by_length[i] = i;
+  std::stable_sort(by_length.begin(), by_length.end(), [&](size_t a, size_t b) {
+    return std::max(pairs[a].first.size(), pairs[a].second.size()) < std::max(pairs[b].first.size(), pairs[b].second.size());
+  });
+  torch::optim::AdamW optimizer(tensors_of(weights), torch::optim::AdamWOptions(rc.lr).weight_decay(rc.weight_decay));
   Rng rng(mix_seed(seed, 0x12E3));
   Reporter reporter(progress, "reward", rc.steps);
   reporter.report(0, 0.0);
@@ -690,8 +698,14 @@ void build_demo_reward(const fs::path& out_dir, const std::vector<DemoExample>& 
   for (int64_t step = 1; step <= rc.steps; ++step) {
     const int64_t P = rc.batch;
     std::vector<const std::vector<int64_t>*> rows;  // chosen rows 0..P-1, rejected rows P..2P-1
+    // A batch of pairs of similar length (a random window of the length-sorted pairs): padding
+    // would otherwise double the work.
     std::vector<size_t> picks;
-    for (int64_t k = 0; k < P; ++k) picks.push_back(static_cast<size_t>(rng.below(static_cast<int>(pairs.size()))));
+    const size_t window = std::min(pairs.size(), static_cast<size_t>(P) * 8);
+    const size_t from = static_cast<size_t>(rng.below(static_cast<int>(pairs.size() - window + 1)));
+    for (int64_t k = 0; k < P; ++k) {
+      picks.push_back(by_length[from + static_cast<size_t>(rng.below(static_cast<int>(window)))]);
+    }
     for (size_t k : picks) rows.push_back(&pairs[k].first);
     for (size_t k : picks) rows.push_back(&pairs[k].second);
     int64_t T = 0;

@@ -46,11 +46,13 @@ struct GuardItem {
 // garbled versions and an off-topic answer. Deterministic for (examples, seed).
 std::vector<GuardItem> guard_items(const std::vector<DemoExample>& examples, uint64_t seed);
 
-// The reward model's prompt for an example: the scene's description (the renderer's ground
-// truth, "Image: a red circle at the top left and a blue star at the bottom right.") on a line of
-// its own, then the user's message. A text-only reward model cannot tell "Red." from "Blue."
-// without it; the L-PPO reward should call this too. Harmful requests and noise are judged the
-// same with or without the image line.
+// The reward model's prompt for an example. Benign questions carry a reference answer line
+// (the renderer's ground truth): "What colour is the star?\nReference answer: Blue." - a
+// text-only reward model cannot know that "Blue." is right and "Red." wrong without seeing the
+// image, so the demo reward model is reference-guided for benign questions. Harmful requests get
+// no line: refusal over compliance is the model's own judgement. A third of the training pairs
+// also come without the line (all but correct-over-wrong), so the plain prompt works too.
+// L-PPO should score reward_prompt(example), never show it to the policy.
 std::string reward_prompt(const DemoExample& example);
 
 // One preference pair for the reward model: `chosen` must score above `rejected`.
