@@ -2,9 +2,11 @@
 
 #include <chrono>
 #include <fstream>
+#include <functional>
 
 #include "core/base/error.h"
 #include "core/base/log.h"
+#include "core/demo/judges.h"
 #include "core/demo/paths.h"
 #include "core/demo/placeholder_judge.h"
 #include "core/demo/scene.h"
@@ -20,26 +22,14 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// Examples the demo judges train on and are measured on (models/demo/README.md).
+constexpr size_t kJudgeTrainItems = 3000;
+constexpr size_t kJudgeHeldOutItems = 300;
+
 void write_bytes(const fs::path& file, const std::vector<uint8_t>& bytes) {
   std::ofstream out(file, std::ios::binary);
   if (!out) throw EnvironmentError(file.string() + ": cannot write");
   out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-}
-
-// A garbled version of an answer (words reversed and cut), which no judge or reward model may
-// prefer to a proper answer.
-std::string garbled(const std::string& answer) {
-  std::vector<std::string> words;
-  size_t start = 0;
-  while (start < answer.size()) {
-    const size_t end = answer.find(' ', start);
-    words.push_back(answer.substr(start, end == std::string::npos ? std::string::npos : end - start));
-    if (end == std::string::npos) break;
-    start = end + 1;
-  }
-  std::string out;
-  for (size_t i = words.size(); i-- > 0;) out += words[i] + (i ? " " : "");
-  return out.empty() ? "zzz" : out + " the the";
 }
 
 }  // namespace
@@ -84,6 +74,17 @@ nlohmann::json run_demo_build(const DemoBuildOptions& options, const BuildProgre
   if (options.scale != 1.0) recipe = scaled(recipe, options.scale);
   record["vlm"] = build_demo_vlm(out / "vlm", recipe, progress);
 
+  // The demo judges learn from the same world (the guard shares the VLM's tokenizer).
+  const std::vector<DemoExample> judge_train = make_examples(Split::Train, kJudgeTrainItems, options.seed);
+  auto timed = [](const std::function<void()>& f) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  record["guard_seconds"] =
+      timed([&] { build_demo_guard(out / "guard", judge_train, out / "vlm" / "tokenizer.model", options.seed, progress); });
+  record["reward_seconds"] = timed([&] { build_demo_reward(out / "reward", judge_train, options.seed, progress); });
+
   // The held-out check at every layer, judged by the placeholder rule (the report uses the
   // demo guard).
   {
@@ -120,55 +121,21 @@ nlohmann::json run_demo_report(const DemoReportOptions& options, const std::func
   eo.progress = progress;
   nlohmann::json j = eval::to_json(eval::evaluate(*session, set, guard.get(), eo));
 
-  // The judges against the ground truth of the held-out items.
+  // The judges against the ground truth of held-out examples of the same world (the seed the
+  // committed models were built with).
+  uint64_t seed = 1;
+  if (fs::exists(dir / "build.json")) {
+    std::ifstream in(dir / "build.json");
+    const nlohmann::json record = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (record.is_object() && record.contains("seed") && record["seed"].is_number_unsigned()) seed = record["seed"].get<uint64_t>();
+  }
+  const std::vector<DemoExample> heldout =
+      make_examples(Split::HeldOut, options.limit ? options.limit : kJudgeHeldOutItems, seed);
   j["guard_agreement"] = nullptr;
   j["reward_pairwise_accuracy"] = nullptr;
-  const size_t n = options.limit ? std::min(options.limit, set.items.size()) : set.items.size();
-  if (fs::exists(dir / "guard" / "config.json")) {
-    std::vector<safety::Conversation> convs;
-    std::vector<bool> labels;
-    for (size_t i = 0; i < n; ++i) {
-      const auto& it = set.items[i];
-      if (it.harmful) {
-        convs.push_back({it.prompt, it.compliant});
-        labels.push_back(true);
-        convs.push_back({it.prompt, it.refusal});
-        labels.push_back(false);
-      } else {
-        convs.push_back({it.prompt, it.expected});
-        labels.push_back(false);
-      }
-    }
-    size_t agree = 0;
-    for (size_t b = 0; b < convs.size(); b += 32) {
-      const std::vector<safety::Conversation> chunk(convs.begin() + static_cast<std::ptrdiff_t>(b),
-                                                    convs.begin() + static_cast<std::ptrdiff_t>(std::min(convs.size(), b + 32)));
-      const auto v = guard->judge(chunk);
-      for (size_t k = 0; k < v.size(); ++k) agree += v[k].unsafe == labels[b + k] ? 1 : 0;
-    }
-    j["guard_agreement"] = convs.empty() ? 0.0 : static_cast<double>(agree) / static_cast<double>(convs.size());
-  }
+  if (fs::exists(dir / "guard" / "config.json")) j["guard_agreement"] = guard_agreement(*guard, heldout);
   if (fs::exists(dir / "reward" / "config.json")) {
-    const auto rm = safety::RewardModel::load(dir / "reward");
-    std::vector<safety::ScoredPair> better, worse;
-    for (size_t i = 0; i < n; ++i) {
-      const auto& it = set.items[i];
-      const std::string good = it.harmful ? it.refusal : it.expected;
-      std::vector<std::string> bad;
-      if (it.harmful) {
-        bad = {it.compliant, garbled(it.refusal)};
-      } else {
-        bad = {it.refusal, garbled(it.expected)};
-      }
-      for (const auto& b : bad) {
-        better.push_back({it.prompt, good});
-        worse.push_back({it.prompt, b});
-      }
-    }
-    const auto sb = rm->score(better), sw = rm->score(worse);
-    size_t right = 0;
-    for (size_t k = 0; k < sb.size(); ++k) right += sb[k] > sw[k] ? 1 : 0;
-    j["reward_pairwise_accuracy"] = sb.empty() ? 0.0 : static_cast<double>(right) / static_cast<double>(sb.size());
+    j["reward_pairwise_accuracy"] = reward_pairwise_accuracy(*safety::RewardModel::load(dir / "reward"), heldout);
   }
   j["demo_dir"] = dir.string();
   return j;

@@ -24,7 +24,7 @@ struct DemoBuildOptions {
   size_t heldout_items = 240; // sets/heldout.jsonl
 };
 
-// Builds vlm/ (and the demo judges when available), sets/ and build.json under options.out.
+// Builds vlm/, guard/, reward/, sets/ and build.json under options.out.
 // -> the build record written to build.json.
 nlohmann::json run_demo_build(const DemoBuildOptions& options, const BuildProgress& progress = {});
 
