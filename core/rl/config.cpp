@@ -12,7 +12,7 @@ namespace {
 
 // Every key a config may hold (anything else is a typo worth reporting).
 const std::set<std::string> kKeys = {
-    "method", "model", "reward_model", "judge", "train_set", "eval_set", "layer_schedule", "layers",
+    "method", "model", "reward_model", "judge", "train_set", "eval_set", "train_items", "layer_schedule", "layers",
     "temperature", "top_p", "top_k", "max_new_tokens", "reward_kind", "judge_weight", "reward_scale",
     "reward_clip", "missing_eos_penalty", "whiten_rewards", "kl_estimator", "kl_control", "kl_coef",
     "kl_target", "kl_horizon", "batch_size", "ppo_epochs", "num_minibatches", "gamma", "lam", "cliprange",
@@ -63,6 +63,7 @@ LppoConfig config_from_json(const nlohmann::json& j, const std::string& source) 
   c.judge = r.string("judge", "");
   c.train_set = r.string("train_set", "");
   c.eval_set = r.string("eval_set", "");
+  c.train_items = r.string("train_items", c.train_items);
   c.layer_schedule = r.string("layer_schedule", c.layer_schedule);
   c.layers = r.integers("layers", c.layers);
   c.temperature = r.number("temperature", c.temperature);
@@ -123,6 +124,7 @@ LppoConfig config_from_json(const nlohmann::json& j, const std::string& source) 
 
 void validate(const LppoConfig& c, const std::string& source) {
   one_of(source, "method", c.method, {"lppo", "sft"});
+  one_of(source, "train_items", c.train_items, {"all", "harmful"});
   one_of(source, "layer_schedule", c.layer_schedule, {"fixed", "uniform", "cycle"});
   one_of(source, "reward_kind", c.reward_kind, {"reward_model", "judge", "mix"});
   one_of(source, "kl_estimator", c.kl_estimator, {"k1", "k3"});
@@ -184,6 +186,7 @@ nlohmann::json to_json(const LppoConfig& c) {
           {"judge", c.judge.string()},
           {"train_set", c.train_set.string()},
           {"eval_set", c.eval_set.string()},
+          {"train_items", c.train_items},
           {"layer_schedule", c.layer_schedule},
           {"layers", c.layers},
           {"temperature", c.temperature},

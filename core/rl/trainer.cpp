@@ -207,6 +207,9 @@ struct TrainingRun::Impl {
       }
     }
     train = eval::load_prompt_set(config.train_set);
+    if (config.train_items == "harmful") {
+      std::erase_if(train.items, [](const eval::PromptItem& it) { return !it.harmful; });
+    }
     if (train.items.empty()) throw InputError(describe(config.train_set.string(), "at least one prompt", "none"));
     if (!config.eval_set.empty()) held_out = eval::load_prompt_set(config.eval_set);
     if (config.method == "lppo" && config.reward_kind != "judge") {
@@ -446,6 +449,8 @@ struct TrainingRun::Impl {
     std::vector<at::Tensor> prompts;  // [T_i, H]
   };
   StepInputs inputs_for(int64_t s) {
+    // Step s's dropout stream (the generator object stays, lora.generator points at it).
+    dropout_gen = generate::make_generator(mix(config.seed, static_cast<uint64_t>(s), kDropout));
     StepInputs in;
     in.layers = layers_for_step(s);
     for (int64_t i = 0; i < config.batch_size; ++i) {

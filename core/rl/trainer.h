@@ -48,6 +48,7 @@ struct LppoConfig {
   std::filesystem::path judge;       // Llama Guard judge (rewards "judge"/"mix", and the periodic evaluation)
   std::filesystem::path train_set;   // prompt set (JSONL/CSV: id, image, prompt, harmful, refusal, expected, ...)
   std::filesystem::path eval_set;    // held-out prompt set for the periodic evaluation (may be empty)
+  std::string train_items = "all";   // "all" or "harmful" (only the harmful prompts, as the paper's RedTeam-2K)
 
   // Exit-layer schedule for rollouts (and SFT samples).
   std::string layer_schedule = "uniform";  // "fixed" (layers[0], the paper), "uniform" (random over layers), "cycle"

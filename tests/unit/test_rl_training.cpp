@@ -2,6 +2,7 @@
 #include <QTest>
 
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
