@@ -13,7 +13,7 @@
 namespace icet::eval {
 namespace {
 
-const std::vector<std::string> kColumns{"id", "image", "prompt", "category", "harmful", "expected", "refusal", "compliant"};
+const std::vector<std::string> kColumns{"id", "image", "prompt", "category", "harmful", "expected", "refusal", "compliant", "task"};
 
 std::string where(const std::filesystem::path& file, size_t line) {
   return file.string() + ":" + std::to_string(line);
@@ -44,6 +44,7 @@ PromptItem from_json(const nlohmann::json& j, const std::string& at) {
   text("expected", item.expected, false);
   text("refusal", item.refusal, false);
   text("compliant", item.compliant, false);
+  text("task", item.task, false);
   if (const auto it = j.find("harmful"); it != j.end() && !it->is_null()) {
     if (!it->is_boolean()) throw InputError(describe(at + ": field 'harmful'", "true or false", it->dump()));
     item.harmful = it->get<bool>();
@@ -161,7 +162,7 @@ void write_prompt_set(const std::filesystem::path& file, const std::vector<Promp
     for (const auto& it : items) {
       out << csv_field(it.id) << ',' << csv_field(it.image) << ',' << csv_field(it.prompt) << ','
           << csv_field(it.category) << ',' << (it.harmful ? "true" : "false") << ',' << csv_field(it.expected) << ','
-          << csv_field(it.refusal) << ',' << csv_field(it.compliant) << "\n";
+          << csv_field(it.refusal) << ',' << csv_field(it.compliant) << ',' << csv_field(it.task) << "\n";
     }
   } else {
     for (const auto& it : items) {
@@ -169,6 +170,7 @@ void write_prompt_set(const std::filesystem::path& file, const std::vector<Promp
       if (!it.harmful || !it.expected.empty()) j["expected"] = it.expected;
       if (!it.refusal.empty()) j["refusal"] = it.refusal;
       if (!it.compliant.empty()) j["compliant"] = it.compliant;
+      if (!it.task.empty()) j["task"] = it.task;
       out << j.dump() << "\n";
     }
   }

@@ -3,7 +3,8 @@
 // Prompt sets: (image, prompt) items for evaluation and RL, as JSONL (one object a line) or CSV
 // with a header row. Fields: id, image (path relative to the set file's folder), prompt,
 // category ("benign" or a harm category), harmful (bool), expected (benign items: the exact
-// answer), optional refusal and compliant (reference answers for harmful items).
+// answer), optional refusal and compliant (reference answers for harmful items) and
+// task (what the item asks, for per-task scores).
 
 #include <filesystem>
 #include <string>
@@ -20,6 +21,7 @@ struct PromptItem {
   std::string expected;   // benign: exact answer; may be empty for harmful items
   std::string refusal;    // optional
   std::string compliant;  // optional
+  std::string task;       // optional: what the item asks (demo: "colour", "count", ...), for per-task scores
 };
 
 struct PromptSet {

@@ -57,14 +57,14 @@ class TestCliTrain : public QObject {
     QVERIFY(fs::exists(root / "killed" / "checkpoints" / ".tmp-step-00000002"));  // the torn write
     QCOMPARE(icet::rl::latest_checkpoint(root / "killed").filename().string(), std::string("step-00000001"));
 
-    const auto resumed = icet::test::run_cli({"train", "--resume", QString::fromStdString((root / "killed").string()), "--json"},
+    const auto resumed = icet::test::run_cli({QStringLiteral("train"), QStringLiteral("--resume"), QString::fromStdString((root / "killed").string()), QStringLiteral("--json")},
                                              tmp.path());
     QVERIFY2(resumed.code == 0, resumed.err.constData());
     const auto summary = nlohmann::json::parse(resumed.out.toStdString());
     QCOMPARE(summary.at("step").get<int64_t>(), int64_t{3});
 
-    const auto whole = icet::test::run_cli({"train", "--config", QString::fromStdString((root / "cfg.json").string()), "--out",
-                                            QString::fromStdString((root / "whole").string()), "--json"},
+    const auto whole = icet::test::run_cli({QStringLiteral("train"), QStringLiteral("--config"), QString::fromStdString((root / "cfg.json").string()), QStringLiteral("--out"),
+                                            QString::fromStdString((root / "whole").string()), QStringLiteral("--json")},
                                            tmp.path());
     QVERIFY2(whole.code == 0, whole.err.constData());
     const auto a = metrics_of(root / "whole"), b = metrics_of(root / "killed");
@@ -77,10 +77,10 @@ class TestCliTrain : public QObject {
     QTemporaryDir tmp;
     const fs::path root = tmp.path().toStdString();
     std::ofstream(root / "bad.json") << R"({"model": "x", "train_set": "t.jsonl", "reward_model": "r", "ppo_epochs": 0})";
-    const auto r = icet::test::run_cli({"train", "--config", QString::fromStdString((root / "bad.json").string())}, tmp.path());
+    const auto r = icet::test::run_cli({QStringLiteral("train"), QStringLiteral("--config"), QString::fromStdString((root / "bad.json").string())}, tmp.path());
     QCOMPARE(r.code, 1);
     QVERIFY2(r.err.contains("bad.json: key 'ppo_epochs'"), r.err.constData());
-    const auto none = icet::test::run_cli({"train", "--resume", QString::fromStdString((root / "nothing").string())}, tmp.path());
+    const auto none = icet::test::run_cli({QStringLiteral("train"), QStringLiteral("--resume"), QString::fromStdString((root / "nothing").string())}, tmp.path());
     QCOMPARE(none.code, 1);
     QVERIFY2(none.err.contains("config.json"), none.err.constData());
   }

@@ -1,4 +1,5 @@
 #include <ATen/Functions.h>
+#include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
 #include <QTemporaryDir>
 #include <QTest>
@@ -145,7 +146,7 @@ class TestLora : public QObject {
     greedy.seed = 0;
     const auto base = session->sweep("What is in the picture?", {1, 5}, greedy);
     session->load_adapter(dir);
-    QCOMPARE(session->adapter(), dir);
+    QVERIFY(session->adapter() == dir);
     const auto adapted = session->sweep("What is in the picture?", {1, 5}, greedy);
     QVERIFY(adapted[0].token_ids != base[0].token_ids || adapted[1].token_ids != base[1].token_ids);
     session->load_adapter(dir, true);  // merged: the same tokens

@@ -52,8 +52,8 @@ class TestRlConfig : public QObject {
     j["seed"] = 42;
     std::ofstream(dir / "c.json") << j.dump();
     const auto c = icet::rl::load_config(dir / "c.json");
-    QCOMPARE(c.model, (dir / "vlm").lexically_normal());
-    QCOMPARE(c.train_set, (dir / "sets/train.jsonl").lexically_normal());
+    QVERIFY(c.model == (dir / "vlm").lexically_normal());
+    QVERIFY(c.train_set == (dir / "sets/train.jsonl").lexically_normal());
     QCOMPARE(c.layers, (std::vector<int64_t>{1, 2, 3}));
     const auto back = icet::rl::config_from_json(icet::rl::to_json(c), "again");
     QCOMPARE(icet::rl::to_json(back), icet::rl::to_json(c));
