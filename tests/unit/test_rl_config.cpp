@@ -56,7 +56,7 @@ class TestRlConfig : public QObject {
     QVERIFY(c.train_set == (dir / "sets/train.jsonl").lexically_normal());
     QCOMPARE(c.layers, (std::vector<int64_t>{1, 2, 3}));
     const auto back = icet::rl::config_from_json(icet::rl::to_json(c), "again");
-    QCOMPARE(icet::rl::to_json(back), icet::rl::to_json(c));
+    QVERIFY(icet::rl::to_json(back) == icet::rl::to_json(c));
   }
 
   void badConfigsNameTheKey() {
