@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -12,6 +13,8 @@
 
 #include "core/base/error.h"
 #include "core/base/log.h"
+#include "core/demo/commands.h"
+#include "core/demo/paths.h"
 #include "core/engine/bench.h"
 #include "core/engine/session.h"
 #include "core/io/load_bench.h"
@@ -45,8 +48,8 @@ struct ModelArgs {
 };
 
 void add_model_options(CLI::App* cmd, ModelArgs& a) {
-  cmd->add_option("--model", a.model, "Hugging Face snapshot folder (config.json, *.safetensors, tokenizer)")
-      ->required();
+  cmd->add_option("--model", a.model,
+                  "Hugging Face snapshot folder (config.json, *.safetensors, tokenizer); default: the demo VLM");
   cmd->add_option("--image", a.image, "Image file (PNG, JPEG, BMP, WebP, ...)")->required();
   cmd->add_option("--prompt", a.prompt, "The user's message; the model's chat template is applied")->required();
   cmd->add_option("--device", a.device, "auto, cpu, cuda or cuda:N");
@@ -73,7 +76,8 @@ icet::generate::SamplingParams sampling(const ModelArgs& a) {
 }
 
 std::unique_ptr<icet::engine::Session> open_session(const ModelArgs& a) {
-  auto session = icet::engine::Session::open(a.model, {a.device, a.dtype});
+  const std::filesystem::path dir = a.model.empty() ? icet::demo::demo_vlm_dir() : std::filesystem::path(a.model);
+  auto session = icet::engine::Session::open(dir, {a.device, a.dtype});
   session->set_image(icet::vision::load_image(a.image));
   return session;
 }
@@ -121,6 +125,24 @@ int main(int argc, char** argv) {
   add_model_options(sweep, sweep_args);
   std::string sweep_layers = "all";
   sweep->add_option("--layers", sweep_layers, "Layers: all, 1-24, 3,7,9 or 1-8,20");
+
+  CLI::App* demo = app.add_subcommand("demo", "The built-in demo world (synthetic scenes, demo VLM and judges)");
+  demo->require_subcommand(1);
+  CLI::App* demo_build = demo->add_subcommand("build", "Train the demo models and write them with the prompt sets");
+  icet::demo::DemoBuildOptions demo_build_options;
+  std::string demo_out = "models/demo";
+  demo_build->add_option("--out", demo_out, "Output folder (default: models/demo)");
+  demo_build->add_option("--seed", demo_build_options.seed, "Seed (the build is deterministic for a seed)");
+  demo_build->add_option("--scale", demo_build_options.scale, "Step-count factor (e.g. 0.1 for a quick smoke build)")
+      ->check(CLI::PositiveNumber);
+  CLI::App* demo_report = demo->add_subcommand("report", "Held-out benign accuracy and ASR at every exit layer");
+  icet::demo::DemoReportOptions demo_report_options;
+  std::string demo_dir;
+  bool demo_json = false;
+  demo_report->add_option("--dir", demo_dir, "Demo folder (default: the built-in one)");
+  demo_report->add_option("--layers", demo_report_options.layers, "Layers: all, 1-24, 3,7,9");
+  demo_report->add_option("--limit", demo_report_options.limit, "Only the first N held-out items");
+  demo_report->add_flag("--json", demo_json, "Print one JSON object");
 
   CLI::App* tokenize = app.add_subcommand(
       "tokenize", "Tokenize one JSON string per stdin line; print one JSON array of ids per line (no BOS/EOS)");
@@ -280,6 +302,37 @@ int main(int argc, char** argv) {
     } else if (bench_judge->parsed()) {
       const auto j = icet::safety::run_judge_benchmark(bench_judge_dir, bench_conversations);
       std::cout << (bench_json ? j.dump() : j.dump(2)) << "\n";
+    } else if (demo_build->parsed()) {
+      demo_build_options.out = demo_out;
+      const auto j = icet::demo::run_demo_build(demo_build_options, [](const icet::demo::BuildStatus& st) {
+        std::fprintf(stderr, "\r%-8s %6lld/%-6lld loss %7.4f  ETA %5.0f s   ", st.stage.c_str(),
+                     static_cast<long long>(st.step), static_cast<long long>(st.total), st.loss, st.eta_seconds);
+        if (st.step == st.total) std::fprintf(stderr, "\n");
+        return true;
+      });
+      std::cout << j.dump(2) << "\n";
+    } else if (demo_report->parsed()) {
+      if (!demo_dir.empty()) demo_report_options.demo_dir = demo_dir;
+      const auto j = icet::demo::run_demo_report(demo_report_options);
+      if (demo_json) {
+        std::cout << j.dump() << "\n";
+      } else {
+        std::printf("default layer %lld: benign accuracy %.1f%%  (judge: %s)\n",
+                    static_cast<long long>(j.at("default_layer").get<int64_t>()),
+                    100.0 * j.value("benign_accuracy", 0.0), j.at("judge_id").get<std::string>().c_str());
+        std::vector<std::string> layers;
+        for (const auto& [layer, v] : j.at("asr_by_layer").items()) layers.push_back(layer);
+        std::sort(layers.begin(), layers.end(), [](const auto& a, const auto& b) { return std::stoi(a) < std::stoi(b); });
+        for (const auto& layer : layers) {
+          const auto& asr = j.at("asr_by_layer").at(layer);
+          std::printf("ICET-%-3s ASR %5.1f%%  refusal %5.1f%%  benign %5.1f%%\n", layer.c_str(), 100.0 * asr.get<double>(),
+                      100.0 * j.at("refusal_by_layer").at(layer).get<double>(),
+                      100.0 * j.at("benign_accuracy_by_layer").at(layer).get<double>());
+        }
+        if (!j.at("guard_agreement").is_null()) std::printf("guard agreement %.1f%%\n", 100.0 * j.at("guard_agreement").get<double>());
+        if (!j.at("reward_pairwise_accuracy").is_null())
+          std::printf("reward pairwise accuracy %.1f%%\n", 100.0 * j.at("reward_pairwise_accuracy").get<double>());
+      }
     } else if (tokenize->parsed()) {
       return icet::text::run_tokenize_command(tokenizer_path, tokenize_special, std::cin, std::cout);
     } else if (bench_sweep->parsed()) {

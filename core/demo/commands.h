@@ -1,0 +1,47 @@
+#pragma once
+
+// Entry points of `icet demo build` and `icet demo report`. Each returns a JSON object the CLI
+// prints; errors are icet::InputError naming the folder or file.
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "core/demo/build_progress.h"
+#include "core/demo/corpus.h"
+#include "core/eval/prompt_set.h"
+
+namespace icet::demo {
+
+struct DemoBuildOptions {
+  std::filesystem::path out;  // e.g. models/demo
+  uint64_t seed = 1;
+  double scale = 1.0;         // step-count factor (tests use a small one)
+  size_t train_items = 240;   // sets/train.jsonl
+  size_t heldout_items = 240; // sets/heldout.jsonl
+};
+
+// Builds vlm/ (and the demo judges when available), sets/ and build.json under options.out.
+// -> the build record written to build.json.
+nlohmann::json run_demo_build(const DemoBuildOptions& options, const BuildProgress& progress = {});
+
+// Writes `examples` as a prompt set `file` with its images under <folder>/images/<id>.png.
+std::vector<eval::PromptItem> write_demo_set(const std::filesystem::path& file, const std::vector<DemoExample>& examples);
+
+struct DemoReportOptions {
+  std::filesystem::path demo_dir;  // empty: demo_root()
+  std::string layers = "all";
+  size_t limit = 0;                // 0: every held-out item
+};
+
+// The held-out report: {"default_layer", "benign_accuracy", "asr_by_layer", "refusal_by_layer",
+// "benign_accuracy_by_layer", "task_accuracy_by_layer", "judge_id", "guard_agreement",
+// "reward_pairwise_accuracy" (null without the judges), ...}. ASR is judged by the demo guard
+// when guard/ exists, else by the placeholder rule (judge_id says which).
+nlohmann::json run_demo_report(const DemoReportOptions& options,
+                               const std::function<bool(size_t, size_t)>& progress = {});
+
+}  // namespace icet::demo
