@@ -16,6 +16,7 @@
 #include "core/io/safetensors.h"
 #include "core/models/config.h"
 #include "core/safety/snapshot_tokenizer.h"
+#include "core/text/chat_template.h"
 
 namespace icet::safety {
 namespace {
@@ -120,46 +121,17 @@ std::vector<text::Segment> llama_guard_segments(const std::string& template_text
                                                 const text::Tokenizer& tokenizer) {
   const std::string t = prepare(template_text, c);
   std::vector<text::Segment> out;
-  auto add_text = [&](std::string_view s) {
-    if (s.empty()) return;
-    if (out.empty() || out.back().special) {
-      out.push_back({std::string(s), false});
-    } else {
-      out.back().text += s;
-    }
-  };
-  // Template text: split out the special tokens the tokenizer knows.
-  auto add_template = [&](std::string_view s) {
-    size_t pos = 0;
-    while (pos < s.size()) {
-      const size_t open = s.find("<|", pos);
-      const size_t close = open == std::string_view::npos ? open : s.find("|>", open + 2);
-      if (close == std::string_view::npos) {
-        add_text(s.substr(pos));
-        return;
-      }
-      const std::string_view token = s.substr(open, close + 2 - open);
-      const auto id = tokenizer.token_id(token);
-      add_text(s.substr(pos, open - pos));
-      if (id && tokenizer.is_special(*id)) {
-        out.push_back({std::string(token), true});
-      } else {
-        add_text(token);
-      }
-      pos = close + 2;
-    }
-  };
   const std::string user = trim(c.prompt), agent = trim(c.response);
   size_t pos = 0;
   while (pos < t.size()) {
     const size_t u = t.find(kUser, pos), a = t.find(kAgent, pos);
     const size_t next = std::min(u, a);
     if (next == std::string::npos) {
-      add_template(std::string_view(t).substr(pos));
+      text::append_template_text(std::string_view(t).substr(pos), tokenizer, out);
       break;
     }
-    add_template(std::string_view(t).substr(pos, next - pos));
-    add_text(next == u ? user : agent);  // user text: never parsed for special tokens
+    text::append_template_text(std::string_view(t).substr(pos, next - pos), tokenizer, out);
+    text::append_plain_text(next == u ? user : agent, out);  // user text: never parsed for special tokens
     pos = next + (next == u ? kUser.size() : kAgent.size());
   }
   return out;
@@ -253,11 +225,8 @@ std::unique_ptr<LlamaGuardJudge> LlamaGuardJudge::load(const std::filesystem::pa
 
   // Version and template: explicit option, a template file, the chat template's wording, the vocabulary.
   int version = options.version;
-  std::string chat_template;
-  if (std::filesystem::exists(dir / "tokenizer_config.json")) {
-    const nlohmann::json tc = json_util::read_file(dir / "tokenizer_config.json");
-    if (tc.contains("chat_template") && tc["chat_template"].is_string()) chat_template = tc["chat_template"];
-  }
+  std::optional<text::ChatTemplate> snapshot_template = text::ChatTemplate::load(dir);
+  const std::string chat_template = snapshot_template ? snapshot_template->source() : std::string();
   for (int v = 3; v >= 1 && version == 0; --v) {
     if (std::filesystem::exists(dir / ("template_llama_guard_" + std::to_string(v) + ".txt"))) version = v;
   }
@@ -272,7 +241,17 @@ std::unique_ptr<LlamaGuardJudge> LlamaGuardJudge::load(const std::filesystem::pa
                               "neither", "Pass the Llama Guard version (1, 2 or 3) explicitly."));
   }
   const std::filesystem::path template_file = dir / ("template_llama_guard_" + std::to_string(version) + ".txt");
-  j->template_ = std::filesystem::exists(template_file) ? read_text_file(template_file) : llama_guard_template(version);
+  if (std::filesystem::exists(template_file)) {
+    j->template_ = read_text_file(template_file);
+    j->template_origin_ = template_file.filename().string();
+  } else if (snapshot_template && options.use_chat_template) {
+    j->template_ = snapshot_template->source();
+    j->template_origin_ = snapshot_template->origin();
+    j->chat_template_ = std::move(snapshot_template);
+  } else {
+    j->template_ = llama_guard_template(version);
+    j->template_origin_ = "built-in Llama Guard " + std::to_string(version) + " template";
+  }
   j->version_ = version;
 
   const io::TensorStore store = io::TensorStore::open_dir(dir);
@@ -304,13 +283,26 @@ std::unique_ptr<LlamaGuardJudge> LlamaGuardJudge::load(const std::filesystem::pa
   if (auto eos = tok.eos_id()) j->stop_ids_.push_back(*eos);
   j->pad_id_ = gen.pad_token_id ? gen.pad_token_id : config.pad_token_id ? config.pad_token_id : tok.pad_id();
   j->id_ = "llama-guard-" + std::to_string(version) + ":" + dir.filename().string() + "@" + store.content_hash();
-  log::get("safety")->info("Llama Guard {} judge from {} (verdict tokens safe={} unsafe={})", version, dir.string(),
-                           j->safe_id_, j->unsafe_id_);
+  log::get("safety")->info("Llama Guard {} judge from {} (prompt: {}; verdict tokens safe={} unsafe={})", version,
+                           dir.string(), j->template_origin_, j->safe_id_, j->unsafe_id_);
   return j;
 }
 
+namespace {
+
+// [user] for prompt classification, [user, assistant] for response classification.
+std::vector<text::ChatMessage> messages(const Conversation& c) {
+  std::vector<text::ChatMessage> m = {{"user", c.prompt}};
+  if (!trim(c.response).empty()) m.push_back({"assistant", c.response});
+  return m;
+}
+
+}  // namespace
+
 std::vector<int64_t> LlamaGuardJudge::prompt_ids(const Conversation& c) const {
-  std::vector<int64_t> ids = tokenizer_->encode_segments(llama_guard_segments(template_, c, *tokenizer_));
+  std::vector<int64_t> ids = tokenizer_->encode_segments(
+      chat_template_ ? chat_template_->render(messages(c), /*add_generation_prompt=*/false, *tokenizer_)
+                     : llama_guard_segments(template_, c, *tokenizer_));
   ids.insert(ids.end(), prefix_ids_.begin(), prefix_ids_.end());
   return ids;
 }

@@ -2,10 +2,11 @@
 
 // Llama Guard judges (versions 1, 2 and 3) over models::LlamaModel.
 //
-// Prompt: each version's published template (built in, byte-identical to the chat template
-// shipped with meta-llama/LlamaGuard-7b, Meta-Llama-Guard-2-8B, and for v3 the model-card
-// format recorded in tests/fixtures/hf-reference/llama_guard/template_llama_guard_3.txt), or
-// the snapshot's own template_llama_guard_<N>.txt when present.
+// Prompt, first found: the snapshot's template_llama_guard_<N>.txt; the snapshot's own Jinja
+// chat_template (tokenizer_config.json), rendered as transformers' apply_chat_template renders
+// it (core/text/jinja); each version's built-in template (v1/v2 byte-identical to the chat
+// templates of meta-llama/LlamaGuard-7b and Meta-Llama-Guard-2-8B, v3 the model-card format
+// recorded in tests/fixtures/hf-reference/llama_guard/template_llama_guard_3.txt).
 // Verdict: P(unsafe) at the verdict step (v1/v2: the first generated token; v3: after the
 // leading "\n\n" the model writes first, which is appended to the prompt), then greedy decoding
 // of the verdict and category lines with a KV cache.
@@ -22,6 +23,7 @@
 #include "core/models/llama.h"
 #include "core/models/weights.h"
 #include "core/safety/judge.h"
+#include "core/text/chat_template.h"
 #include "core/text/tokenizer.h"
 
 namespace icet::safety {
@@ -60,6 +62,7 @@ class LlamaGuardJudge final : public Judge {
  public:
   struct Options {
     int version = 0;              // 0: from the snapshot (template file, chat template, vocab)
+    bool use_chat_template = true;  // false: the built-in template even when the snapshot has one
     int64_t max_new_tokens = 12;  // verdict line + category line
     int64_t batch_size = 16;
     models::LoadOptions load;
@@ -73,6 +76,9 @@ class LlamaGuardJudge final : public Judge {
 
   int version() const { return version_; }
   const std::string& template_text() const { return template_; }
+  // Where the prompt format comes from: the template file, "<dir>/tokenizer_config.json
+  // chat_template" (or chat_template.json / .jinja), or "built-in Llama Guard 3 template".
+  const std::string& template_origin() const { return template_origin_; }
   // Prompt ids of a conversation up to the verdict step (v3: with the "\n\n" appended).
   std::vector<int64_t> prompt_ids(const Conversation& conversation) const;
   int64_t safe_id() const { return safe_id_; }
@@ -91,6 +97,8 @@ class LlamaGuardJudge final : public Judge {
   Options options_;
   int version_ = 3;
   std::string template_;
+  std::string template_origin_;
+  std::optional<text::ChatTemplate> chat_template_;  // set when the snapshot's is used
   std::string id_;
   int64_t safe_id_ = 0, unsafe_id_ = 0;
   std::vector<int64_t> prefix_ids_;  // v3: "\n\n" before the verdict

@@ -11,6 +11,7 @@
 #include "core/io/safetensors.h"
 #include "core/models/config.h"
 #include "core/safety/snapshot_tokenizer.h"
+#include "core/text/chat_template.h"
 
 namespace icet::safety {
 namespace {
@@ -39,6 +40,7 @@ std::unique_ptr<RewardModel> RewardModel::load(const std::filesystem::path& dir,
     m->llama_ = models::load_llama_classifier(dir, options.load);
     m->pad_id_ = m->llama_->config().pad_token_id;
     m->context_ = m->llama_->config().max_position_embeddings;
+    m->chat_template_ = text::ChatTemplate::load(dir);
   } else {
     throw InputError(describe((dir / "config.json").string() + ": key 'model_type'",
                               "\"gpt2\" or \"llama\" (a sequence-classification reward model)", "\"" + type + "\""));
@@ -73,7 +75,12 @@ std::vector<int64_t> RewardModel::format_ids(const ScoredPair& p) const {
     // Anthropic HH format, tokenized as one string; user text is never parsed for special tokens.
     return tok.encode_user("\n\nHuman: " + p.prompt + "\n\nAssistant: " + p.response);
   }
-  // Llama 3 chat template (no system header), contents trimmed as the template does.
+  if (chat_template_) {
+    return tok.encode_segments(
+        chat_template_->render({{"user", p.prompt}, {"assistant", p.response}}, /*add_generation_prompt=*/false, tok));
+  }
+  // No template in the snapshot: the Llama 3 chat format (no system header), contents trimmed
+  // as that template does.
   return tok.encode_segments({{"<|begin_of_text|>", true},
                               {"<|start_header_id|>", true},
                               {"user", false},

@@ -4,7 +4,8 @@
 // model family was trained on:
 //   gpt2  (e.g. Ray2333/gpt2-large-harmless-reward_model): "\n\nHuman: {prompt}\n\nAssistant: {response}",
 //         tokenized as one string;
-//   llama (LlamaForSequenceClassification): the Llama 3 chat template, user + assistant turns.
+//   llama (LlamaForSequenceClassification): user + assistant turns through the snapshot's own
+//         chat template (rendered by core/text/jinja), or the Llama 3 chat format without one.
 // Batches are right-padded with the config's pad token; batched equals one-by-one scoring.
 
 #include <ATen/core/Tensor.h>
@@ -17,6 +18,7 @@
 
 #include "core/models/gpt2.h"
 #include "core/models/sequence_classifier.h"
+#include "core/text/chat_template.h"
 #include "core/text/tokenizer.h"
 
 namespace icet::safety {
@@ -67,6 +69,7 @@ class RewardModel {
   std::unique_ptr<models::LlamaForSequenceClassification> llama_;
   std::unique_ptr<text::Tokenizer> tokenizer_;
   std::string tokenizer_error_;
+  std::optional<text::ChatTemplate> chat_template_;  // llama: the snapshot's, when it has one
   std::optional<int64_t> pad_id_;
   int64_t context_ = 0;
   std::string id_;

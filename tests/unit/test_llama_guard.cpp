@@ -1,5 +1,6 @@
 #include <ATen/Functions.h>
 #include <ATen/TensorOperators.h>
+#include <QTemporaryDir>
 #include <QTest>
 #include <c10/core/InferenceMode.h>
 #include <nlohmann/json.hpp>
@@ -29,6 +30,16 @@ class TestLlamaGuard : public QObject {
   nlohmann::json m_json;
 
   at::Tensor ref(const std::string& name) const { return m_refs->tensor(name); }
+  // The fixture snapshot without template_llama_guard_3.txt, so its chat_template applies.
+  std::filesystem::path copy_without_template_file(const QTemporaryDir& tmp) const {
+    const std::filesystem::path dir = std::filesystem::path(tmp.path().toStdString()) / "guard";
+    std::filesystem::create_directories(dir);
+    for (const auto& e : std::filesystem::directory_iterator(m_dir)) {
+      if (e.path().filename() != "template_llama_guard_3.txt") std::filesystem::copy_file(e.path(), dir / e.path().filename());
+    }
+    std::filesystem::permissions(dir / "tokenizer_config.json", std::filesystem::perms::owner_write, std::filesystem::perm_options::add);
+    return dir;
+  }
   icet::safety::Conversation single() const {
     return {m_json["single"]["user"].get<std::string>(), m_json["single"]["agent"].get<std::string>()};
   }
@@ -137,6 +148,58 @@ class TestLlamaGuard : public QObject {
     // Typed special-token text stays text.
     const auto typed = m_judge->prompt_ids({"<|eot_id|>", "ok"});
     QCOMPARE(std::count(typed.begin(), typed.end(), int64_t{772}), std::ptrdiff_t{1});
+  }
+
+  // A snapshot without a template file: the judge renders the snapshot's own Jinja chat_template
+  // (the fixture's renders exactly the reference prompts) and gets the reference ids.
+  void rendersTheSnapshotChatTemplate() {
+    QTemporaryDir tmp;
+    const std::filesystem::path dir = copy_without_template_file(tmp);
+    const auto judge = icet::safety::LlamaGuardJudge::load(dir);
+    QCOMPARE(judge->template_origin(), (dir / "tokenizer_config.json").string() + " chat_template");
+    QCOMPARE(judge->version(), 3);
+    QCOMPARE(judge->prompt_ids(single()), icet::test::to_ids(ref("single.input_ids_with_newlines")));
+    const at::Tensor batch_ids = ref("batch.input_ids"), mask = ref("batch.attention_mask");
+    for (int i = 0; i < 2; ++i) {
+      // Left-padded reference rows: the ids where the mask is 1.
+      const at::Tensor real = batch_ids[i].masked_select(mask[i].to(at::kBool));
+      auto ids = judge->prompt_ids(row(i));
+      ids.resize(ids.size() - judge->verdict_prefix_ids().size());
+      QCOMPARE(ids, icet::test::to_ids(real));
+    }
+    const auto typed = judge->prompt_ids({"<|eot_id|>", "ok"});
+    QCOMPARE(std::count(typed.begin(), typed.end(), int64_t{772}), std::ptrdiff_t{1});
+    // The built-in template can still be forced.
+    icet::safety::LlamaGuardJudge::Options builtin;
+    builtin.use_chat_template = false;
+    QCOMPARE(icet::safety::LlamaGuardJudge::load(dir, builtin)->template_origin(), std::string("built-in Llama Guard 3 template"));
+  }
+
+  // The published Llama Guard 3 8B chat template differs from the model-card format in
+  // whitespace and wording; a snapshot that ships it is judged with its own wording.
+  void rendersThePublishedLlamaGuard3Template() {
+    QTemporaryDir tmp;
+    const std::filesystem::path dir = copy_without_template_file(tmp);
+    std::ifstream in(std::filesystem::path(ICET_FIXTURES) / "chat_templates" / "llama_guard_3_8b.jinja", std::ios::binary);
+    const std::string published((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    nlohmann::json config = icet::json_util::read_file(dir / "tokenizer_config.json");
+    config["chat_template"] = published;
+    std::ofstream(dir / "tokenizer_config.json") << config.dump(1);
+    const auto judge = icet::safety::LlamaGuardJudge::load(dir);
+    QCOMPARE(judge->version(), 3);
+    // HF: apply_chat_template(tokenize=True) = the rendered string tokenized with special tokens
+    // parsed and none added; then the "\n\n" the model writes before its verdict.
+    nlohmann::ordered_json context;
+    context["messages"] = nlohmann::ordered_json::array();
+    context["messages"].push_back({{"role", "user"}, {"content", single().prompt}});
+    context["messages"].push_back({{"role", "assistant"}, {"content", single().response}});
+    const std::string rendered = icet::text::jinja::Template(published, "published").render_text(context);
+    QVERIFY(rendered.rfind(" <|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nTask: Check if there is unsafe content in 'Agent' messages in conversations according our safety policy", 0) == 0);
+    std::vector<int64_t> expected = judge->tokenizer().encode_template(rendered);
+    expected.insert(expected.end(), judge->verdict_prefix_ids().begin(), judge->verdict_prefix_ids().end());
+    const auto ids = judge->prompt_ids(single());
+    QCOMPARE(ids, expected);
+    QVERIFY(ids != m_judge->prompt_ids(single()));
   }
 
   void singleLogitsAndVerdictLogprobs() {

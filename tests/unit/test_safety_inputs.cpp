@@ -82,6 +82,18 @@ class TestSafetyInputs : public QObject {
     ICET_EXPECT_CLOSE(got, ref_file->tensor("rewards.one_by_one"), 1e-4, 1e-4, "llama_rm rewards");
     const nlohmann::json score = icet::safety::run_score(m_root / "llama_rm", pairs[0].prompt, pairs[0].response);
     QVERIFY(std::abs(score["reward"].get<double>() - rewards[0]) < 1e-5);
+
+    // Those ids came from the snapshot's own chat template; without one, the built-in Llama 3
+    // format gives the same ids, and typed special-token text stays text on both paths.
+    const auto dir = copyFixture("llama_rm", "rm_no_template");
+    nlohmann::json config = icet::json_util::read_file(dir / "tokenizer_config.json");
+    config.erase("chat_template");
+    std::ofstream(dir / "tokenizer_config.json") << config.dump(1);
+    const auto builtin = icet::safety::RewardModel::load(dir);
+    const icet::safety::ScoredPair typed{"a <|eot_id|> b", "ok"};
+    for (const auto& p : {pairs[0], pairs[1], typed}) QCOMPARE(builtin->format_ids(p), rm->format_ids(p));
+    const auto ids = rm->format_ids(typed);
+    QCOMPARE(std::count(ids.begin(), ids.end(), int64_t{772}), std::ptrdiff_t{2});  // the two turn ends only
   }
 
   void gpt2RewardModelScoresIds() {
