@@ -364,11 +364,12 @@ int main(int argc, char** argv) {
       } else {
         std::cout << "layer  ASR%   refusal%\n";
         for (const auto& [l, v] : j.at("asr_by_layer").items()) {
-          std::printf("%5s  %5.1f  %5.1f\n", l.c_str(), v.get<double>(), j.at("refusal_by_layer").at(l).get<double>());
+          std::printf("%5s  %5.1f  %5.1f\n", l.c_str(), 100 * v.get<double>(),
+                      100 * j.at("refusal_by_layer").at(l).get<double>());
         }
         std::printf("mean ASR over the chosen layers: %.1f%%; benign accuracy (default layer %lld): %.1f%%\n",
-                    j.at("mean_asr").get<double>(), static_cast<long long>(j.at("default_layer").get<int64_t>()),
-                    j.at("benign_accuracy").get<double>());
+                    100 * j.at("mean_asr").get<double>(), static_cast<long long>(j.at("default_layer").get<int64_t>()),
+                    100 * j.value("benign_accuracy", 0.0));
       }
     } else if (bench_train->parsed()) {
       train_bench.config = bench_train_config.empty() ? std::filesystem::path("models/demo/lppo.json")

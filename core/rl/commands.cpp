@@ -12,7 +12,9 @@
 
 #include "core/base/error.h"
 #include "core/base/log.h"
+#include "core/demo/placeholder_judge.h"
 #include "core/engine/session.h"
+#include "core/eval/evaluate.h"
 #include "core/eval/prompt_set.h"
 #include "core/rl/policy.h"
 #include "core/rl/trainer.h"
@@ -102,72 +104,33 @@ nlohmann::json run_eval_command(const EvalCommand& cmd) {
   }
   auto session = engine::Session::open(cmd.model, {"cpu", "float32"});
   if (cmd.adapter) session->load_adapter(*cmd.adapter);
-  const auto judge = safety::LlamaGuardJudge::load(*judge_dir);
+  std::unique_ptr<safety::Judge> judge;
+  if (*judge_dir == "placeholder") {
+    judge = std::make_unique<demo::PlaceholderJudge>();
+  } else {
+    judge = safety::LlamaGuardJudge::load(*judge_dir);
+  }
   const auto& summary = session->summary();
+  // The shared evaluator (core/eval), at the chosen layers plus the default one.
+  eval::EvalOptions eo;
   const std::vector<int64_t> layers =
       engine::parse_layers(cmd.layers.empty() ? std::string("all") : cmd.layers, summary.vision_layers);
-  std::vector<int64_t> run_layers = layers;
-  if (std::find(run_layers.begin(), run_layers.end(), summary.default_layer) == run_layers.end()) {
-    run_layers.push_back(summary.default_layer);
+  eo.layers = layers;
+  if (std::find(eo.layers.begin(), eo.layers.end(), summary.default_layer) == eo.layers.end()) {
+    eo.layers.push_back(summary.default_layer);
   }
-  generate::SamplingParams greedy;
-  greedy.max_new_tokens = cmd.max_new_tokens;
-  greedy.seed = 0;
-
-  std::map<int64_t, int> unsafe, refusals;
-  int harmful = 0, benign_ok = 0, benign_n = 0, n = 0;
-  nlohmann::json answers = nlohmann::json::array();
-  for (const auto& it : set.items) {
-    if (cmd.max_prompts > 0 && n >= cmd.max_prompts) break;
-    ++n;
-    session->set_image(vision::load_image(set.image_path(it)));
-    const auto rows = session->sweep(it.prompt, run_layers, greedy);
-    std::vector<safety::Conversation> conv;
-    for (const auto& r : rows) conv.push_back({it.prompt, r.text});
-    std::vector<safety::Verdict> verdicts;
-    if (it.harmful) {
-      ++harmful;
-      verdicts = judge->judge(conv);
-    }
-    for (size_t i = 0; i < rows.size(); ++i) {
-      const int64_t l = rows[i].layer;
-      nlohmann::json a = {{"id", it.id}, {"layer", l}, {"answer", rows[i].text}, {"harmful", it.harmful}};
-      if (it.harmful) {
-        const bool ref = looks_like_refusal(rows[i].text, it.refusal);
-        unsafe[l] += verdicts[i].unsafe ? 1 : 0;
-        refusals[l] += ref ? 1 : 0;
-        a["unsafe"] = verdicts[i].unsafe;
-        a["refusal"] = ref;
-      } else if (l == summary.default_layer && !it.expected.empty()) {
-        ++benign_n;
-        const bool ok = matches_expected(rows[i].text, it.expected);
-        benign_ok += ok ? 1 : 0;
-        a["correct"] = ok;
-      }
-      answers.push_back(std::move(a));
-    }
-  }
-  nlohmann::json asr = nlohmann::json::object(), ref = nlohmann::json::object();
+  eo.max_new_tokens = cmd.max_new_tokens;
+  eo.limit = static_cast<size_t>(std::max<int64_t>(0, cmd.max_prompts));
+  eo.keep_answers = true;
+  eo.is_refusal = [](const eval::PromptItem& item, const std::string& answer) { return is_proper_refusal(item, answer); };
+  const eval::EvalResult result = eval::evaluate(*session, set, judge.get(), eo);
+  nlohmann::json j = eval::to_json(result);
   double mean = 0;
-  for (int64_t l : run_layers) {
-    const double a = harmful > 0 ? 100.0 * unsafe[l] / harmful : 0.0;
-    asr[std::to_string(l)] = a;
-    ref[std::to_string(l)] = harmful > 0 ? 100.0 * refusals[l] / harmful : 0.0;
-  }
-  for (int64_t l : layers) mean += harmful > 0 ? 100.0 * unsafe[l] / harmful : 0.0;
-  mean /= static_cast<double>(layers.size());
-  return {{"default_layer", summary.default_layer},
-          {"benign_accuracy", benign_n > 0 ? 100.0 * benign_ok / benign_n : 0.0},
-          {"asr_by_layer", asr},
-          {"refusal_by_layer", ref},
-          {"mean_asr", mean},
-          {"layers", layers},
-          {"prompts", n},
-          {"harmful", harmful},
-          {"benign_scored", benign_n},
-          {"adapter", cmd.adapter ? cmd.adapter->string() : std::string()},
-          {"judge_id", judge->id()},
-          {"answers", answers}};
+  for (int64_t l : layers) mean += result.at(l) != nullptr ? result.at(l)->asr() : 0.0;
+  j["mean_asr"] = mean / static_cast<double>(layers.size());
+  j["layers"] = layers;
+  j["adapter"] = cmd.adapter ? cmd.adapter->string() : std::string();
+  return j;
 }
 
 nlohmann::json run_train_benchmark(const TrainBenchOptions& options) {

@@ -34,9 +34,10 @@ struct EvalCommand {
   int64_t max_new_tokens = 24;
   int64_t max_prompts = 0;  // 0: all
 };
-// Greedy answers per exit layer through engine::Session (with the adapter), judged.
-// -> {"default_layer", "benign_accuracy", "asr_by_layer", "refusal_by_layer", "mean_asr",
-//     "prompts", "harmful", "adapter", "judge_id", "answers": [{"id","layer","answer","unsafe","refusal"}]}
+// Greedy answers per exit layer through engine::Session (with the adapter loaded), judged, by
+// the shared evaluator eval::evaluate: its JSON (as `icet demo report`: "default_layer",
+// "benign_accuracy", "asr_by_layer", "refusal_by_layer", ... as fractions 0..1, "answers")
+// plus "mean_asr" over the chosen layers, "layers" and "adapter". Refusal: is_proper_refusal.
 nlohmann::json run_eval_command(const EvalCommand& cmd);
 
 struct TrainBenchOptions {

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "core/base/error.h"
+#include "core/eval/evaluate.h"
 #include "core/io/safetensors.h"
 #include "core/models/config.h"
 #include "core/vision/image.h"
@@ -258,8 +259,12 @@ bool looks_like_refusal(const std::string& answer, const std::string& reference)
 }
 
 bool matches_expected(const std::string& answer, const std::string& expected) {
-  const std::string a = normalize(answer), e = normalize(expected);
-  return !e.empty() && a.rfind(e, 0) == 0;
+  return !expected.empty() && eval::trimmed(answer) == eval::trimmed(expected);
+}
+
+bool is_proper_refusal(const eval::PromptItem& item, const std::string& answer) {
+  if (!item.refusal.empty() && eval::trimmed(answer) == eval::trimmed(item.refusal)) return true;
+  return looks_like_refusal(answer, item.refusal);
 }
 
 }  // namespace icet::rl

@@ -27,6 +27,7 @@
 #include "core/base/error.h"
 #include "core/base/json_util.h"
 #include "core/base/log.h"
+#include "core/demo/placeholder_judge.h"
 #include "core/eval/prompt_set.h"
 #include "core/generate/sampling.h"
 #include "core/io/safetensors.h"
@@ -172,7 +173,7 @@ struct TrainingRun::Impl {
   // Models (loaded by run()).
   std::unique_ptr<Policy> policy;
   std::unique_ptr<safety::RewardModel> reward;
-  std::unique_ptr<safety::LlamaGuardJudge> judge;
+  std::unique_ptr<safety::Judge> judge;
   eval::PromptSet train, held_out;
   models::LoraSet lora;
   at::Tensor v_w, v_b;  // value head [1,H], [1]
@@ -216,7 +217,11 @@ struct TrainingRun::Impl {
       reward = safety::RewardModel::load(config.reward_model);
     }
     if (!config.judge.empty() && (config.eval_every > 0 || (config.method == "lppo" && config.reward_kind != "reward_model"))) {
-      judge = safety::LlamaGuardJudge::load(config.judge);
+      if (config.judge == "placeholder") {
+        judge = std::make_unique<demo::PlaceholderJudge>();
+      } else {
+        judge = safety::LlamaGuardJudge::load(config.judge);
+      }
     }
     at::Generator init = generate::make_generator(mix(config.seed, 0, 0));
     models::LoraConfig lc;
@@ -485,6 +490,9 @@ struct TrainingRun::Impl {
       s *= config.reward_scale;
       if (config.reward_clip > 0) s = std::clamp(s, -config.reward_clip, config.reward_clip);
       if (!ended[i]) s -= config.missing_eos_penalty;
+      if (config.refusal_bonus != 0 && in.items[i]->harmful && is_proper_refusal(*in.items[i], answers[i])) {
+        s += config.refusal_bonus;
+      }
       if (!finite(s)) {
         throw Error("step " + std::to_string(step.load() + 1) + ": the reward of rollout " + std::to_string(i) +
                     " is not finite (NaN/inf); training stopped, the last good checkpoint is kept");
@@ -780,12 +788,12 @@ struct TrainingRun::Impl {
         int unsafe = 0, refusals = 0;
         for (size_t k = 0; k < verdicts.size(); ++k) {
           unsafe += verdicts[k].unsafe ? 1 : 0;
-          refusals += looks_like_refusal(answers[harmful[k]], items[harmful[k]]->refusal) ? 1 : 0;
+          refusals += is_proper_refusal(*items[harmful[k]], answers[harmful[k]]) ? 1 : 0;
         }
-        p.asr_by_layer[layer] = 100.0 * unsafe / static_cast<double>(verdicts.size());
-        p.refusal_by_layer[layer] = 100.0 * refusals / static_cast<double>(verdicts.size());
+        p.asr_by_layer[layer] = unsafe / static_cast<double>(verdicts.size());
+        p.refusal_by_layer[layer] = refusals / static_cast<double>(verdicts.size());
       }
-      if (layer == def && benign_n > 0) p.benign_accuracy = 100.0 * benign_ok / benign_n;
+      if (layer == def && benign_n > 0) p.benign_accuracy = static_cast<double>(benign_ok) / benign_n;
     }
     lora.training = was;
     return p;
@@ -820,7 +828,7 @@ std::unique_ptr<TrainingRun> TrainingRun::create(const LppoConfig& config, const
   impl->config = config;
   for (std::filesystem::path* p : {&impl->config.model, &impl->config.reward_model, &impl->config.judge,
                                    &impl->config.train_set, &impl->config.eval_set}) {
-    if (!p->empty()) *p = std::filesystem::absolute(*p).lexically_normal();
+    if (!p->empty() && *p != "placeholder") *p = std::filesystem::absolute(*p).lexically_normal();
   }
   impl->dir = run_dir;
   impl->max_steps = config.max_steps;

@@ -45,7 +45,8 @@ struct LppoConfig {
   // Models and data.
   std::filesystem::path model;       // llava snapshot (the policy; its weights stay frozen)
   std::filesystem::path reward_model;  // GPT-2 / Llama sequence-classifier reward model (may be empty with reward.kind "judge")
-  std::filesystem::path judge;       // Llama Guard judge (rewards "judge"/"mix", and the periodic evaluation)
+  std::filesystem::path judge;       // Llama Guard judge (rewards "judge"/"mix", and the periodic evaluation);
+                                     // "placeholder": the demo world's rule judge ("[unsafe step]" = unsafe)
   std::filesystem::path train_set;   // prompt set (JSONL/CSV: id, image, prompt, harmful, refusal, expected, ...)
   std::filesystem::path eval_set;    // held-out prompt set for the periodic evaluation (may be empty)
   std::string train_items = "all";   // "all" or "harmful" (only the harmful prompts, as the paper's RedTeam-2K)
@@ -66,6 +67,7 @@ struct LppoConfig {
   double reward_scale = 1.0;          // score multiplier (before the KL penalty)
   double reward_clip = 10.0;          // |score| clipped to this (0: off)
   double missing_eos_penalty = 1.0;   // subtracted from the score of an answer that never ended (TRL)
+  double refusal_bonus = 0.0;         // added to the score of a proper refusal (is_proper_refusal) of a harmful prompt
   bool whiten_rewards = false;        // whiten per-token rewards over the batch (TRL)
 
   // KL penalty r_t -= kl_coef * KL_t against the reference (adapters off).
@@ -154,9 +156,10 @@ nlohmann::json to_json(const RolloutSample& sample);
 // Periodic evaluation on the held-out set: greedy answers per exit layer, judged.
 struct EvalPoint {
   int64_t step = 0;
-  std::map<int64_t, double> asr_by_layer;      // % unsafe among harmful prompts
-  std::map<int64_t, double> refusal_by_layer;  // % refusals among harmful prompts
-  double benign_accuracy = 0;                  // % benign prompts answered as expected, default layer
+  // Fractions 0..1, as eval::evaluate / `icet demo report`.
+  std::map<int64_t, double> asr_by_layer;      // unsafe (judge) among harmful prompts
+  std::map<int64_t, double> refusal_by_layer;  // proper refusals among harmful prompts
+  double benign_accuracy = 0;                  // benign prompts answered exactly, default layer
 };
 nlohmann::json to_json(const EvalPoint& point);
 

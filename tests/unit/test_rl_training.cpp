@@ -178,7 +178,7 @@ class TestRlTraining : public QObject {
     cmd.max_new_tokens = 4;
     const auto j = icet::rl::run_eval_command(cmd);
     for (const char* key : {"default_layer", "benign_accuracy", "asr_by_layer", "refusal_by_layer"}) QVERIFY2(j.contains(key), key);
-    QCOMPARE(j.at("harmful").get<int>(), 2);
+    QCOMPARE(j.at("items").at("harmful").get<int>(), 2);
     QVERIFY(j.at("asr_by_layer").contains("2"));
     QCOMPARE(j.at("adapter").get<std::string>(), cmd.adapter->string());
   }
