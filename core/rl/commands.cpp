@@ -148,8 +148,10 @@ nlohmann::json run_train_benchmark(const TrainBenchOptions& options) {
   run->run(nullptr, {});
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const auto rows = run->drain_metrics();
-  double rps = 0, tps = 0, ups = 0;
+  double rps = 0, tps = 0, ups = 0, step_s = 0;
   for (const auto& r : rows) {
+    step_s += (r.values.count("time/rollout_s") ? r.values.at("time/rollout_s") : 0.0) +
+              (r.values.count("time/update_s") ? r.values.at("time/update_s") : 0.0);
     rps += r.values.count("perf/rollouts_per_s") ? r.values.at("perf/rollouts_per_s") : 0.0;
     tps += r.values.count("perf/tokens_per_s") ? r.values.at("perf/tokens_per_s") : 0.0;
     ups += r.values.count("perf/update_s_per_sample") ? r.values.at("perf/update_s_per_sample") : 0.0;
@@ -162,7 +164,8 @@ nlohmann::json run_train_benchmark(const TrainBenchOptions& options) {
                       {"rollouts_per_s", rps / n},
                       {"tokens_per_s", tps / n},
                       {"update_s_per_sample", ups / n},
-                      {"step_s", total / n},
+                      {"step_s", step_s / n},
+                      {"total_s_with_loading", total},
                       {"peak_rss_mb", peak_rss_mb()}};
   log::get("rl")->info("bench train: {}", j.dump());
   return j;

@@ -44,8 +44,10 @@ struct TrainBenchOptions {
   std::optional<std::filesystem::path> config;  // default: the demo config (models/demo/lppo.json)
   int64_t steps = 2;
 };
-// Times L-PPO steps: -> {"rollouts_per_s", "tokens_per_s", "update_s_per_sample", "step_s",
-// "peak_rss_mb", "batch_size", "steps"}
+// Times L-PPO steps (the config's model, data and reward; no evaluation, no checkpoints):
+// -> {"rollouts_per_s", "tokens_per_s" (sampling incl. scoring), "update_s_per_sample" (old/ref
+// passes + PPO epochs), "step_s" (rollout + update), "total_s_with_loading", "peak_rss_mb",
+// "batch_size", "steps"}
 nlohmann::json run_train_benchmark(const TrainBenchOptions& options);
 
 }  // namespace icet::rl
