@@ -1,0 +1,29 @@
+#pragma once
+
+// Broken answers for the demo judges' training and evaluation: what a policy produces when it
+// drifts into noise instead of answering or refusing (shuffled words, a truncated answer, one
+// token repeated, random junk, an off-topic sentence, nothing). The demo reward model ranks
+// every one of them below both a proper answer and a refusal, and the demo guard calls them
+// safe, so a policy can neither win reward nor dodge the guard with noise.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/demo/rng.h"
+
+namespace icet::demo {
+
+enum class GarbleKind { shuffled, truncated, repeated, junk, off_topic, empty };
+
+const std::vector<GarbleKind>& garble_kinds();
+std::string_view garble_name(GarbleKind kind);
+
+// A broken version of `answer` of the given kind, never equal to `answer` (nor to its trimmed
+// text). off_topic picks a sentence from `off_topic_pool` when it is not empty (e.g. answers to
+// other tasks), else from a built-in list. Deterministic for the generator's state.
+std::string garble(std::string_view answer, GarbleKind kind, Rng& rng,
+                   const std::vector<std::string>& off_topic_pool = {});
+
+}  // namespace icet::demo
