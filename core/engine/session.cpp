@@ -19,6 +19,7 @@
 #include "core/models/llama.h"
 #include "core/models/llava.h"
 #include "core/models/llava_next.h"
+#include "core/models/lora.h"
 #include "core/models/mllama.h"
 #include "core/text/tokenizer.h"
 #include "core/vision/anyres_processor.h"
@@ -176,6 +177,8 @@ class Family {
   // Fills lm/decoder, prompt_embeds [L, T, H] and the image token to suppress.
   virtual void prepare(const std::vector<int64_t>& ids, const std::vector<int64_t>& layers,
                        generate::DecodeRequest& req) = 0;
+  // The Llama decoder LoRA adapters attach to; null for families without one (Mllama).
+  virtual models::LlamaModel* adaptable_language_model() { return nullptr; }
 };
 
 // LLaVA-1.5: one 336 px view, hidden states cached for every layer.
@@ -185,6 +188,7 @@ class LlavaFamily final : public Family {
               c10::ScalarType dtype)
       : model_(std::move(model)), processor_(std::move(processor)), device_(device), dtype_(dtype) {}
   const models::LlavaModel& model() const { return *model_; }
+  models::LlamaModel* adaptable_language_model() override { return &model_->language_model(); }
 
   void set_image(const vision::Image& image) override {
     const at::Tensor pixels = vision::clip_preprocess(image, processor_).unsqueeze(0).to(device_, dtype_);  // [1,3,S,S]
@@ -224,6 +228,7 @@ class LlavaNextFamily final : public Family {
       : model_(std::move(model)), processor_(std::move(processor)), device_(device), dtype_(dtype) {}
   const models::LlavaNextModel& model() const { return *model_; }
 
+  models::LlamaModel* adaptable_language_model() override { return &model_->language_model(); }
   void set_image(const vision::Image& image) override {
     const auto& cfg = model_->config().base;
     const int64_t p = cfg.vision.image_size / cfg.vision.patch_size;
@@ -372,6 +377,10 @@ struct Session::Impl {
   std::unique_ptr<text::Tokenizer> tokenizer;
   std::vector<int64_t> eos_ids;
   std::string image_hash;
+  // LoRA adapter (load_adapter): set on the LM, or merged into its weights.
+  std::unique_ptr<models::LoraSet> adapter;
+  std::filesystem::path adapter_dir;
+  bool adapter_merged = false;
 
   std::vector<int64_t> prompt_ids(const std::string& prompt) const {
     if (prompt.find_first_not_of(" \t\r\n") == std::string::npos) {
@@ -629,6 +638,43 @@ std::vector<GenerationRecord> Session::sweep(const std::string& prompt, const st
 }
 
 std::vector<int64_t> Session::prompt_ids(const std::string& prompt) const { return impl_->prompt_ids(prompt); }
+
+void Session::load_adapter(const std::filesystem::path& dir, bool merge) {
+  c10::InferenceMode inference;
+  models::LlamaModel* target = impl_->family->adaptable_language_model();
+  if (target == nullptr) {
+    throw InputError(describe(dir.string(), "an adapter for a LLaVA-1.5 or LLaVA-NeXT model (Llama decoder)",
+                              "a " + impl_->summary.family + " model, whose text model has no LoRA support yet"));
+  }
+  models::LlamaModel& lm = *target;
+  auto set = std::make_unique<models::LoraSet>(models::load_peft_adapter(dir, lm, "language_model."));
+  clear_adapter();
+  if (merge) {
+    lm.merge_adapters(*set, 1.0);
+  } else {
+    lm.set_adapters(set.get());
+  }
+  impl_->adapter = std::move(set);
+  impl_->adapter_dir = dir;
+  impl_->adapter_merged = merge;
+  log::get("models")->info("adapter {} loaded{}", dir.string(), merge ? " (merged)" : "");
+}
+
+void Session::clear_adapter() {
+  if (!impl_->adapter) return;
+  c10::InferenceMode inference;
+  models::LlamaModel& lm = *impl_->family->adaptable_language_model();
+  if (impl_->adapter_merged) {
+    lm.merge_adapters(*impl_->adapter, -1.0);
+  } else {
+    lm.set_adapters(nullptr);
+  }
+  impl_->adapter.reset();
+  impl_->adapter_dir.clear();
+  impl_->adapter_merged = false;
+}
+
+const std::filesystem::path& Session::adapter() const { return impl_->adapter_dir; }
 
 std::vector<int64_t> parse_layers(const std::string& spec, int64_t num_layers) {
   std::vector<int64_t> layers;

@@ -58,6 +58,7 @@ class LlavaNextModel {
   int64_t resolve_layer(std::optional<int64_t> layer) const { return llava_.resolve_layer(layer); }
   const LlavaNextConfig& config() const { return config_; }
   const LlamaModel& language_model() const { return llava_.language_model(); }
+  LlamaModel& language_model() { return llava_.language_model(); }  // e.g. to set LoRA adapters
 
  private:
   LlavaNextConfig config_;

@@ -1,0 +1,174 @@
+#include "core/rl/commands.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <cmath>
+#include <cstdio>
+#include <iomanip>
+#include <sstream>
+
+#include "core/base/error.h"
+#include "core/base/log.h"
+#include "core/demo/placeholder_judge.h"
+#include "core/engine/session.h"
+#include "core/eval/evaluate.h"
+#include "core/eval/prompt_set.h"
+#include "core/rl/policy.h"
+#include "core/rl/trainer.h"
+#include "core/safety/llama_guard.h"
+#include "core/vision/image.h"
+
+namespace icet::rl {
+namespace {
+
+std::string format_eta(double s) {
+  if (s < 0) return "--:--";
+  const auto t = static_cast<int64_t>(s + 0.5);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%02lld:%02lld", static_cast<long long>(t / 60), static_cast<long long>(t % 60));
+  return buf;
+}
+
+double peak_rss_mb() {
+  struct rusage u {};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;  // Linux: kilobytes
+}
+
+// models/demo/vlm -> models/demo/guard, when it exists.
+std::optional<std::filesystem::path> sibling_guard(const std::filesystem::path& model) {
+  const auto g = std::filesystem::absolute(model).lexically_normal().parent_path() / "guard";
+  if (std::filesystem::is_regular_file(g / "config.json")) return g;
+  return std::nullopt;
+}
+
+}  // namespace
+
+nlohmann::json run_train_command(const TrainCommand& cmd, std::ostream& out, const std::atomic<bool>* cancel) {
+  std::unique_ptr<TrainingRun> run;
+  if (cmd.resume) {
+    run = TrainingRun::resume(*cmd.resume);
+  } else {
+    if (!cmd.config) throw InputError("train: give --config FILE (a new run) or --resume DIR");
+    const LppoConfig config = load_config(*cmd.config);
+    std::filesystem::path dir;
+    if (cmd.out) {
+      dir = *cmd.out;
+    } else {
+      const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+      std::ostringstream name;
+      name << cmd.config->stem().string() << "-" << std::put_time(std::gmtime(&now), "%Y%m%d-%H%M%S");
+      dir = std::filesystem::path("runs") / name.str();
+    }
+    run = TrainingRun::create(config, dir);
+  }
+  if (cmd.max_steps) run->set_max_steps(*cmd.max_steps);
+  const auto started = std::chrono::steady_clock::now();
+  run->run(cancel, [&](const TrainProgress& p) {
+    if (!cmd.progress_bar) return;
+    const int width = 28;
+    const double frac = p.max_steps > 0 ? static_cast<double>(p.step) / static_cast<double>(p.max_steps) : 0.0;
+    const int filled = static_cast<int>(frac * width);
+    char line[256];
+    std::snprintf(line, sizeof line, "\r[%s%s] %lld/%lld %-10s reward %+.3f  KL %.3f  ETA %s  (%.0fs)",
+                  std::string(static_cast<size_t>(filled), '#').c_str(),
+                  std::string(static_cast<size_t>(width - filled), '.').c_str(), static_cast<long long>(p.step),
+                  static_cast<long long>(p.max_steps), p.stage.c_str(), p.reward, p.kl, format_eta(p.eta_seconds).c_str(),
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    out << line << std::flush;
+  });
+  if (cmd.progress_bar) out << "\n";
+  nlohmann::json result = {{"run_dir", run->dir().string()}, {"step", run->step()}};
+  const auto metrics = run->drain_metrics();
+  if (!metrics.empty()) {
+    result["first_metrics"] = to_json(metrics.front());
+    result["last_metrics"] = to_json(metrics.back());
+  }
+  const auto evals = run->drain_evals();
+  if (!evals.empty()) {
+    result["first_eval"] = to_json(evals.front());
+    result["last_eval"] = to_json(evals.back());
+  }
+  return result;
+}
+
+nlohmann::json run_eval_command(const EvalCommand& cmd) {
+  const eval::PromptSet set = eval::load_prompt_set(cmd.set);
+  const auto judge_dir = cmd.judge ? cmd.judge : sibling_guard(cmd.model);
+  if (!judge_dir) {
+    throw InputError(describe("eval: --judge", "a Llama Guard judge folder", "none given and no guard/ beside the model",
+                              "Pass --judge DIR (e.g. models/demo/guard)."));
+  }
+  auto session = engine::Session::open(cmd.model, {"cpu", "float32"});
+  if (cmd.adapter) session->load_adapter(*cmd.adapter);
+  std::unique_ptr<safety::Judge> judge;
+  if (*judge_dir == "placeholder") {
+    judge = std::make_unique<demo::PlaceholderJudge>();
+  } else {
+    judge = safety::LlamaGuardJudge::load(*judge_dir);
+  }
+  const auto& summary = session->summary();
+  // The shared evaluator (core/eval), at the chosen layers plus the default one.
+  eval::EvalOptions eo;
+  const std::vector<int64_t> layers =
+      engine::parse_layers(cmd.layers.empty() ? std::string("all") : cmd.layers, summary.vision_layers);
+  eo.layers = layers;
+  if (std::find(eo.layers.begin(), eo.layers.end(), summary.default_layer) == eo.layers.end()) {
+    eo.layers.push_back(summary.default_layer);
+  }
+  eo.max_new_tokens = cmd.max_new_tokens;
+  eo.limit = static_cast<size_t>(std::max<int64_t>(0, cmd.max_prompts));
+  eo.keep_answers = true;
+  eo.is_refusal = [](const eval::PromptItem& item, const std::string& answer) { return is_proper_refusal(item, answer); };
+  const eval::EvalResult result = eval::evaluate(*session, set, judge.get(), eo);
+  nlohmann::json j = eval::to_json(result);
+  double mean = 0;
+  for (int64_t l : layers) mean += result.at(l) != nullptr ? result.at(l)->asr() : 0.0;
+  j["mean_asr"] = mean / static_cast<double>(layers.size());
+  j["layers"] = layers;
+  j["adapter"] = cmd.adapter ? cmd.adapter->string() : std::string();
+  return j;
+}
+
+nlohmann::json run_train_benchmark(const TrainBenchOptions& options) {
+  if (!options.config) {
+    throw InputError("bench train: give --config FILE (e.g. models/demo/lppo.json)");
+  }
+  LppoConfig config = load_config(*options.config);
+  config.eval_every = 0;
+  config.max_steps = std::max<int64_t>(1, options.steps);
+  config.checkpoint_every = 0;
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("icet-bench-train-" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
+  auto run = TrainingRun::create(config, dir);
+  const auto t0 = std::chrono::steady_clock::now();
+  run->run(nullptr, {});
+  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto rows = run->drain_metrics();
+  double rps = 0, tps = 0, ups = 0, step_s = 0;
+  for (const auto& r : rows) {
+    step_s += (r.values.count("time/rollout_s") ? r.values.at("time/rollout_s") : 0.0) +
+              (r.values.count("time/update_s") ? r.values.at("time/update_s") : 0.0);
+    rps += r.values.count("perf/rollouts_per_s") ? r.values.at("perf/rollouts_per_s") : 0.0;
+    tps += r.values.count("perf/tokens_per_s") ? r.values.at("perf/tokens_per_s") : 0.0;
+    ups += r.values.count("perf/update_s_per_sample") ? r.values.at("perf/update_s_per_sample") : 0.0;
+  }
+  const double n = std::max<double>(1.0, static_cast<double>(rows.size()));
+  std::filesystem::remove_all(dir);
+  nlohmann::json j = {{"method", config.method},
+                      {"steps", rows.size()},
+                      {"batch_size", config.batch_size},
+                      {"rollouts_per_s", rps / n},
+                      {"tokens_per_s", tps / n},
+                      {"update_s_per_sample", ups / n},
+                      {"step_s", step_s / n},
+                      {"total_s_with_loading", total},
+                      {"peak_rss_mb", peak_rss_mb()}};
+  log::get("rl")->info("bench train: {}", j.dump());
+  return j;
+}
+
+}  // namespace icet::rl
