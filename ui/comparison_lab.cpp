@@ -265,6 +265,14 @@ ComparisonLab::ComparisonLab(QWidget* parent) : QWidget(parent), m_service(new M
                    dir.isEmpty() ? tr("Adapter removed: base model") : tr("Adapter loaded: %1").arg(dir));
     Q_EMIT adapterChanged(dir);
   });
+  connect(m_service, &ModelService::safetyModelsChanged, this, [this] {
+    if (!m_judgePath.isEmpty()) {
+      addRecent(QStringLiteral("judges"), m_judgePath);
+    }
+    if (!m_rewardPath.isEmpty()) {
+      addRecent(QStringLiteral("rewards"), m_rewardPath);
+    }
+  });
   connect(m_service, &ModelService::imageReady, this, [this] {
     Q_EMIT message(MessageBar::Information, tr("Image ready: %1").arg(m_imageName));
   });
@@ -467,8 +475,8 @@ void ComparisonLab::fillModelPickers() {
   fill(m_modelPicker, QStringLiteral("models"), QStringLiteral("vlm"), tr("Demo VLM"), false);
   fill(m_judgePicker, QStringLiteral("judges"), QStringLiteral("guard"), tr("Demo guard"), true);
   fill(m_rewardPicker, QStringLiteral("rewards"), QStringLiteral("reward"), tr("Demo reward model"), true);
-  auto hook = [this](QComboBox* combo, const QString& key, void (ComparisonLab::*open)(const QString&)) {
-    connect(combo, &QComboBox::activated, this, [this, combo, key, open](int index) {
+  auto hook = [this](QComboBox* combo, void (ComparisonLab::*open)(const QString&)) {
+    connect(combo, &QComboBox::activated, this, [this, combo, open](int index) {
       QString path = combo->itemData(index).toString();
       if (path == QStringLiteral("<open>")) {
         path = QFileDialog::getExistingDirectory(this, tr("Open Hugging Face snapshot folder"));
@@ -478,17 +486,14 @@ void ComparisonLab::fillModelPickers() {
       }
       (this->*open)(path);
     });
-    Q_UNUSED(key);
   };
-  static bool hooked = false;
-  Q_UNUSED(hooked);
   if (m_modelPicker->property("hooked").toBool()) {
     return;
   }
   m_modelPicker->setProperty("hooked", true);
-  hook(m_modelPicker, QStringLiteral("models"), &ComparisonLab::openModel);
-  hook(m_judgePicker, QStringLiteral("judges"), &ComparisonLab::openJudge);
-  hook(m_rewardPicker, QStringLiteral("rewards"), &ComparisonLab::openReward);
+  hook(m_modelPicker, &ComparisonLab::openModel);
+  hook(m_judgePicker, &ComparisonLab::openJudge);
+  hook(m_rewardPicker, &ComparisonLab::openReward);
 }
 
 void ComparisonLab::addRecent(const QString& key, const QString& value) {

@@ -80,6 +80,8 @@ struct ModelService::Worker {
 };
 
 ModelService::ModelService(QObject* parent) : QObject(parent), m_worker(std::make_shared<Worker>()) {
+  qRegisterMetaType<ModelInfo>();
+  qRegisterMetaType<Answer>();
   m_thread = new QThread(this);
   m_thread->setObjectName(QStringLiteral("icet-model-worker"));
   m_context = new QObject;
