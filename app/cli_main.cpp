@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <iostream>
@@ -13,6 +15,7 @@
 #include "core/engine/bench.h"
 #include "core/engine/session.h"
 #include "core/io/load_bench.h"
+#include "core/rl/commands.h"
 #include "core/runtime/diagnostics.h"
 #include "core/runtime/startup.h"
 #include "core/safety/commands.h"
@@ -21,6 +24,10 @@
 #include "icet/version.h"
 
 namespace {
+
+// SIGINT during `icet train`: stop within one minibatch, with a checkpoint.
+std::atomic<bool> g_train_cancel{false};
+extern "C" void on_train_sigint(int) { g_train_cancel.store(true); }
 
 struct ModelArgs {
   std::string model;
@@ -164,6 +171,35 @@ int main(int argc, char** argv) {
   bench_load->add_option("file", load_file, "A .safetensors file (default: generate a 2 GB one)");
   bench_load->add_flag("--json", bench_json, "Print one JSON object");
 
+  // L-PPO training, evaluation and benchmark (core/rl/commands.h).
+  CLI::App* train = app.add_subcommand("train", "L-PPO (or SFT baseline) training run with a progress bar");
+  std::string train_config, train_out, train_resume;
+  int64_t train_max_steps = 0;
+  bool train_json = false;
+  train->add_option("--config", train_config, "Run config (JSON), e.g. models/demo/lppo.json");
+  train->add_option("--out", train_out, "Run folder (default: runs/<config>-<time>)");
+  train->add_option("--resume", train_resume, "Continue the run in this folder");
+  train->add_option("--max-steps", train_max_steps, "Stop at this step")->check(CLI::PositiveNumber);
+  train->add_flag("--json", train_json, "Print a JSON summary at the end (no progress bar)");
+  CLI::App* evalc = app.add_subcommand("eval", "ASR per exit layer and benign accuracy on a prompt set");
+  icet::rl::EvalCommand eval_cmd;
+  std::string eval_model, eval_adapter, eval_set, eval_judge;
+  bool eval_json = false;
+  evalc->add_option("--model", eval_model, "llava snapshot folder")->required();
+  evalc->add_option("--adapter", eval_adapter, "PEFT LoRA folder (e.g. <run>/adapter)");
+  evalc->add_option("--set", eval_set, "Prompt set (JSONL/CSV)")->required();
+  evalc->add_option("--judge", eval_judge, "Llama Guard folder (default: guard/ beside the model)");
+  evalc->add_option("--layers", eval_cmd.layers, "Layers: all, 1-12, 3,7,9 (default: all)");
+  evalc->add_option("--max-new-tokens", eval_cmd.max_new_tokens, "Tokens per answer")->check(CLI::PositiveNumber);
+  evalc->add_option("--max-prompts", eval_cmd.max_prompts, "Use the first N prompts (0: all)");
+  evalc->add_flag("--json", eval_json, "Print one JSON object");
+  CLI::App* bench_train = bench->add_subcommand("train", "L-PPO rollouts/s, update time per sample, peak RSS");
+  icet::rl::TrainBenchOptions train_bench;
+  std::string bench_train_config;
+  bench_train->add_option("--config", bench_train_config, "Run config (default: models/demo/lppo.json)");
+  bench_train->add_option("--steps", train_bench.steps, "Steps to time")->check(CLI::PositiveNumber);
+  bench_train->add_flag("--json", bench_json, "Print one JSON object");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -254,6 +290,38 @@ int main(int argc, char** argv) {
       } else {
         std::cout << j.dump(2) << "\n";
       }
+    } else if (train->parsed()) {
+      icet::rl::TrainCommand cmd;
+      if (!train_config.empty()) cmd.config = std::filesystem::path(train_config);
+      if (!train_out.empty()) cmd.out = std::filesystem::path(train_out);
+      if (!train_resume.empty()) cmd.resume = std::filesystem::path(train_resume);
+      if (train_max_steps > 0) cmd.max_steps = train_max_steps;
+      cmd.progress_bar = !train_json;
+      std::signal(SIGINT, on_train_sigint);
+      const auto j = icet::rl::run_train_command(cmd, std::cerr, &g_train_cancel);
+      std::cout << (train_json ? j.dump() : j.dump(2)) << "\n";
+    } else if (evalc->parsed()) {
+      eval_cmd.model = eval_model;
+      eval_cmd.set = eval_set;
+      if (!eval_adapter.empty()) eval_cmd.adapter = std::filesystem::path(eval_adapter);
+      if (!eval_judge.empty()) eval_cmd.judge = std::filesystem::path(eval_judge);
+      auto j = icet::rl::run_eval_command(eval_cmd);
+      if (eval_json) {
+        std::cout << j.dump() << "\n";
+      } else {
+        std::cout << "layer  ASR%   refusal%\n";
+        for (const auto& [l, v] : j.at("asr_by_layer").items()) {
+          std::printf("%5s  %5.1f  %5.1f\n", l.c_str(), v.get<double>(), j.at("refusal_by_layer").at(l).get<double>());
+        }
+        std::printf("mean ASR over the chosen layers: %.1f%%; benign accuracy (default layer %lld): %.1f%%\n",
+                    j.at("mean_asr").get<double>(), static_cast<long long>(j.at("default_layer").get<int64_t>()),
+                    j.at("benign_accuracy").get<double>());
+      }
+    } else if (bench_train->parsed()) {
+      train_bench.config = bench_train_config.empty() ? std::filesystem::path("models/demo/lppo.json")
+                                                      : std::filesystem::path(bench_train_config);
+      const auto j = icet::rl::run_train_benchmark(train_bench);
+      std::cout << (bench_json ? j.dump() : j.dump(2)) << "\n";
     } else if (bench_load->parsed()) {
       std::optional<std::filesystem::path> file;
       if (!load_file.empty()) file = std::filesystem::path(load_file);

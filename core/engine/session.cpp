@@ -16,6 +16,7 @@
 #include "core/io/safetensors.h"
 #include "core/models/config.h"
 #include "core/models/llava.h"
+#include "core/models/lora.h"
 #include "core/text/tokenizer.h"
 #include "core/vision/clip_processor.h"
 #include "core/vision/image.h"
@@ -124,6 +125,10 @@ struct Session::Impl {
   // Current image: hidden states 0..N, each [1, N_img+1, Dv] on the device.
   std::vector<at::Tensor> states;
   std::string image_hash;
+  // LoRA adapter (load_adapter): set on the LM, or merged into its weights.
+  std::unique_ptr<models::LoraSet> adapter;
+  std::filesystem::path adapter_dir;
+  bool adapter_merged = false;
 
   std::vector<int64_t> prompt_ids(const std::string& prompt) const {
     if (prompt.find_first_not_of(" \t\r\n") == std::string::npos) {
@@ -298,6 +303,38 @@ std::vector<GenerationRecord> Session::sweep(const std::string& prompt, const st
 }
 
 std::vector<int64_t> Session::prompt_ids(const std::string& prompt) const { return impl_->prompt_ids(prompt); }
+
+void Session::load_adapter(const std::filesystem::path& dir, bool merge) {
+  c10::InferenceMode inference;
+  models::LlamaModel& lm = impl_->model->language_model();
+  auto set = std::make_unique<models::LoraSet>(models::load_peft_adapter(dir, lm, "language_model."));
+  clear_adapter();
+  if (merge) {
+    lm.merge_adapters(*set, 1.0);
+  } else {
+    lm.set_adapters(set.get());
+  }
+  impl_->adapter = std::move(set);
+  impl_->adapter_dir = dir;
+  impl_->adapter_merged = merge;
+  log::get("models")->info("adapter {} loaded{}", dir.string(), merge ? " (merged)" : "");
+}
+
+void Session::clear_adapter() {
+  if (!impl_->adapter) return;
+  c10::InferenceMode inference;
+  models::LlamaModel& lm = impl_->model->language_model();
+  if (impl_->adapter_merged) {
+    lm.merge_adapters(*impl_->adapter, -1.0);
+  } else {
+    lm.set_adapters(nullptr);
+  }
+  impl_->adapter.reset();
+  impl_->adapter_dir.clear();
+  impl_->adapter_merged = false;
+}
+
+const std::filesystem::path& Session::adapter() const { return impl_->adapter_dir; }
 
 std::vector<int64_t> parse_layers(const std::string& spec, int64_t num_layers) {
   std::vector<int64_t> layers;

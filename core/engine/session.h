@@ -101,6 +101,15 @@ class Session {
                                       const generate::SamplingParams& params, const StreamCallback& stream = {},
                                       const std::atomic<bool>* cancel = nullptr);
 
+  // LoRA adapter (PEFT folder: adapter_config.json + adapter_model.safetensors, e.g. a
+  // training run's adapter/) applied to the language model for every later generate/sweep;
+  // replaces a previous one. merge: folded into the weights (no per-token cost; clear_adapter
+  // subtracts it again, equal up to rounding). InputError when it does not fit the model.
+  void load_adapter(const std::filesystem::path& dir, bool merge = false);
+  void clear_adapter();
+  // The loaded adapter's folder (empty when none).
+  const std::filesystem::path& adapter() const;
+
   // The prompt's token ids after the chat template and image-token expansion.
   std::vector<int64_t> prompt_ids(const std::string& prompt) const;
 

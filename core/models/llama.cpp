@@ -2,6 +2,7 @@
 
 #include <ATen/Functions.h>
 #include <ATen/TensorOperators.h>
+#include <ATen/core/grad_mode.h>
 
 #include <cmath>
 #include <limits>
@@ -109,9 +110,13 @@ at::Tensor LlamaModel::attention(const Layer& l, size_t index, const at::Tensor&
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t h = config_.num_attention_heads, g = config_.num_key_value_heads, d = config_.head_dim;
   const int64_t r = h / g;  // query heads per kv head (HF repeat_kv: kv head j serves j*r .. j*r+r-1)
-  at::Tensor q = dense(x, l.q_w, l.q_b).view({B, T, h, d}).transpose(1, 2);  // [B,h,T,d]
-  at::Tensor k = dense(x, l.k_w, l.k_b).view({B, T, g, d}).transpose(1, 2);  // [B,g,T,d]
-  at::Tensor v = dense(x, l.v_w, l.v_b).view({B, T, g, d}).transpose(1, 2);
+  const auto* ad = active_adapters();
+  const auto lin = [&](LoraModule m) -> const LoraLinear* {
+    return ad != nullptr ? &ad->layers[index][static_cast<size_t>(m)] : nullptr;
+  };
+  at::Tensor q = lora_dense(x, l.q_w, l.q_b, lin(LoraModule::q_proj), ad).view({B, T, h, d}).transpose(1, 2);  // [B,h,T,d]
+  at::Tensor k = lora_dense(x, l.k_w, l.k_b, lin(LoraModule::k_proj), ad).view({B, T, g, d}).transpose(1, 2);  // [B,g,T,d]
+  at::Tensor v = lora_dense(x, l.v_w, l.v_b, lin(LoraModule::v_proj), ad).view({B, T, g, d}).transpose(1, 2);
   q = q * cos + rotate_half(q) * sin;
   k = k * cos + rotate_half(k) * sin;
   if (cache != nullptr) {
@@ -131,7 +136,7 @@ at::Tensor LlamaModel::attention(const Layer& l, size_t index, const at::Tensor&
   }
   at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
   at::Tensor ctx = at::matmul(probs, v).view({B, h, T, d}).transpose(1, 2).reshape({B, T, h * d});  // [B,T,h*d]
-  return dense(ctx, l.o_w, l.o_b);
+  return lora_dense(ctx, l.o_w, l.o_b, lin(LoraModule::o_proj), ad);
 }
 
 at::Tensor LlamaModel::forward(const at::Tensor& embeds, const at::Tensor& positions, KvCache* cache,
@@ -171,12 +176,49 @@ at::Tensor LlamaModel::forward(const at::Tensor& embeds, const at::Tensor& posit
     const Layer& l = layers_[i];
     x = x + attention(l, i, rms_norm(x, l.in_norm), cos, sin, cache, mask);
     const at::Tensor y = rms_norm(x, l.post_norm);
-    x = x + dense(at::silu(dense(y, l.gate_w)) * dense(y, l.up_w), l.down_w);
+    const auto* ad = active_adapters();
+    const auto lin = [&](LoraModule m) -> const LoraLinear* {
+      return ad != nullptr ? &ad->layers[i][static_cast<size_t>(m)] : nullptr;
+    };
+    const at::Tensor gate = lora_dense(y, l.gate_w, {}, lin(LoraModule::gate_proj), ad);
+    const at::Tensor up = lora_dense(y, l.up_w, {}, lin(LoraModule::up_proj), ad);
+    x = x + lora_dense(at::silu(gate) * up, l.down_w, {}, lin(LoraModule::down_proj), ad);
   }
   if (cache != nullptr) {
     cache->length = P + T;
   }
   return rms_norm(x, norm_);
+}
+
+const LoraSet* LlamaModel::active_adapters() const {
+  return adapters_ != nullptr && adapters_->enabled && !adapters_->layers.empty() ? adapters_ : nullptr;
+}
+
+const at::Tensor& LlamaModel::linear_weight(size_t layer, LoraModule m) const {
+  const Layer& l = layers_.at(layer);
+  switch (m) {
+    case LoraModule::q_proj: return l.q_w;
+    case LoraModule::k_proj: return l.k_w;
+    case LoraModule::v_proj: return l.v_w;
+    case LoraModule::o_proj: return l.o_w;
+    case LoraModule::gate_proj: return l.gate_w;
+    case LoraModule::up_proj: return l.up_w;
+    case LoraModule::down_proj: return l.down_w;
+  }
+  return l.q_w;
+}
+
+void LlamaModel::merge_adapters(const LoraSet& set, double sign) {
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < set.layers.size() && i < layers_.size(); ++i) {
+    for (size_t m = 0; m < kLoraModules; ++m) {
+      const LoraLinear& a = set.layers[i][m];
+      if (!a.defined()) continue;
+      // const_cast: the weight tensors are this model's own (private mapping or copy).
+      at::Tensor w = linear_weight(i, static_cast<LoraModule>(m));
+      w.add_(at::matmul(a.b, a.a).to(w.scalar_type()), sign * set.config.scale());  // [out,r]x[r,in]
+    }
+  }
 }
 
 at::Tensor LlamaModel::logits(const at::Tensor& hidden) const {

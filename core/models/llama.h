@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/models/config.h"
+#include "core/models/lora.h"
 
 namespace icet::models {
 
@@ -49,6 +50,17 @@ class LlamaModel {
 
   KvCache make_cache(int64_t batch, int64_t capacity) const;
 
+  // LoRA (lora.h): while `adapters` is set and enabled, every adapted linear layer adds its
+  // low-rank update in forward(). Not owned; nullptr = the base model. The caller keeps the
+  // set alive and does not change it while another thread runs forward().
+  void set_adapters(const LoraSet* adapters) { adapters_ = adapters; }
+  const LoraSet* adapters() const { return adapters_; }
+  // Merge for inference: W += sign * (alpha / r) * B A for every adapted layer, in place (a
+  // merged adapter costs nothing per token; sign -1 takes it out again, up to rounding).
+  void merge_adapters(const LoraSet& adapters, double sign = 1.0);
+  // Weight [out, in] of linear `m` in decoder layer `layer` (for adapter shapes).
+  const at::Tensor& linear_weight(size_t layer, LoraModule m) const;
+
   const LlamaConfig& config() const { return config_; }
   const at::Tensor& inv_freq() const { return inv_freq_; }  // [d/2] float32, scaled
 
@@ -57,6 +69,7 @@ class LlamaModel {
     at::Tensor in_norm, q_w, k_w, v_w, o_w, q_b, k_b, v_b, o_b, post_norm, gate_w, up_w, down_w;
   };
   at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w) const;
+  const LoraSet* active_adapters() const;  // adapters_ when set, enabled and non-empty
   // x: [B, T, H] -> [B, T, H]
   at::Tensor attention(const Layer& l, size_t index, const at::Tensor& x, const at::Tensor& cos,
                        const at::Tensor& sin, KvCache* cache, const at::Tensor& mask) const;
@@ -67,6 +80,7 @@ class LlamaModel {
   at::Tensor norm_;          // [H]
   at::Tensor inv_freq_;      // [d/2] float32
   std::vector<Layer> layers_;
+  const LoraSet* adapters_ = nullptr;
 };
 
 // RoPE inverse frequencies as transformers computes them, float32: 1 / theta^(2i/d), then the

@@ -43,6 +43,7 @@ class LlavaModel {
 
   const LlavaConfig& config() const { return config_; }
   const LlamaModel& language_model() const { return lm_; }
+  LlamaModel& language_model() { return lm_; }  // e.g. to set LoRA adapters
   const ClipVisionTower& vision_tower() const { return vision_; }
 
  private:

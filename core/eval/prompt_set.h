@@ -1,0 +1,40 @@
+#pragma once
+
+// Prompt sets: (image, prompt) items for evaluation and RL, as JSONL (one object a line) or CSV
+// with a header row. Fields: id, image (path relative to the set file's folder), prompt,
+// category ("benign" or a harm category), harmful (bool), expected (benign items: the exact
+// answer), optional refusal and compliant (reference answers for harmful items).
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace icet::eval {
+
+struct PromptItem {
+  std::string id;
+  std::string image;  // as written in the file (relative to the set's folder, or absolute)
+  std::string prompt;
+  std::string category = "benign";
+  bool harmful = false;
+  std::string expected;   // benign: exact answer; may be empty for harmful items
+  std::string refusal;    // optional
+  std::string compliant;  // optional
+};
+
+struct PromptSet {
+  std::filesystem::path file;  // the set file it was read from
+  std::vector<PromptItem> items;
+
+  // The image of `item`, resolved against the set file's folder.
+  std::filesystem::path image_path(const PromptItem& item) const;
+};
+
+// Reads a .jsonl or .csv prompt set. Problems throw icet::InputError naming the file, the line
+// and the field (missing id/image/prompt, wrong types, bad CSV quoting, duplicate ids).
+PromptSet load_prompt_set(const std::filesystem::path& file);
+
+// Writes JSONL (".jsonl") or CSV (".csv", with a header) atomically enough for build outputs.
+void write_prompt_set(const std::filesystem::path& file, const std::vector<PromptItem>& items);
+
+}  // namespace icet::eval
