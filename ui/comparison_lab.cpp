@@ -128,7 +128,7 @@ QVector<LineChart::Band> layerBands(int layers) {
 }  // namespace
 
 QString demoRoot() {
-  const QByteArray env = qgetenv("ICET_DEMO_ROOT");
+  const QByteArray env = qgetenv("ICET_DEMO_DIR");
   if (!env.isEmpty() && QFileInfo(QString::fromLocal8Bit(env)).isDir()) {
     return QString::fromLocal8Bit(env);
   }

@@ -5,6 +5,7 @@
 #include <QDateTime>
 #include <QDir>
 #include <QDoubleSpinBox>
+#include <QFile>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFormLayout>
@@ -351,6 +352,16 @@ QWidget* TrainingDashboard::buildForm() {
     }
     Q_EMIT loadAdapterRequested(dir);
   });
+  auto* loadConfig = new QPushButton(tr("Load config file…"), w);
+  loadConfig->setAccessibleName(tr("Load training config file"));
+  loadConfig->setToolTip(tr("Start the form from a config JSON (e.g. models/demo/lppo.json)"));
+  connect(loadConfig, &QPushButton::clicked, this, [this] {
+    const QString f = QFileDialog::getOpenFileName(this, tr("Training config"), QString(), tr("JSON (*.json)"));
+    if (!f.isEmpty()) {
+      loadConfigFile(f);
+    }
+  });
+  layout->addWidget(loadConfig);
   auto* buttons = new QHBoxLayout;
   buttons->addWidget(m_start);
   buttons->addWidget(m_stop);
@@ -380,6 +391,62 @@ void TrainingDashboard::setRunDir(const QString& dir) {
 }
 void TrainingDashboard::setThreads(int threads) {
   m_threads->setValue(threads);
+}
+
+bool TrainingDashboard::setBaseConfig(const QString& json) {
+  QString problem;
+  const QString normalized = TrainingJob::validateConfig(json, tr("training config"), &problem);
+  if (normalized.isEmpty()) {
+    error(tr("Invalid training config: %1").arg(problem));
+    return false;
+  }
+  m_baseConfig = normalized;
+  fillForm();
+  return true;
+}
+
+bool TrainingDashboard::loadConfigFile(const QString& path) {
+  QFile f(path);
+  if (!f.open(QIODevice::ReadOnly)) {
+    error(tr("Cannot read the training config %1: %2").arg(path, f.errorString()));
+    return false;
+  }
+  return setBaseConfig(QString::fromUtf8(f.readAll()));
+}
+
+void TrainingDashboard::fillForm() {
+  nlohmann::json base;
+  try {
+    base = nlohmann::json::parse(m_baseConfig.toStdString());
+  } catch (const std::exception&) {
+    return;
+  }
+  auto str = [&base](const char* key) {
+    return QString::fromStdString(base.contains(key) && base[key].is_string() ? base[key].get<std::string>()
+                                                                              : std::string());
+  };
+  auto num = [&base](const char* key, double def) {
+    return base.contains(key) && base[key].is_number() ? base[key].get<double>() : def;
+  };
+  m_model->setText(str("model"));
+  m_promptSet->setText(str("train_set"));
+  m_method->setCurrentIndex(std::max(0, m_method->findData(str("method"))));
+  m_schedule->setCurrentIndex(std::max(0, m_schedule->findData(str("layer_schedule"))));
+  QStringList parts;
+  if (base.contains("layers") && base["layers"].is_array()) {
+    for (const auto& l : base["layers"]) {
+      parts << QString::number(l.get<int64_t>());
+    }
+  }
+  m_layers->setText(parts.join(QLatin1Char(',')));
+  m_lr->setValue(num("learning_rate", m_lr->value()));
+  m_klCoef->setValue(num("kl_coef", m_klCoef->value()));
+  m_batch->setValue(static_cast<int>(num("batch_size", m_batch->value())));
+  m_epochs->setValue(static_cast<int>(num("ppo_epochs", m_epochs->value())));
+  m_steps->setValue(static_cast<int>(num("max_steps", m_steps->value())));
+  m_loraR->setValue(static_cast<int>(num("lora_r", m_loraR->value())));
+  m_seed->setValue(static_cast<int>(num("seed", m_seed->value())));
+  m_threads->setValue(static_cast<int>(num("threads", m_threads->value())));
 }
 
 QString TrainingDashboard::configJson() const {

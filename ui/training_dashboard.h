@@ -43,6 +43,10 @@ class TrainingDashboard : public QWidget {
   void setMaxSteps(int steps);
   void setRunDir(const QString& dir);
   void setThreads(int threads);  // intra-op threads of the job (0: as the app)
+  // Replaces the config the form starts from (every key the form does not show comes from
+  // it) and fills the form from it. False (and a message) when it is not a valid config.
+  bool setBaseConfig(const QString& json);
+  bool loadConfigFile(const QString& path);
   // The config JSON the form describes (the demo config with the form's values).
   QString configJson() const;
 
@@ -76,6 +80,7 @@ class TrainingDashboard : public QWidget {
 
  private:
   QWidget* buildForm();
+  void fillForm();
   void poll();
   void redrawMetrics();
   void redrawAsr();

@@ -5,6 +5,12 @@
 
 #include <mutex>
 
+#if defined(__linux__)
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #include "core/jobs/job.h"
 #include "ui/comparison_lab.h"  // demoRoot()
 
@@ -154,6 +160,10 @@ bool TrainingJob::launch(bool resume, const QString& configJson, QString* error,
   d->job = std::make_unique<jobs::Job>("train");
   Impl* impl = d.get();
   d->job->start([impl, run](jobs::JobContext& ctx) {
+#if defined(__linux__)
+    // Background work yields to the GUI thread when cores are scarce (nice +5 for this thread).
+    setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 5);
+#endif
     run->run(ctx.cancel_flag(), [impl](const rl::TrainProgress& p) {
       std::lock_guard lock(impl->mutex);
       impl->stage = QString::fromStdString(p.stage);

@@ -25,7 +25,7 @@ class TestDemoComparison : public QObject {
     if (demo.isEmpty() || !QFileInfo(demo + QStringLiteral("/guard/config.json")).isFile()) {
       QSKIP("no demo world (models/demo/vlm + guard) in this checkout");
     }
-    qputenv("ICET_DEMO_ROOT", demo.toLocal8Bit());
+    qputenv("ICET_DEMO_DIR", demo.toLocal8Bit());
     // The first harmful example of the held-out set.
     const QString setFile = demo + QStringLiteral("/sets/heldout.jsonl");
     std::ifstream in(setFile.toStdString());
@@ -73,7 +73,7 @@ class TestDemoComparison : public QObject {
       QTest::keyClick(slider, Qt::Key_Right);  // layer 3: Early band
     }
     QCOMPARE(slider->value(), 3);
-    QTRY_VERIFY_WITH_TIMEOUT(exit->isRunning(), 5000);
+    QTRY_VERIFY_WITH_TIMEOUT(exit->answer() && exit->answer()->record.layer == 3, 120000);
     QTRY_VERIFY_WITH_TIMEOUT(!lab->isBusy(), 120000);
     QCOMPARE(exit->answer()->record.layer, 3);
     QCOMPARE(exit->verdictText(), QStringLiteral("Unsafe"));

@@ -1,7 +1,8 @@
-// The training dashboard on the demo world: a short L-PPO job started from the form grows the
+// The training dashboard on the demo world (or, until it is committed, the tiny fixture world of
+// tests/support/rl_world.h): a short L-PPO job started from the form grows the
 // reward and KL series while it runs, the GUI event loop stays responsive (no gap over 100 ms
 // between ticks of a 20 ms timer during training), and the job stops and resumes from its
-// checkpoint. Skips when this checkout has no demo world or no trainer yet.
+// checkpoint.
 #include <QElapsedTimer>
 #include <QSignalSpy>
 #include <QTableWidget>
@@ -10,6 +11,7 @@
 #include <QTimer>
 
 #include "core/runtime/diagnostics.h"
+#include "support/rl_world.h"
 #include "support/ui.h"
 #include "ui/charts/line_chart.h"
 #include "ui/main_window.h"
@@ -29,10 +31,6 @@ class TestTrainingDashboard : public QObject {
       QSKIP("this build has no L-PPO trainer");
     }
     const QString demo = icet::test::demo_dir();
-    if (demo.isEmpty() || !QFileInfo(demo + QStringLiteral("/sets/train.jsonl")).isFile()) {
-      QSKIP("no demo world in models/demo");
-    }
-    qputenv("ICET_DEMO_ROOT", demo.toLocal8Bit());
     QTemporaryDir tmp;
     QVERIFY(tmp.isValid());
     icet::ui::MainWindow window(icet::runtime::collect_runtime_info("test"));
@@ -41,9 +39,16 @@ class TestTrainingDashboard : public QObject {
     QVERIFY(QTest::qWaitForWindowExposed(&window));
     auto* dash = window.dashboard();
     window.tabs()->setCurrentWidget(dash);
-    dash->setModelPath(demo + QStringLiteral("/vlm"));
-    dash->setPromptSet(demo + QStringLiteral("/sets/train.jsonl"));
-    dash->setMaxSteps(40);
+    if (!demo.isEmpty() && QFileInfo(demo + QStringLiteral("/lppo.json")).isFile()) {
+      QVERIFY(dash->loadConfigFile(demo + QStringLiteral("/lppo.json")));
+      dash->setModelPath(demo + QStringLiteral("/vlm"));
+      dash->setPromptSet(demo + QStringLiteral("/sets/train.jsonl"));
+    } else {
+      auto cfg = icet::test::tiny_config(tmp.filePath(QStringLiteral("world")).toStdString());
+      cfg.eval_every = 5;
+      QVERIFY(dash->setBaseConfig(QString::fromStdString(icet::rl::to_json(cfg).dump())));
+    }
+    dash->setMaxSteps(400);
     dash->setThreads(1);  // leave a core to the GUI thread on a 2-core machine
     const QString runDir = tmp.filePath(QStringLiteral("run"));
     dash->setRunDir(runDir);
@@ -81,7 +86,7 @@ class TestTrainingDashboard : public QObject {
     QTRY_VERIFY_WITH_TIMEOUT(dash->currentJob()->state() == TrainingJob::State::Cancelled, 60000);
     const qint64 stoppedAt = dash->currentJob()->step();
     QVERIFY(stoppedAt >= 4);
-    QVERIFY(stoppedAt < 40);
+    QVERIFY(stoppedAt < 400);
     QVERIFY(!dash->currentJob()->adapterDir().isEmpty());
     QTRY_COMPARE_WITH_TIMEOUT(dash->jobTable()->item(0, 1)->text(), QStringLiteral("stopped"), 2000);
 
