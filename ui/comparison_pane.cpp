@@ -34,6 +34,7 @@ ComparisonPane::ComparisonPane(ModelService* service, QWidget* parent)
   m_layer->setAccessibleName(tr("Exit layer of this pane"));
   m_layer->setToolTip(tr("Image-encoder layer the language model takes its image features from"));
   connect(m_layer, &QSpinBox::valueChanged, this, [this](int v) {
+    m_wantedLayer = v;
     updateHeader();
     Q_EMIT layerEdited(v);
   });
@@ -119,6 +120,7 @@ void ComparisonPane::setLayerRange(int layers, int defaultLayer) {
   m_defaultLayer = defaultLayer;
   const QSignalBlocker block(m_layer);
   m_layer->setRange(1, std::max(1, layers));
+  m_layer->setValue(m_wantedLayer);  // a layer set before the model was known, clamped now
   updateHeader();
 }
 
@@ -127,6 +129,7 @@ int ComparisonPane::layer() const {
 }
 
 void ComparisonPane::setLayer(int layer) {
+  m_wantedLayer = layer;
   const QSignalBlocker block(m_layer);
   m_layer->setValue(layer);
   updateHeader();

@@ -88,6 +88,7 @@ class ComparisonPane : public QFrame {
   QString m_diffBase;
   QString m_error;
   int m_defaultLayer = 0;
+  int m_wantedLayer = 1;
   bool m_baseline = false;
   bool m_presentation = false;
   bool m_revealed = false;

@@ -529,7 +529,7 @@ bool TrainingDashboard::startJob() {
   m_current = job;
   resetCharts();
   m_jobTable->insertRow(m_jobTable->rowCount());
-  updateJobRow(m_jobTable->rowCount() - 1, job);
+  updateJobRow(m_jobTable->rowCount() - 1, job, job->state());
   m_stop->setEnabled(true);
   m_timer->start();
   Q_EMIT message(MessageBar::Information, tr("Training started in %1").arg(dir));
@@ -575,6 +575,28 @@ bool TrainingDashboard::resumeJob(const QString& dir) {
 }
 
 void TrainingDashboard::poll() {
+  // States first, then the buffers: a job seen as ended has already pushed all its rows.
+  bool running = false;
+  for (size_t i = 0; i < m_jobs.size(); ++i) {
+    TrainingJob* job = m_jobs[i];
+    const TrainingJob::State before =
+        static_cast<TrainingJob::State>(m_jobTable->item(static_cast<int>(i), 1) != nullptr
+                                            ? m_jobTable->item(static_cast<int>(i), 1)->data(Qt::UserRole).toInt()
+                                            : 0);
+    const TrainingJob::State now = job->state();
+    updateJobRow(static_cast<int>(i), job, now);
+    if (now == TrainingJob::State::Running) {
+      running = true;
+    } else if (before == TrainingJob::State::Running || before == TrainingJob::State::Pending) {
+      if (now == TrainingJob::State::Failed) {
+        error(tr("Training failed: %1").arg(job->error()));
+      } else if (now == TrainingJob::State::Cancelled) {
+        Q_EMIT message(MessageBar::Information, tr("Training stopped at step %1").arg(job->step()));
+      } else if (now == TrainingJob::State::Succeeded) {
+        Q_EMIT message(MessageBar::Information, tr("Training finished (%1 steps)").arg(job->step()));
+      }
+    }
+  }
   if (m_current != nullptr) {
     for (const TrainingMetric& m : m_current->drainMetrics()) {
       for (auto it = m.values.cbegin(); it != m.values.cend(); ++it) {
@@ -621,27 +643,6 @@ void TrainingDashboard::poll() {
       redrawMetrics();
     }
   }
-  bool running = false;
-  for (size_t i = 0; i < m_jobs.size(); ++i) {
-    TrainingJob* job = m_jobs[i];
-    const TrainingJob::State before =
-        static_cast<TrainingJob::State>(m_jobTable->item(static_cast<int>(i), 1) != nullptr
-                                            ? m_jobTable->item(static_cast<int>(i), 1)->data(Qt::UserRole).toInt()
-                                            : 0);
-    updateJobRow(static_cast<int>(i), job);
-    const TrainingJob::State now = job->state();
-    if (now == TrainingJob::State::Running) {
-      running = true;
-    } else if (before == TrainingJob::State::Running || before == TrainingJob::State::Pending) {
-      if (now == TrainingJob::State::Failed) {
-        error(tr("Training failed: %1").arg(job->error()));
-      } else if (now == TrainingJob::State::Cancelled) {
-        Q_EMIT message(MessageBar::Information, tr("Training stopped at step %1").arg(job->step()));
-      } else if (now == TrainingJob::State::Succeeded) {
-        Q_EMIT message(MessageBar::Information, tr("Training finished (%1 steps)").arg(job->step()));
-      }
-    }
-  }
   if (m_current != nullptr && m_current->state() == TrainingJob::State::Running) {
     const qint64 max = std::max<qint64>(1, m_current->maxSteps());
     Q_EMIT progressChanged(static_cast<int>(100 * m_current->step() / max),
@@ -655,7 +656,7 @@ void TrainingDashboard::poll() {
   }
 }
 
-void TrainingDashboard::updateJobRow(int row, TrainingJob* job) {
+void TrainingDashboard::updateJobRow(int row, TrainingJob* job, TrainingJob::State state) {
   if (row < 0 || row >= m_jobTable->rowCount()) {
     return;
   }
@@ -671,8 +672,8 @@ void TrainingDashboard::updateJobRow(int row, TrainingJob* job) {
     return item;
   };
   set(0, QFileInfo(job->runDir()).fileName())->setToolTip(job->runDir());
-  QTableWidgetItem* status = set(1, job->stateName());
-  status->setData(Qt::UserRole, static_cast<int>(job->state()));
+  QTableWidgetItem* status = set(1, TrainingJob::stateName(state, job->stopRequested()));
+  status->setData(Qt::UserRole, static_cast<int>(state));
   status->setToolTip(job->error());
   auto* bar = qobject_cast<QProgressBar*>(m_jobTable->cellWidget(row, 2));
   if (bar == nullptr) {
@@ -683,7 +684,7 @@ void TrainingDashboard::updateJobRow(int row, TrainingJob* job) {
   bar->setRange(0, static_cast<int>(std::max<qint64>(1, job->maxSteps())));
   bar->setValue(static_cast<int>(job->step()));
   bar->setFormat(QStringLiteral("%v/%m"));
-  set(3, job->state() == TrainingJob::State::Running ? formatEta(job->etaSeconds()) : QStringLiteral("–"));
+  set(3, state == TrainingJob::State::Running ? formatEta(job->etaSeconds()) : QStringLiteral("–"));
 }
 
 void TrainingDashboard::redrawMetrics() {

@@ -84,7 +84,7 @@ class TrainingDashboard : public QWidget {
   void poll();
   void redrawMetrics();
   void redrawAsr();
-  void updateJobRow(int row, TrainingJob* job);
+  void updateJobRow(int row, TrainingJob* job, TrainingJob::State state);
   void resetCharts();
   void error(const QString& text);
 

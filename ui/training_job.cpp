@@ -205,10 +205,18 @@ TrainingJob::State TrainingJob::state() const {
   return State::Pending;
 }
 
+bool TrainingJob::stopRequested() const {
+  return d->stopRequested.load();
+}
+
 QString TrainingJob::stateName() const {
-  switch (state()) {
+  return stateName(state(), stopRequested());
+}
+
+QString TrainingJob::stateName(State state, bool stopping) {
+  switch (state) {
     case State::Pending: return tr("pending");
-    case State::Running: return d->stopRequested ? tr("stopping") : tr("running");
+    case State::Running: return stopping ? tr("stopping") : tr("running");
     case State::Succeeded: return tr("finished");
     case State::Failed: return tr("failed");
     case State::Cancelled: return tr("stopped");

@@ -62,6 +62,8 @@ class TrainingJob : public QObject {
 
   State state() const;
   QString stateName() const;
+  static QString stateName(State state, bool stopping);
+  bool stopRequested() const;
   QString error() const;
   QString stage() const;
   qint64 step() const;
