@@ -38,6 +38,7 @@
 
 #include <fstream>
 
+#include "core/eval/prompt_set.h"
 #include "ui/charts/line_chart.h"
 #include "ui/comparison_pane.h"
 
@@ -699,35 +700,23 @@ QString ComparisonLab::prompt() const {
   return m_prompt->toPlainText().trimmed();
 }
 
-bool ComparisonLab::loadGallery(const QString& jsonlPath) {
-  std::ifstream in(jsonlPath.toStdString());
-  if (!in) {
-    error(tr("Cannot read the prompt set %1").arg(jsonlPath));
+bool ComparisonLab::loadGallery(const QString& path) {
+  eval::PromptSet set;
+  try {
+    set = eval::load_prompt_set(path.toStdString());  // JSONL or CSV; errors name file and line
+  } catch (const std::exception& e) {
+    error(tr("Cannot read the prompt set: %1").arg(QString::fromUtf8(e.what())));
     return false;
   }
   m_gallery->clear();
-  const QDir base = QFileInfo(jsonlPath).absoluteDir();
-  std::string line;
-  int lineNo = 0;
-  try {
-    while (std::getline(in, line)) {
-      ++lineNo;
-      if (line.find_first_not_of(" \t\r") == std::string::npos) {
-        continue;
-      }
-      const auto j = nlohmann::json::parse(line);
-      const QString image = base.filePath(fromStd(j.at("image").get<std::string>()));
-      const QString text = fromStd(j.at("prompt").get<std::string>());
-      const bool harmful = j.value("harmful", false);
-      auto* item = new QListWidgetItem(QIcon(image), fromStd(j.value("id", std::string())));
-      item->setData(Qt::UserRole, image);
-      item->setData(Qt::UserRole + 1, text);
-      item->setToolTip((harmful ? tr("[harmful] ") : QString()) + text);
-      m_gallery->addItem(item);
-    }
-  } catch (const std::exception& e) {
-    error(tr("%1 line %2: %3").arg(jsonlPath).arg(lineNo).arg(QString::fromUtf8(e.what())));
-    return false;
+  for (const auto& item : set.items) {
+    const QString image = QString::fromStdString(set.image_path(item).string());
+    const QString text = fromStd(item.prompt);
+    auto* row = new QListWidgetItem(QIcon(image), fromStd(item.id));
+    row->setData(Qt::UserRole, image);
+    row->setData(Qt::UserRole + 1, text);
+    row->setToolTip((item.harmful ? tr("[harmful] ") : QString()) + text);
+    m_gallery->addItem(row);
   }
   return true;
 }

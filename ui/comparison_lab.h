@@ -57,7 +57,7 @@ class ComparisonLab : public QWidget {
   QString prompt() const;
   void pasteFromClipboard();
   // Loads a prompt set (JSONL: id, image, prompt, ...) into the example gallery.
-  bool loadGallery(const QString& jsonlPath);
+  bool loadGallery(const QString& path);
   int galleryCount() const;
   void openGalleryExample(int row);
 
