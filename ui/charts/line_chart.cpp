@@ -107,6 +107,7 @@ void LineChart::setSeries(const QString& name, const QVector<QPointF>& points, c
     Impl::Entry e;
     e.line = new QLineSeries;
     e.line->setName(name);
+    d->chart->addSeries(e.line);  // first, so the chart theme picks a colour
     QPen pen = e.line->pen();
     pen.setWidthF(2.0);
     if (color.isValid()) {
@@ -116,7 +117,6 @@ void LineChart::setSeries(const QString& name, const QVector<QPointF>& points, c
       pen.setStyle(Qt::DashLine);
     }
     e.line->setPen(pen);
-    d->chart->addSeries(e.line);
     d->attach(e.line);
     if (markers) {
       e.dots = new QScatterSeries;
