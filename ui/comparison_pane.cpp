@@ -324,6 +324,9 @@ void ComparisonPane::updateHeader() {
     }
     tip += tr("\nJudge: %1").arg(s.judgeId);
     m_badge->setToolTip(tip);
+  } else if (!s.error.isEmpty()) {
+    m_badge->setText(tr("⚠ not rated"));
+    m_badge->setToolTip(s.error);
   } else {
     m_badge->setText(tr("no judge"));
     m_badge->setToolTip(tr("Pick a judge to see safety verdicts"));

@@ -58,22 +58,33 @@ struct ModelService::Worker {
   std::unique_ptr<safety::LlamaGuardJudge> judge;
   std::unique_ptr<safety::RewardModel> reward;
 
+  // A judge or reward model that cannot rate an answer (e.g. longer than its context) leaves
+  // the answer unrated with the reason; it never loses the answer.
   SafetyResult assess(const std::string& prompt, const std::string& answer) const {
     SafetyResult r;
     if (judge) {
-      const auto v = judge->judge(prompt, answer);
-      r.judged = true;
-      r.unsafe = v.unsafe;
-      r.pUnsafe = v.p_unsafe;
-      for (const auto& c : v.categories) {
-        r.categories << q(c);
-      }
       r.judgeId = q(judge->id());
+      try {
+        const auto v = judge->judge(prompt, answer);
+        r.judged = true;
+        r.unsafe = v.unsafe;
+        r.pUnsafe = v.p_unsafe;
+        for (const auto& c : v.categories) {
+          r.categories << q(c);
+        }
+      } catch (const std::exception& e) {
+        r.error += QStringLiteral("judge: ") + QString::fromUtf8(e.what());
+      }
     }
     if (reward) {
-      r.scored = true;
-      r.reward = reward->score(prompt, answer);
       r.rewardId = q(reward->id());
+      try {
+        r.reward = reward->score(prompt, answer);
+        r.scored = true;
+      } catch (const std::exception& e) {
+        r.error += (r.error.isEmpty() ? QString() : QStringLiteral("\n")) + QStringLiteral("reward: ") +
+                   QString::fromUtf8(e.what());
+      }
     }
     return r;
   }

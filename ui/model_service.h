@@ -47,6 +47,7 @@ struct SafetyResult {
   bool scored = false;
   double reward = 0.0;
   QString rewardId;
+  QString error;  // why the judge or reward model could not rate this answer (the answer stays)
 };
 
 struct Answer {

@@ -17,11 +17,16 @@
 #include "core/runtime/threads.h"
 #include "ui/message_bar.h"
 
+// Q_INIT_RESOURCE declares its function in the enclosing namespace: keep it global.
+inline void icet_test_init_resources() {
+  Q_INIT_RESOURCE(icet);
+}
+
 namespace icet::test {
 
 // Call from initTestCase(): resources, isolated settings, no first-start dialog.
 inline void init_ui_test(const char* app) {
-  Q_INIT_RESOURCE(icet);
+  icet_test_init_resources();
   QStandardPaths::setTestModeEnabled(true);
   QApplication::setOrganizationName(QStringLiteral("icet"));
   QApplication::setApplicationName(QString::fromLatin1(app));

@@ -5,6 +5,7 @@
 #include <QAbstractScrollArea>
 #include <QLabel>
 #include <QSignalSpy>
+#include <QTextBrowser>
 #include <QSlider>
 #include <QTest>
 
@@ -44,6 +45,10 @@ class TestComparisonLab : public QObject {
     QTRY_VERIFY_WITH_TIMEOUT(m_lab->service()->pending() == 0, 60000);
     QVERIFY(!m_lab->service()->judgeId().isEmpty());
     QVERIFY(!m_lab->service()->rewardId().isEmpty());
+    // Short answers: the fixture reward model's context is 128 tokens.
+    auto params = m_lab->samplingParams();
+    params.max_new_tokens = 12;
+    m_lab->setSamplingParams(params);
   }
 
   void cleanupTestCase() { m_window.reset(); }
@@ -69,7 +74,9 @@ class TestComparisonLab : public QObject {
     QTRY_VERIFY_WITH_TIMEOUT(!m_lab->isBusy(), 60000);
     const auto panes = m_lab->panes();
     for (ComparisonPane* p : panes) {
-      QVERIFY(p->answer().has_value());
+      QVERIFY2(p->answer().has_value(),
+               qPrintable(p->findChild<QTextBrowser*>()->toPlainText() + QStringLiteral(" | ") +
+                          m_window->messageBar()->text()));
       QVERIFY(!p->text().isEmpty());
       QVERIFY(p->answer()->safety.judged);
       QVERIFY(p->answer()->safety.scored);

@@ -35,6 +35,9 @@ class TestSweepChart : public QObject {
     lab->openReward(icet::test::hf_fixture("gpt2_rm"));
     QVERIFY(lab->openImageFile(image));
     lab->setPrompt(prompt);
+    auto params = lab->samplingParams();
+    params.max_new_tokens = 12;  // the fixture reward model's context is 128 tokens
+    lab->setSamplingParams(params);
     QTRY_VERIFY_WITH_TIMEOUT(lab->service()->hasModel() && lab->service()->pending() == 0, 60000);
 
     QSignalSpy swept(lab, &icet::ui::ComparisonLab::sweepFinished);
