@@ -608,6 +608,7 @@ void TrainingDashboard::poll() {
         series.push_back({static_cast<double>(m.step), it.value()});
         if (m_metricList->findItems(it.key(), Qt::MatchExactly).isEmpty() && it.key() != kScores &&
             it.key() != kRlhf && it.key() != kKl) {
+          const QSignalBlocker block(m_metricList);  // a new name changes no chart
           auto* item = new QListWidgetItem(it.key(), m_metricList);
           item->setFlags(item->flags() | Qt::ItemIsUserCheckable);
           item->setCheckState(Qt::Unchecked);

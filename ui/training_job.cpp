@@ -3,7 +3,10 @@
 #include <QDir>
 #include <QFileInfo>
 
+#include <chrono>
 #include <mutex>
+#include <thread>
+#include <utility>
 
 #if defined(__linux__)
 #include <sys/resource.h>
@@ -29,9 +32,55 @@ struct TrainingJob::Impl {
   qint64 step = 0;
   qint64 maxSteps = 0;
   double eta = -1;
+  // Rows collected from the trainer by the collector thread, taken by the GUI.
+  QVector<TrainingMetric> metrics;
+  QVector<TrainingSample> samples;
+  QVector<TrainingEval> evals;
+  std::thread collector;
+  std::atomic<bool> collecting{false};
+  std::atomic<bool> collected{true};  // the collector has taken the ended job's last rows
 #ifdef ICET_UI_HAS_RL
   std::shared_ptr<rl::TrainingRun> run;
+  // The trainer's drains may wait while it writes its logs: a collector thread takes that wait,
+  // so the GUI only ever locks `mutex` for a copy.
+  void collect(rl::TrainingRun& r) {
+    auto m = r.drain_metrics();
+    auto s = r.drain_samples();
+    auto e = r.drain_evals();
+    if (m.empty() && s.empty() && e.empty()) {
+      return;
+    }
+    std::lock_guard lock(mutex);
+    for (const auto& row : m) {
+      TrainingMetric t;
+      t.step = row.step;
+      t.seconds = row.seconds;
+      for (const auto& [k, v] : row.values) {
+        t.values.insert(QString::fromStdString(k), v);
+      }
+      metrics.push_back(std::move(t));
+    }
+    for (const auto& x : s) {
+      samples.push_back({x.step, static_cast<int>(x.layer), QString::fromStdString(x.image),
+                         QString::fromStdString(x.prompt), QString::fromStdString(x.answer), x.reward});
+    }
+    for (const auto& x : e) {
+      TrainingEval t;
+      t.step = x.step;
+      for (const auto& [l, v] : x.asr_by_layer) {
+        t.asrByLayer.insert(static_cast<int>(l), v);
+      }
+      t.benignAccuracy = x.benign_accuracy;
+      evals.push_back(std::move(t));
+    }
+  }
 #endif
+  void stopCollector() {
+    collecting = false;
+    if (collector.joinable()) {
+      collector.join();
+    }
+  }
 };
 
 bool TrainingJob::available() {
@@ -110,6 +159,7 @@ TrainingJob::~TrainingJob() {
     d->job->cancel();
     d->job->wait();
   }
+  d->stopCollector();
 }
 
 bool TrainingJob::start(const QString& configJson, const QString& runDir, QString* error, qint64 maxSteps) {
@@ -129,6 +179,7 @@ bool TrainingJob::launch(bool resume, const QString& configJson, QString* error,
     d->job->wait();
     d->job.reset();
   }
+  d->stopCollector();
   d->stopRequested = false;
   std::shared_ptr<rl::TrainingRun> run;
   try {
@@ -172,6 +223,21 @@ bool TrainingJob::launch(bool resume, const QString& configJson, QString* error,
       impl->eta = p.eta_seconds;
     });
   });
+  d->collecting = true;
+  d->collected = false;
+  jobs::Job* job = d->job.get();
+  d->collector = std::thread([impl, run, job] {
+    for (;;) {
+      const auto state = job->state();
+      const bool ended = state != jobs::JobState::Pending && state != jobs::JobState::Running;
+      impl->collect(*run);  // after reading the state: an ended job has pushed everything
+      if (ended || !impl->collecting) {
+        impl->collected = true;
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(40));
+    }
+  });
   return true;
 #else
   Q_UNUSED(resume);
@@ -195,7 +261,11 @@ TrainingJob::State TrainingJob::state() const {
   if (!d->job) {
     return State::Pending;
   }
-  switch (d->job->state()) {
+  const jobs::JobState js = d->job->state();
+  if (js != jobs::JobState::Pending && js != jobs::JobState::Running && !d->collected) {
+    return State::Running;  // ended, but its last rows are still on their way to the GUI
+  }
+  switch (js) {
     case jobs::JobState::Pending: return State::Pending;
     case jobs::JobState::Running: return State::Running;
     case jobs::JobState::Failed: return State::Failed;
@@ -262,70 +332,18 @@ QString TrainingJob::metricsFile() const {
 }
 
 QVector<TrainingMetric> TrainingJob::drainMetrics() {
-  QVector<TrainingMetric> out;
-#ifdef ICET_UI_HAS_RL
-  std::shared_ptr<rl::TrainingRun> run;
-  {
-    std::lock_guard lock(d->mutex);
-    run = d->run;
-  }
-  if (!run) {
-    return out;
-  }
-  for (const auto& row : run->drain_metrics()) {
-    TrainingMetric m;
-    m.step = row.step;
-    m.seconds = row.seconds;
-    for (const auto& [k, v] : row.values) {
-      m.values.insert(QString::fromStdString(k), v);
-    }
-    out.push_back(std::move(m));
-  }
-#endif
-  return out;
+  std::lock_guard lock(d->mutex);
+  return std::exchange(d->metrics, {});
 }
 
 QVector<TrainingSample> TrainingJob::drainSamples() {
-  QVector<TrainingSample> out;
-#ifdef ICET_UI_HAS_RL
-  std::shared_ptr<rl::TrainingRun> run;
-  {
-    std::lock_guard lock(d->mutex);
-    run = d->run;
-  }
-  if (!run) {
-    return out;
-  }
-  for (const auto& s : run->drain_samples()) {
-    out.push_back({s.step, static_cast<int>(s.layer), QString::fromStdString(s.image),
-                   QString::fromStdString(s.prompt), QString::fromStdString(s.answer), s.reward});
-  }
-#endif
-  return out;
+  std::lock_guard lock(d->mutex);
+  return std::exchange(d->samples, {});
 }
 
 QVector<TrainingEval> TrainingJob::drainEvals() {
-  QVector<TrainingEval> out;
-#ifdef ICET_UI_HAS_RL
-  std::shared_ptr<rl::TrainingRun> run;
-  {
-    std::lock_guard lock(d->mutex);
-    run = d->run;
-  }
-  if (!run) {
-    return out;
-  }
-  for (const auto& e : run->drain_evals()) {
-    TrainingEval t;
-    t.step = e.step;
-    for (const auto& [l, v] : e.asr_by_layer) {
-      t.asrByLayer.insert(static_cast<int>(l), v);
-    }
-    t.benignAccuracy = e.benign_accuracy;
-    out.push_back(std::move(t));
-  }
-#endif
-  return out;
+  std::lock_guard lock(d->mutex);
+  return std::exchange(d->evals, {});
 }
 
 }  // namespace icet::ui

@@ -57,11 +57,15 @@ class TestTrainingDashboard : public QObject {
     QElapsedTimer clock;
     qint64 last = 0;
     qint64 worst = 0;
+    qint64 worstAt = 0;
     QTimer probe;
     probe.setInterval(20);
     connect(&probe, &QTimer::timeout, this, [&] {
       const qint64 now = clock.elapsed();
-      worst = std::max(worst, now - last);
+      if (now - last > worst) {
+        worst = now - last;
+        worstAt = now;
+      }
       last = now;
     });
 
@@ -73,13 +77,17 @@ class TestTrainingDashboard : public QObject {
     const QString kl = QStringLiteral("objective/kl");
     QTRY_VERIFY_WITH_TIMEOUT(dash->rawSeries(scores).size() >= 2, 90000);
     const auto firstReward = dash->rewardChart()->points(scores).size();
-    QTRY_VERIFY_WITH_TIMEOUT(dash->rawSeries(scores).size() >= 4, 90000);
-    QVERIFY(dash->rewardChart()->points(scores).size() > firstReward);  // the series grows live
+    // The series grows live (drained on the dashboard's timer, not at the end).
+    QTRY_VERIFY_WITH_TIMEOUT(dash->rewardChart()->points(scores).size() > firstReward &&
+                                 dash->rewardChart()->points(scores).size() >= 4,
+                             90000);
     QVERIFY(dash->rewardChart()->points(QStringLiteral("objective/rlhf_reward")).size() >= 4);
     QVERIFY(dash->klChart()->points(kl).size() >= 4);
-    QVERIFY(icet::test::screenshot(&window, QStringLiteral("training_dashboard")));
     probe.stop();
-    QVERIFY2(worst <= 100, qPrintable(QStringLiteral("longest event-loop gap %1 ms").arg(worst)));
+    QVERIFY2(worst <= 100, qPrintable(QStringLiteral("longest event-loop gap %1 ms at %2 ms")
+                                          .arg(worst)
+                                          .arg(worstAt)));
+    QVERIFY(icet::test::screenshot(&window, QStringLiteral("training_dashboard")));  // mid-run
     QCOMPARE(dash->currentJob()->state(), TrainingJob::State::Running);
 
     dash->stopJob();
