@@ -493,6 +493,7 @@ void TrainingDashboard::resetCharts() {
   m_extraChart->clear();
   m_asrChart->clear();
   m_samples->setRowCount(0);
+  redrawMetrics();  // creates the (empty) series now, so live updates only replace points
 }
 
 bool TrainingDashboard::startJob() {
