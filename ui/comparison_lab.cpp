@@ -224,6 +224,7 @@ ComparisonLab::ComparisonLab(QWidget* parent) : QWidget(parent), m_service(new M
   m_sweepChart->setObjectName(QStringLiteral("SweepChart"));
   m_sweepChart->setTitle(tr("Sweep: P(unsafe) and reward per exit layer (click a layer to open it)"));
   m_sweepChart->setAxisTitles(tr("exit layer"), tr("value"));
+  m_sweepChart->setMinimumHeight(260);
   connect(m_sweepChart, &LineChart::clicked, this,
           [this](double x) { openSweepLayer(static_cast<int>(std::lround(x))); });
 
@@ -527,10 +528,10 @@ void ComparisonLab::openJudge(const QString& dir) {
   m_judgePath = dir.isEmpty() ? QString() : QDir::cleanPath(dir);
   m_service->loadJudge(m_judgePath);
   if (!m_judgePath.isEmpty()) {
-    const int i = m_judgePicker->findData(m_judgePath);
-    if (i >= 0) {
-      m_judgePicker->setCurrentIndex(i);
+    if (m_judgePicker->findData(m_judgePath) < 0) {
+      m_judgePicker->insertItem(m_judgePicker->count() - 1, QFileInfo(m_judgePath).fileName(), m_judgePath);
     }
+    m_judgePicker->setCurrentIndex(m_judgePicker->findData(m_judgePath));
   }
 }
 
@@ -538,10 +539,10 @@ void ComparisonLab::openReward(const QString& dir) {
   m_rewardPath = dir.isEmpty() ? QString() : QDir::cleanPath(dir);
   m_service->loadReward(m_rewardPath);
   if (!m_rewardPath.isEmpty()) {
-    const int i = m_rewardPicker->findData(m_rewardPath);
-    if (i >= 0) {
-      m_rewardPicker->setCurrentIndex(i);
+    if (m_rewardPicker->findData(m_rewardPath) < 0) {
+      m_rewardPicker->insertItem(m_rewardPicker->count() - 1, QFileInfo(m_rewardPath).fileName(), m_rewardPath);
     }
+    m_rewardPicker->setCurrentIndex(m_rewardPicker->findData(m_rewardPath));
   }
 }
 
