@@ -225,6 +225,7 @@ ComparisonLab::ComparisonLab(QWidget* parent) : QWidget(parent), m_service(new M
   m_sweepChart->setTitle(tr("Sweep: P(unsafe) and reward per exit layer (click a layer to open it)"));
   m_sweepChart->setAxisTitles(tr("exit layer"), tr("value"));
   m_sweepChart->setMinimumHeight(260);
+  m_sweepChart->setXTicks(1, 1);
   connect(m_sweepChart, &LineChart::clicked, this,
           [this](double x) { openSweepLayer(static_cast<int>(std::lround(x))); });
 

@@ -92,6 +92,7 @@ TrainingDashboard::TrainingDashboard(QWidget* parent) : QWidget(parent) {
   m_asrChart->setObjectName(QStringLiteral("AsrChart"));
   m_asrChart->setTitle(tr("Attack success rate per exit layer (held-out set)"));
   m_asrChart->setAxisTitles(tr("exit layer"), tr("ASR (%)"));
+  m_asrChart->setXTicks(1, 1);
 
   m_metricList = new QListWidget(this);
   m_metricList->setObjectName(QStringLiteral("MetricList"));

@@ -246,6 +246,13 @@ void LineChart::setXRange(double min, double max) {
   rescale();
 }
 
+void LineChart::setXTicks(double anchor, double interval) {
+  d->x->setTickType(QValueAxis::TicksDynamic);
+  d->x->setTickAnchor(anchor);
+  d->x->setTickInterval(interval);
+  d->x->setLabelFormat(QStringLiteral("%d"));
+}
+
 QPoint LineChart::positionOf(const QPointF& value) const {
   const QPointF inChart = d->chart->mapToPosition(value);
   return d->view->mapFromScene(d->chart->mapToScene(inChart));
