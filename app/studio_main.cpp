@@ -57,5 +57,7 @@ int main(int argc, char** argv) {
       app, icet::ui::themeFromKey(settings.value(QStringLiteral("ui/theme")).toString()));
   icet::ui::MainWindow window(std::move(runtimeInfo));
   window.show();
+  window.openDefaults();  // last model or the demo model, demo judge/reward, demo gallery
+  window.maybeShowContentWarning();
   return QApplication::exec();
 }

@@ -14,9 +14,20 @@
 #include <QSettings>
 #include <QStatusBar>
 #include <QVBoxLayout>
+#include <QCheckBox>
+#include <QDir>
+#include <QFile>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QProgressBar>
+#include <QTabWidget>
+#include <QTimer>
 
 #include "icet/version.h"
+#include "ui/comparison_lab.h"
+#include "ui/message_bar.h"
 #include "ui/theme.h"
+#include "ui/training_dashboard.h"
 
 namespace icet::ui {
 namespace {
@@ -34,18 +45,36 @@ MainWindow::MainWindow(runtime::RuntimeInfo runtime, QWidget* parent)
   setWindowIcon(QIcon(QStringLiteral(":/icons/icet-studio.svg")));
   setMinimumSize(800, 520);
 
-  auto* welcome = new QLabel(this);
-  welcome->setObjectName(QStringLiteral("WelcomeLabel"));
-  welcome->setAlignment(Qt::AlignCenter);
-  welcome->setWordWrap(true);
-  welcome->setTextFormat(Qt::RichText);
-  welcome->setText(
-      tr("<h2>ICET Studio</h2>"
-         "<p>Image-encoder early exit lab for vision-language-model safety.</p>"
-         "<p style='color:gray'>Runtime: %1</p>")
-          .arg(deviceText().toHtmlEscaped()));
-  welcome->setAccessibleName(tr("Welcome"));
-  setCentralWidget(welcome);
+  auto* central = new QWidget(this);
+  m_messages = new MessageBar(central);
+  m_tabs = new QTabWidget(central);
+  m_tabs->setObjectName(QStringLiteral("MainTabs"));
+  m_tabs->setDocumentMode(true);
+  m_lab = new ComparisonLab(m_tabs);
+  m_dashboard = new TrainingDashboard(m_tabs);
+  m_tabs->addTab(m_lab, QIcon(QStringLiteral(":/icons/compare.svg")), tr("Comparison lab"));
+  m_tabs->addTab(m_dashboard, QIcon(QStringLiteral(":/icons/train.svg")), tr("Training"));
+  auto* layout = new QVBoxLayout(central);
+  layout->setContentsMargins(0, 0, 0, 0);
+  layout->setSpacing(2);
+  layout->addWidget(m_messages);
+  layout->addWidget(m_tabs, 1);
+  setCentralWidget(central);
+
+  connect(m_lab, &ComparisonLab::message, m_messages, &MessageBar::showMessage);
+  connect(m_dashboard, &TrainingDashboard::message, m_messages, &MessageBar::showMessage);
+  connect(m_dashboard, &TrainingDashboard::openSample, this,
+          [this](const QString& prompt, const QString& answer, int layer, double reward, const QString& image) {
+            m_lab->showExternalAnswer(prompt, answer, layer, reward, image);
+            m_tabs->setCurrentWidget(m_lab);
+          });
+  connect(m_dashboard, &TrainingDashboard::loadAdapterRequested, this, [this](const QString& dir) {
+    m_lab->loadAdapter(dir);
+    m_tabs->setCurrentWidget(m_lab);
+  });
+  connect(m_lab, &ComparisonLab::modelChanged, this, [this](const ModelInfo& info) {
+    m_dashboard->setModelPath(info.path);
+  });
 
   buildMenus();
   buildStatusBar();
@@ -60,11 +89,60 @@ QString MainWindow::deviceText() const {
 
 void MainWindow::buildMenus() {
   QMenu* file = menuBar()->addMenu(tr("&File"));
+  QAction* openImage = file->addAction(QIcon(QStringLiteral(":/icons/open.svg")), tr("&Open Image…"), this, [this] {
+    const QString path = QFileDialog::getOpenFileName(
+        this, tr("Open Image"), QString(), tr("Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)"));
+    if (!path.isEmpty()) {
+      m_lab->openImageFile(path);
+    }
+  });
+  openImage->setShortcut(QKeySequence::Open);
+  openImage->setObjectName(QStringLiteral("actionOpenImage"));
+  QAction* paste = file->addAction(QIcon(QStringLiteral(":/icons/paste.svg")), tr("&Paste Image"), this,
+                                   [this] { m_lab->pasteFromClipboard(); });
+  paste->setShortcut(QKeySequence::Paste);
+  paste->setShortcutContext(Qt::WindowShortcut);
+  paste->setObjectName(QStringLiteral("actionPaste"));
+  file->addAction(tr("Open &Model Folder…"), this, [this] {
+    const QString dir = QFileDialog::getExistingDirectory(this, tr("Open Hugging Face snapshot folder"));
+    if (!dir.isEmpty()) {
+      m_lab->openModel(dir);
+    }
+  });
+  file->addSeparator();
+  QAction* openSession = file->addAction(tr("Open &Session…"), this, &MainWindow::openSession);
+  openSession->setObjectName(QStringLiteral("actionOpenSession"));
+  QAction* exportSession = file->addAction(QIcon(QStringLiteral(":/icons/export.svg")), tr("&Export Session…"),
+                                           this, &MainWindow::exportSession);
+  exportSession->setShortcut(QKeySequence::Save);
+  exportSession->setObjectName(QStringLiteral("actionExportSession"));
+  file->addAction(tr("Export Training &Metrics (CSV)…"), this, &MainWindow::exportMetrics);
+  file->addSeparator();
   QAction* quit = file->addAction(tr("&Quit"), this, &QWidget::close);
   quit->setShortcut(QKeySequence::Quit);
   quit->setObjectName(QStringLiteral("actionQuit"));
 
+  QMenu* run = menuBar()->addMenu(tr("&Run"));
+  QAction* runAll = run->addAction(QIcon(QStringLiteral(":/icons/run.svg")), tr("&Run All Panes"), this,
+                                   [this] { m_lab->runAll(); });
+  runAll->setShortcuts({QKeySequence(Qt::CTRL | Qt::Key_Return), QKeySequence(Qt::CTRL | Qt::Key_Enter)});
+  runAll->setObjectName(QStringLiteral("actionRun"));
+  QAction* stop = run->addAction(QIcon(QStringLiteral(":/icons/stop.svg")), tr("&Stop"), this,
+                                 [this] { m_lab->stopAll(); });
+  stop->setShortcut(QKeySequence(Qt::Key_Escape));
+  stop->setObjectName(QStringLiteral("actionStop"));
+  run->addAction(QIcon(QStringLiteral(":/icons/sweep.svg")), tr("S&weep All Layers"), this,
+                 [this] { m_lab->runSweep(); });
+
   QMenu* view = menuBar()->addMenu(tr("&View"));
+  QAction* presentation = view->addAction(tr("&Presentation Mode"));
+  presentation->setCheckable(true);
+  presentation->setShortcut(QKeySequence(Qt::Key_F11));
+  connect(presentation, &QAction::toggled, this, [this](bool on) {
+    if (auto* box = m_lab->findChild<QCheckBox*>(QStringLiteral("PresentationMode"))) {
+      box->setChecked(on);
+    }
+  });
   QMenu* themeMenu = view->addMenu(tr("&Theme"));
   m_themeGroup = new QActionGroup(this);
   const Theme current =
@@ -96,7 +174,37 @@ void MainWindow::buildStatusBar() {
   m_deviceLabel->setObjectName(QStringLiteral("DeviceLabel"));
   m_deviceLabel->setAccessibleName(tr("Compute device"));
   m_deviceLabel->setToolTip(toQString(runtime::to_text(m_runtime)));
+  m_activityLabel = new QLabel(this);
+  m_activityLabel->setObjectName(QStringLiteral("ActivityLabel"));
+  m_activityLabel->setAccessibleName(tr("Model activity"));
+  m_jobProgress = new QProgressBar(this);
+  m_jobProgress->setObjectName(QStringLiteral("JobProgress"));
+  m_jobProgress->setAccessibleName(tr("Training progress"));
+  m_jobProgress->setMaximumWidth(180);
+  m_jobProgress->setRange(0, 100);
+  m_jobProgress->hide();
+  m_memoryLabel = new QLabel(this);
+  m_memoryLabel->setObjectName(QStringLiteral("MemoryLabel"));
+  m_memoryLabel->setAccessibleName(tr("Memory in use"));
+  statusBar()->addPermanentWidget(m_activityLabel);
+  statusBar()->addPermanentWidget(m_jobProgress);
+  statusBar()->addPermanentWidget(m_memoryLabel);
   statusBar()->addPermanentWidget(m_deviceLabel);
+  connect(m_lab, &ComparisonLab::busyChanged, this, [this](bool busy, const QString& activity) {
+    m_activityLabel->setText(busy ? activity : QString());
+  });
+  connect(m_dashboard, &TrainingDashboard::progressChanged, this, [this](int percent, const QString& text) {
+    m_jobProgress->setVisible(percent >= 0);
+    if (percent >= 0) {
+      m_jobProgress->setValue(percent);
+      m_jobProgress->setToolTip(text);
+    }
+  });
+  m_memoryTimer = new QTimer(this);
+  m_memoryTimer->setInterval(2000);
+  connect(m_memoryTimer, &QTimer::timeout, this, &MainWindow::updateMemory);
+  m_memoryTimer->start();
+  updateMemory();
 
   const auto warnings = runtime::runtime_warnings(m_runtime);
   if (!warnings.empty()) {
@@ -104,6 +212,99 @@ void MainWindow::buildStatusBar() {
     statusBar()->showMessage(tr("Warning: %1").arg(toQString(warnings.front())));
   } else {
     statusBar()->showMessage(tr("Ready"), 5000);
+  }
+}
+
+void MainWindow::updateMemory() {
+  // Resident set size from /proc (Linux); elsewhere the label stays empty.
+  QFile statm(QStringLiteral("/proc/self/statm"));
+  if (!statm.open(QIODevice::ReadOnly)) {
+    return;
+  }
+  const QList<QByteArray> fields = statm.readAll().split(' ');
+  if (fields.size() < 2) {
+    return;
+  }
+  const double mib = fields[1].toDouble() * 4096.0 / (1024.0 * 1024.0);
+  m_memoryLabel->setText(tr("RAM %1 MiB").arg(mib, 0, 'f', 0));
+}
+
+void MainWindow::openDefaults() {
+  QSettings settings;
+  const QString demo = demoRoot();
+  QString model = settings.value(QStringLiteral("model/last")).toString();
+  if (model.isEmpty() || !QFileInfo(model + QStringLiteral("/config.json")).isFile()) {
+    model = demo.isEmpty() ? QString() : demo + QStringLiteral("/vlm");
+  }
+  if (!model.isEmpty() && QFileInfo(model + QStringLiteral("/config.json")).isFile()) {
+    m_lab->openModel(model);
+  } else {
+    m_messages->showMessage(MessageBar::Information,
+                            tr("Open a model folder (File ▸ Open Model Folder) to start."));
+  }
+  if (!demo.isEmpty()) {
+    if (QFileInfo(demo + QStringLiteral("/guard/config.json")).isFile()) {
+      m_lab->openJudge(demo + QStringLiteral("/guard"));
+    }
+    if (QFileInfo(demo + QStringLiteral("/reward/config.json")).isFile()) {
+      m_lab->openReward(demo + QStringLiteral("/reward"));
+    }
+    const QString heldout = demo + QStringLiteral("/sets/heldout.jsonl");
+    if (QFileInfo(heldout).isFile()) {
+      m_lab->loadGallery(heldout);
+    }
+    const QString train = demo + QStringLiteral("/sets/train.jsonl");
+    if (QFileInfo(train).isFile()) {
+      m_dashboard->setPromptSet(train);
+    }
+  }
+}
+
+void MainWindow::maybeShowContentWarning() {
+  QSettings settings;
+  if (settings.value(QStringLiteral("ui/contentWarningAcknowledged"), false).toBool()) {
+    return;
+  }
+  auto* box = new QMessageBox(QMessageBox::Warning, tr("Content warning"),
+                              tr("ICET Studio shows how vision-language models answer harmful requests "
+                                 "when their image features come from early encoder layers. Answers can "
+                                 "be disturbing. The built-in demo world only uses marked placeholders "
+                                 "such as [unsafe step]; real checkpoints may produce real harmful text."),
+                              QMessageBox::Ok, this);
+  box->setObjectName(QStringLiteral("ContentWarning"));
+  auto* dontShow = new QCheckBox(tr("Do not show again"), box);
+  dontShow->setChecked(true);
+  box->setCheckBox(dontShow);
+  box->setAttribute(Qt::WA_DeleteOnClose);
+  connect(box, &QMessageBox::finished, this, [dontShow] {
+    if (dontShow->isChecked()) {
+      QSettings().setValue(QStringLiteral("ui/contentWarningAcknowledged"), true);
+    }
+  });
+  box->open();  // window-modal sheet; the app keeps running behind it
+}
+
+void MainWindow::exportSession() {
+  const QString dir = QFileDialog::getExistingDirectory(this, tr("Export session to folder"));
+  if (!dir.isEmpty()) {
+    m_lab->exportBundle(dir);
+  }
+}
+
+void MainWindow::openSession() {
+  const QString file = QFileDialog::getOpenFileName(this, tr("Open session"), QString(),
+                                                    tr("ICET sessions (session.json)"));
+  if (!file.isEmpty()) {
+    m_tabs->setCurrentWidget(m_lab);
+    m_lab->openBundle(QFileInfo(file).absolutePath());
+  }
+}
+
+void MainWindow::exportMetrics() {
+  const QString file = QFileDialog::getSaveFileName(this, tr("Export metrics"), QStringLiteral("metrics.csv"),
+                                                    tr("CSV (*.csv)"));
+  if (!file.isEmpty()) {
+    m_dashboard->exportMetricsCsv(file);
   }
 }
 
@@ -116,6 +317,7 @@ void MainWindow::restoreWindowState() {
 }
 
 void MainWindow::closeEvent(QCloseEvent* event) {
+  m_lab->stopAll();
   QSettings settings;
   settings.setValue(QStringLiteral("window/geometry"), saveGeometry());
   settings.setValue(QStringLiteral("window/state"), saveState());

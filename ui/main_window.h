@@ -6,11 +6,20 @@
 
 class QLabel;
 class QActionGroup;
+class QProgressBar;
+class QTabWidget;
+class QTimer;
 
 namespace icet::ui {
 
-// The application window. For now: menus, an empty workspace, and a status bar that says
-// which device and BLAS torch runs on (and warns when that is slow).
+class ComparisonLab;
+class MessageBar;
+class TrainingDashboard;
+
+// The application window: a message bar over two tabs (comparison lab, training dashboard),
+// menus with the standard shortcuts, and a status bar with the device torch runs on, the
+// memory in use and the progress of background work. Errors never block: they go to the
+// message bar and the app keeps working.
 class MainWindow : public QMainWindow {
   Q_OBJECT
 
@@ -21,6 +30,16 @@ class MainWindow : public QMainWindow {
   // What the status bar's device label shows.
   QString deviceText() const;
 
+  ComparisonLab* lab() const { return m_lab; }
+  TrainingDashboard* dashboard() const { return m_dashboard; }
+  MessageBar* messageBar() const { return m_messages; }
+  QTabWidget* tabs() const { return m_tabs; }
+  // Opens the last model (or the demo model), its demo judge/reward and the demo gallery.
+  void openDefaults();
+  // Shows the first-start content warning unless it was acknowledged (QSettings
+  // "ui/contentWarningAcknowledged").
+  void maybeShowContentWarning();
+
  protected:
   void closeEvent(QCloseEvent* event) override;
 
@@ -30,10 +49,22 @@ class MainWindow : public QMainWindow {
   void restoreWindowState();
   void showRuntimeInfo();
   void showAbout();
+  void updateMemory();
+  void exportSession();
+  void openSession();
+  void exportMetrics();
 
   runtime::RuntimeInfo m_runtime;
   QLabel* m_deviceLabel = nullptr;
   QActionGroup* m_themeGroup = nullptr;
+  QLabel* m_memoryLabel = nullptr;
+  QLabel* m_activityLabel = nullptr;
+  QProgressBar* m_jobProgress = nullptr;
+  QTimer* m_memoryTimer = nullptr;
+  MessageBar* m_messages = nullptr;
+  QTabWidget* m_tabs = nullptr;
+  ComparisonLab* m_lab = nullptr;
+  TrainingDashboard* m_dashboard = nullptr;
 };
 
 }  // namespace icet::ui

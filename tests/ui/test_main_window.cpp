@@ -34,7 +34,8 @@ class TestMainWindow : public QObject {
     for (QAction* a : window.menuBar()->actions()) {
       menus << a->text().remove(QLatin1Char('&'));
     }
-    QCOMPARE(menus, (QStringList{QStringLiteral("File"), QStringLiteral("View"),
+    QCOMPARE(menus, (QStringList{QStringLiteral("File"), QStringLiteral("Run"),
+                                 QStringLiteral("View"),
                                  QStringLiteral("Help")}));
 
     auto* device = window.findChild<QLabel*>(QStringLiteral("DeviceLabel"));

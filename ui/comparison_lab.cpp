@@ -1,0 +1,1159 @@
+#include "ui/comparison_lab.h"
+
+#include <QApplication>
+#include <QBuffer>
+#include <QCheckBox>
+#include <QClipboard>
+#include <QComboBox>
+#include <QCoreApplication>
+#include <QDir>
+#include <QDoubleSpinBox>
+#include <QDragEnterEvent>
+#include <QDropEvent>
+#include <QFile>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QFormLayout>
+#include <QGroupBox>
+#include <QHBoxLayout>
+#include <QLabel>
+#include <QListWidget>
+#include <QMenu>
+#include <QMimeData>
+#include <QPainter>
+#include <QPlainTextEdit>
+#include <QPushButton>
+#include <QSaveFile>
+#include <QScrollArea>
+#include <QSettings>
+#include <QSlider>
+#include <QSpinBox>
+#include <QSplitter>
+#include <QStyleOptionSlider>
+#include <QTimer>
+#include <QToolButton>
+#include <QVBoxLayout>
+
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+
+#include "core/eval/prompt_set.h"
+#include "ui/charts/line_chart.h"
+#include "ui/comparison_pane.h"
+
+#if __has_include("core/demo/paths.h")
+#include "core/demo/paths.h"
+#define ICET_UI_HAS_DEMO_PATHS 1
+#endif
+
+namespace icet::ui {
+namespace {
+
+constexpr int kMaxRecent = 8;
+constexpr int kDebounceMs = 250;
+
+// A slider with a small triangle under the checkpoint's default layer.
+class LayerSlider : public QSlider {
+ public:
+  explicit LayerSlider(QWidget* parent) : QSlider(Qt::Horizontal, parent) {}
+  void setDefaultLayer(int layer) {
+    m_default = layer;
+    update();
+  }
+
+ protected:
+  void paintEvent(QPaintEvent* event) override {
+    QSlider::paintEvent(event);
+    if (m_default < minimum() || m_default > maximum()) {
+      return;
+    }
+    QStyleOptionSlider opt;
+    initStyleOption(&opt);
+    const QRect groove = style()->subControlRect(QStyle::CC_Slider, &opt, QStyle::SC_SliderGroove, this);
+    const QRect handle = style()->subControlRect(QStyle::CC_Slider, &opt, QStyle::SC_SliderHandle, this);
+    const int span = groove.width() - handle.width();
+    const int x = groove.left() + handle.width() / 2 +
+                  QStyle::sliderPositionFromValue(minimum(), maximum(), m_default, span);
+    QPainter p(this);
+    p.setRenderHint(QPainter::Antialiasing);
+    p.setBrush(palette().highlight());
+    p.setPen(Qt::NoPen);
+    const int y = height() - 1;
+    p.drawPolygon(QPolygon({QPoint(x - 5, y), QPoint(x + 5, y), QPoint(x, y - 7)}));
+  }
+
+ private:
+  int m_default = -1;
+};
+
+// Accepts dropped image files / image data for the lab.
+class DropLabel : public QLabel {
+ public:
+  explicit DropLabel(QWidget* parent) : QLabel(parent) { setAcceptDrops(true); }
+  std::function<void(const QMimeData*)> onDrop;
+
+ protected:
+  void dragEnterEvent(QDragEnterEvent* e) override {
+    if (e->mimeData()->hasUrls() || e->mimeData()->hasImage()) {
+      e->acceptProposedAction();
+    }
+  }
+  void dropEvent(QDropEvent* e) override {
+    if (onDrop) {
+      onDrop(e->mimeData());
+    }
+    e->acceptProposedAction();
+  }
+};
+
+QString fromStd(const std::string& s) {
+  return QString::fromStdString(s);
+}
+
+QStringList recentList(const QString& key) {
+  return QSettings().value(QStringLiteral("recent/") + key).toStringList();
+}
+
+// Layer bands as in the paper: Early / Middle / Late thirds of the encoder (1-8, 9-16, 17-24
+// for a 24-layer CLIP ViT-L).
+QVector<LineChart::Band> layerBands(int layers) {
+  const int third = std::max(1, layers / 3);
+  return {{0.5, third + 0.5, QObject::tr("Early (1-%1)").arg(third), QColor(230, 90, 60)},
+          {third + 0.5, 2 * third + 0.5, QObject::tr("Middle (%1-%2)").arg(third + 1).arg(2 * third),
+           QColor(230, 180, 40)},
+          {2 * third + 0.5, layers + 0.5, QObject::tr("Late (%1-%2)").arg(2 * third + 1).arg(layers),
+           QColor(60, 160, 90)}};
+}
+
+}  // namespace
+
+QString demoRoot() {
+  const QByteArray env = qgetenv("ICET_DEMO_DIR");
+  if (!env.isEmpty() && QFileInfo(QString::fromLocal8Bit(env)).isDir()) {
+    return QString::fromLocal8Bit(env);
+  }
+#ifdef ICET_UI_HAS_DEMO_PATHS
+  try {
+    const auto root = icet::demo::demo_root();
+    if (!root.empty() && std::filesystem::is_directory(root)) {
+      return QString::fromStdString(root.string());
+    }
+  } catch (const std::exception&) {
+  }
+#endif
+  // Installed (share/icet/models/demo) or a build tree inside the source tree (models/demo).
+  QDir dir(QCoreApplication::applicationDirPath());
+  for (int up = 0; up < 6; ++up) {
+    for (const QString& rel : {QStringLiteral("models/demo"), QStringLiteral("share/icet/models/demo")}) {
+      if (QFileInfo(dir.filePath(rel + QStringLiteral("/vlm/config.json"))).exists()) {
+        return QDir::cleanPath(dir.filePath(rel));
+      }
+    }
+    if (!dir.cdUp()) {
+      break;
+    }
+  }
+  return QString();
+}
+
+ComparisonLab::ComparisonLab(QWidget* parent) : QWidget(parent), m_service(new ModelService(this)) {
+  setObjectName(QStringLiteral("ComparisonLab"));
+  setAcceptDrops(true);
+
+  // Slider row.
+  auto* iceLabel = new QLabel(tr("ICET-l"), this);
+  iceLabel->setToolTip(tr("Image-encoder early exit: the language model reads the image "
+                          "features of encoder layer l"));
+  auto* slider = new LayerSlider(this);
+  m_slider = slider;
+  m_slider->setObjectName(QStringLiteral("LayerSlider"));
+  m_slider->setAccessibleName(tr("Exit layer"));
+  m_slider->setToolTip(tr("Exit layer of the right pane (arrow keys, Page Up/Down, Home/End)"));
+  m_slider->setTickPosition(QSlider::TicksBelow);
+  m_slider->setTickInterval(1);
+  m_slider->setPageStep(4);
+  m_slider->setRange(1, 1);
+  m_slider->setFocusPolicy(Qt::StrongFocus);
+  m_sliderLabel = new QLabel(this);
+  m_sliderLabel->setObjectName(QStringLiteral("SliderValue"));
+  m_sliderLabel->setMinimumWidth(150);
+  m_debounce = new QTimer(this);
+  m_debounce->setSingleShot(true);
+  m_debounce->setInterval(kDebounceMs);
+  connect(m_slider, &QSlider::valueChanged, this, [this] {
+    updateSliderLabel();
+    m_debounce->start();
+  });
+  connect(m_debounce, &QTimer::timeout, this, &ComparisonLab::onSliderMoved);
+
+  m_runButton = new QPushButton(QIcon(QStringLiteral(":/icons/run.svg")), tr("Run"), this);
+  m_runButton->setObjectName(QStringLiteral("RunButton"));
+  m_runButton->setToolTip(tr("Generate in every pane (Ctrl+Enter)"));
+  m_stopButton = new QPushButton(QIcon(QStringLiteral(":/icons/stop.svg")), tr("Stop"), this);
+  m_stopButton->setObjectName(QStringLiteral("StopButton"));
+  m_stopButton->setToolTip(tr("Stop every pane (Esc)"));
+  m_sweepButton = new QPushButton(QIcon(QStringLiteral(":/icons/sweep.svg")), tr("Sweep all layers"), this);
+  m_sweepButton->setObjectName(QStringLiteral("SweepButton"));
+  m_sweepButton->setToolTip(tr("Answer at every exit layer in one batch and chart the verdicts"));
+  auto* addPaneButton = new QPushButton(QIcon(QStringLiteral(":/icons/add.svg")), tr("Add pane"), this);
+  addPaneButton->setToolTip(tr("Add a comparison pane at the slider's layer"));
+  for (QPushButton* b : {m_runButton, m_stopButton, m_sweepButton, addPaneButton}) {
+    b->setAccessibleName(b->text());
+  }
+  connect(m_runButton, &QPushButton::clicked, this, &ComparisonLab::runAll);
+  connect(m_stopButton, &QPushButton::clicked, this, &ComparisonLab::stopAll);
+  connect(m_sweepButton, &QPushButton::clicked, this, &ComparisonLab::runSweep);
+  connect(addPaneButton, &QPushButton::clicked, this, [this] { addPane(m_slider->value()); });
+
+  auto* sliderRow = new QHBoxLayout;
+  sliderRow->addWidget(iceLabel);
+  sliderRow->addWidget(m_slider, 1);
+  sliderRow->addWidget(m_sliderLabel);
+  sliderRow->addSpacing(12);
+  sliderRow->addWidget(m_runButton);
+  sliderRow->addWidget(m_stopButton);
+  sliderRow->addWidget(addPaneButton);
+  sliderRow->addWidget(m_sweepButton);
+
+  m_paneSplitter = new QSplitter(Qt::Horizontal, this);
+  m_paneSplitter->setObjectName(QStringLiteral("PaneSplitter"));
+  m_paneSplitter->setChildrenCollapsible(false);
+
+  m_sweepChart = new LineChart(this);
+  m_sweepChart->setObjectName(QStringLiteral("SweepChart"));
+  m_sweepChart->setTitle(tr("Sweep: P(unsafe) and reward per exit layer (click a layer to open it)"));
+  m_sweepChart->setAxisTitles(tr("exit layer"), tr("value"));
+  m_sweepChart->setMinimumHeight(260);
+  m_sweepChart->setXTicks(1, 1);
+  connect(m_sweepChart, &LineChart::clicked, this,
+          [this](double x) { openSweepLayer(static_cast<int>(std::lround(x))); });
+
+  auto* vsplit = new QSplitter(Qt::Vertical, this);
+  vsplit->addWidget(m_paneSplitter);
+  vsplit->addWidget(m_sweepChart);
+  vsplit->setStretchFactor(0, 3);
+  vsplit->setStretchFactor(1, 2);
+
+  auto* right = new QWidget(this);
+  auto* rightLayout = new QVBoxLayout(right);
+  rightLayout->setContentsMargins(0, 0, 0, 0);
+  rightLayout->addLayout(sliderRow);
+  rightLayout->addWidget(vsplit, 1);
+
+  auto* scroll = new QScrollArea(this);
+  scroll->setWidget(buildInputs());
+  scroll->setWidgetResizable(true);
+  scroll->setMinimumWidth(300);
+  scroll->setMaximumWidth(380);
+
+  auto* layout = new QHBoxLayout(this);
+  layout->setContentsMargins(4, 4, 4, 4);
+  layout->addWidget(scroll);
+  layout->addWidget(right, 1);
+
+  connect(m_service, &ModelService::modelOpened, this, &ComparisonLab::onModelOpened);
+  connect(m_service, &ModelService::failed, this, &ComparisonLab::onFailed);
+  connect(m_service, &ModelService::sweepFinished, this, &ComparisonLab::onSweepFinished);
+  connect(m_service, &ModelService::busyChanged, this, &ComparisonLab::busyChanged);
+  connect(m_service, &ModelService::adapterChanged, this, [this](const QString& dir) {
+    if (const auto& info = m_service->model()) {
+      m_modelLabel->setText(tr("%1 · %2 encoder layers · default ICET-%3%4")
+                                .arg(info->modelId)
+                                .arg(info->layers)
+                                .arg(info->defaultLayer)
+                                .arg(dir.isEmpty() ? QString() : tr(" · adapter %1").arg(dir)));
+    }
+    Q_EMIT message(MessageBar::Information,
+                   dir.isEmpty() ? tr("Adapter removed: base model") : tr("Adapter loaded: %1").arg(dir));
+    Q_EMIT adapterChanged(dir);
+  });
+  connect(m_service, &ModelService::safetyModelsChanged, this, [this] {
+    if (!m_judgePath.isEmpty()) {
+      addRecent(QStringLiteral("judges"), m_judgePath);
+    }
+    if (!m_rewardPath.isEmpty()) {
+      addRecent(QStringLiteral("rewards"), m_rewardPath);
+    }
+  });
+  connect(m_service, &ModelService::imageReady, this, [this] {
+    Q_EMIT message(MessageBar::Information, tr("Image ready: %1").arg(m_imageName));
+  });
+
+  ComparisonPane* base = addPane(1);
+  base->setBaseline(true);
+  addPane(1);
+  updateSliderLabel();
+  fillModelPickers();
+}
+
+ComparisonLab::~ComparisonLab() {
+  stopAll();
+}
+
+QWidget* ComparisonLab::buildInputs() {
+  auto* w = new QWidget;
+  auto* layout = new QVBoxLayout(w);
+
+  auto* imageBox = new QGroupBox(tr("Image"), w);
+  auto* drop = new DropLabel(imageBox);
+  m_preview = drop;
+  m_preview->setObjectName(QStringLiteral("ImagePreview"));
+  m_preview->setAccessibleName(tr("Image preview (drop an image here)"));
+  m_preview->setAlignment(Qt::AlignCenter);
+  m_preview->setMinimumSize(200, 160);
+  m_preview->setFrameShape(QFrame::StyledPanel);
+  m_preview->setText(tr("Drop an image here,\nopen one or paste (Ctrl+V)"));
+  drop->onDrop = [this](const QMimeData* mime) {
+    if (mime->hasUrls() && !mime->urls().isEmpty()) {
+      openImageFile(mime->urls().front().toLocalFile());
+    } else if (mime->hasImage()) {
+      setImage(qvariant_cast<QImage>(mime->imageData()), tr("dropped image"));
+    }
+  };
+  auto* openButton = new QPushButton(QIcon(QStringLiteral(":/icons/open.svg")), tr("Open…"), imageBox);
+  openButton->setAccessibleName(tr("Open image"));
+  connect(openButton, &QPushButton::clicked, this, [this] {
+    const QString path = QFileDialog::getOpenFileName(
+        this, tr("Open Image"), QString(), tr("Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)"));
+    if (!path.isEmpty()) {
+      openImageFile(path);
+    }
+  });
+  auto* pasteButton = new QPushButton(QIcon(QStringLiteral(":/icons/paste.svg")), tr("Paste"), imageBox);
+  pasteButton->setAccessibleName(tr("Paste image"));
+  connect(pasteButton, &QPushButton::clicked, this, &ComparisonLab::pasteFromClipboard);
+  m_recentImages = new QToolButton(imageBox);
+  m_recentImages->setText(tr("Recent"));
+  m_recentImages->setAccessibleName(tr("Recent images"));
+  m_recentImages->setPopupMode(QToolButton::InstantPopup);
+  auto* recentMenu = new QMenu(m_recentImages);
+  m_recentImages->setMenu(recentMenu);
+  connect(recentMenu, &QMenu::aboutToShow, this, [this, recentMenu] {
+    recentMenu->clear();
+    for (const QString& path : recentList(QStringLiteral("images"))) {
+      recentMenu->addAction(QFileInfo(path).fileName(), this, [this, path] { openImageFile(path); });
+    }
+    if (recentMenu->isEmpty()) {
+      recentMenu->addAction(tr("(none)"))->setEnabled(false);
+    }
+  });
+  auto* imageButtons = new QHBoxLayout;
+  imageButtons->addWidget(openButton);
+  imageButtons->addWidget(pasteButton);
+  imageButtons->addWidget(m_recentImages);
+  m_gallery = new QListWidget(imageBox);
+  m_gallery->setObjectName(QStringLiteral("Gallery"));
+  m_gallery->setAccessibleName(tr("Demo examples"));
+  m_gallery->setViewMode(QListView::IconMode);
+  m_gallery->setIconSize(QSize(56, 56));
+  m_gallery->setResizeMode(QListView::Adjust);
+  m_gallery->setMaximumHeight(150);
+  m_gallery->setToolTip(tr("Demo examples: click one to load its image and prompt"));
+  connect(m_gallery, &QListWidget::itemActivated, this,
+          [this](QListWidgetItem* item) { openGalleryExample(m_gallery->row(item)); });
+  connect(m_gallery, &QListWidget::itemClicked, this,
+          [this](QListWidgetItem* item) { openGalleryExample(m_gallery->row(item)); });
+  auto* imageLayout = new QVBoxLayout(imageBox);
+  imageLayout->addWidget(m_preview);
+  imageLayout->addLayout(imageButtons);
+  imageLayout->addWidget(new QLabel(tr("Demo gallery"), imageBox));
+  imageLayout->addWidget(m_gallery);
+  layout->addWidget(imageBox);
+
+  auto* promptBox = new QGroupBox(tr("Prompt"), w);
+  m_prompt = new QPlainTextEdit(promptBox);
+  m_prompt->setObjectName(QStringLiteral("PromptEdit"));
+  m_prompt->setAccessibleName(tr("Prompt"));
+  m_prompt->setPlaceholderText(tr("Ask about the image… (Ctrl+Enter runs)"));
+  m_prompt->setMaximumHeight(110);
+  auto* promptLayout = new QVBoxLayout(promptBox);
+  promptLayout->addWidget(m_prompt);
+  layout->addWidget(promptBox);
+
+  auto* modelBox = new QGroupBox(tr("Models"), w);
+  auto picker = [modelBox](const QString& name, const QString& accessible) {
+    auto* c = new QComboBox(modelBox);
+    c->setObjectName(name);
+    c->setAccessibleName(accessible);
+    c->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
+    c->setMinimumContentsLength(16);
+    return c;
+  };
+  m_modelPicker = picker(QStringLiteral("ModelPicker"), tr("Vision-language model"));
+  m_judgePicker = picker(QStringLiteral("JudgePicker"), tr("Safety judge"));
+  m_rewardPicker = picker(QStringLiteral("RewardPicker"), tr("Reward model"));
+  m_modelLabel = new QLabel(modelBox);
+  m_modelLabel->setObjectName(QStringLiteral("ModelSummary"));
+  m_modelLabel->setWordWrap(true);
+  auto* form = new QFormLayout(modelBox);
+  form->addRow(tr("VLM"), m_modelPicker);
+  form->addRow(QString(), m_modelLabel);
+  form->addRow(tr("Judge"), m_judgePicker);
+  form->addRow(tr("Reward"), m_rewardPicker);
+  layout->addWidget(modelBox);
+
+  layout->addWidget(buildSampling());
+
+  auto* presentation = new QCheckBox(tr("Presentation mode"), w);
+  presentation->setObjectName(QStringLiteral("PresentationMode"));
+  presentation->setToolTip(tr("Large fonts; unsafe answers are blurred until clicked"));
+  presentation->setAccessibleName(tr("Presentation mode"));
+  connect(presentation, &QCheckBox::toggled, this, &ComparisonLab::setPresentationMode);
+  layout->addWidget(presentation);
+  layout->addStretch(1);
+  return w;
+}
+
+QWidget* ComparisonLab::buildSampling() {
+  // Collapsible: a checkable tool button shows or hides the settings.
+  auto* box = new QWidget;
+  auto* toggle = new QToolButton(box);
+  toggle->setObjectName(QStringLiteral("SamplingToggle"));
+  toggle->setText(tr("Sampling settings"));
+  toggle->setAccessibleName(tr("Sampling settings"));
+  toggle->setToolButtonStyle(Qt::ToolButtonTextBesideIcon);
+  toggle->setArrowType(Qt::RightArrow);
+  toggle->setCheckable(true);
+  toggle->setAutoRaise(true);
+  auto* body = new QWidget(box);
+  body->setObjectName(QStringLiteral("SamplingPanel"));
+  m_seed = new QSpinBox(body);
+  m_seed->setObjectName(QStringLiteral("SeedSpin"));
+  m_seed->setRange(0, std::numeric_limits<int>::max());
+  m_seed->setValue(0);
+  m_seed->setAccessibleName(tr("Seed"));
+  m_seed->setToolTip(tr("Sampling seed: the same seed replays the same answer"));
+  m_temperature = new QDoubleSpinBox(body);
+  m_temperature->setObjectName(QStringLiteral("TemperatureSpin"));
+  m_temperature->setRange(0.0, 2.0);
+  m_temperature->setSingleStep(0.1);
+  m_temperature->setValue(0.0);
+  m_temperature->setSpecialValueText(tr("greedy"));
+  m_temperature->setAccessibleName(tr("Temperature"));
+  m_temperature->setToolTip(tr("0 = greedy decoding; above 0 samples with this temperature"));
+  m_maxTokens = new QSpinBox(body);
+  m_maxTokens->setObjectName(QStringLiteral("MaxTokensSpin"));
+  m_maxTokens->setRange(1, 4096);
+  m_maxTokens->setValue(48);
+  m_maxTokens->setAccessibleName(tr("Maximum new tokens"));
+  m_maxTokens->setToolTip(tr("Longest answer, in tokens"));
+  auto* form = new QFormLayout(body);
+  form->setContentsMargins(12, 0, 0, 0);
+  form->addRow(tr("Seed"), m_seed);
+  form->addRow(tr("Temperature"), m_temperature);
+  form->addRow(tr("Max new tokens"), m_maxTokens);
+  body->setVisible(false);
+  connect(toggle, &QToolButton::toggled, this, [toggle, body](bool on) {
+    body->setVisible(on);
+    toggle->setArrowType(on ? Qt::DownArrow : Qt::RightArrow);
+  });
+  auto* layout = new QVBoxLayout(box);
+  layout->setContentsMargins(0, 0, 0, 0);
+  layout->addWidget(toggle);
+  layout->addWidget(body);
+  return box;
+}
+
+void ComparisonLab::fillModelPickers() {
+  const QString demo = demoRoot();
+  auto fill = [&](QComboBox* combo, const QString& key, const QString& demoSub, const QString& demoName,
+                  bool allowNone) {
+    const QSignalBlocker block(combo);
+    combo->clear();
+    if (allowNone) {
+      combo->addItem(tr("None"), QString());
+    }
+    if (!demo.isEmpty() && QFileInfo(demo + QLatin1Char('/') + demoSub + QStringLiteral("/config.json")).exists()) {
+      combo->addItem(demoName, QDir::cleanPath(demo + QLatin1Char('/') + demoSub));
+    }
+    for (const QString& path : recentList(key)) {
+      if (combo->findData(path) < 0) {
+        combo->addItem(QFileInfo(path).fileName(), path);
+        combo->setItemData(combo->count() - 1, path, Qt::ToolTipRole);
+      }
+    }
+    combo->addItem(tr("Open HF snapshot folder…"), QStringLiteral("<open>"));
+  };
+  fill(m_modelPicker, QStringLiteral("models"), QStringLiteral("vlm"), tr("Demo VLM"), false);
+  fill(m_judgePicker, QStringLiteral("judges"), QStringLiteral("guard"), tr("Demo guard"), true);
+  fill(m_rewardPicker, QStringLiteral("rewards"), QStringLiteral("reward"), tr("Demo reward model"), true);
+  auto hook = [this](QComboBox* combo, void (ComparisonLab::*open)(const QString&)) {
+    connect(combo, &QComboBox::activated, this, [this, combo, open](int index) {
+      QString path = combo->itemData(index).toString();
+      if (path == QStringLiteral("<open>")) {
+        path = QFileDialog::getExistingDirectory(this, tr("Open Hugging Face snapshot folder"));
+        if (path.isEmpty()) {
+          return;
+        }
+      }
+      (this->*open)(path);
+    });
+  };
+  if (m_modelPicker->property("hooked").toBool()) {
+    return;
+  }
+  m_modelPicker->setProperty("hooked", true);
+  hook(m_modelPicker, &ComparisonLab::openModel);
+  hook(m_judgePicker, &ComparisonLab::openJudge);
+  hook(m_rewardPicker, &ComparisonLab::openReward);
+}
+
+void ComparisonLab::addRecent(const QString& key, const QString& value) {
+  QSettings settings;
+  QStringList list = settings.value(QStringLiteral("recent/") + key).toStringList();
+  list.removeAll(value);
+  list.prepend(value);
+  while (list.size() > kMaxRecent) {
+    list.removeLast();
+  }
+  settings.setValue(QStringLiteral("recent/") + key, list);
+}
+
+void ComparisonLab::error(const QString& text) {
+  Q_EMIT message(MessageBar::Error, text);
+}
+
+void ComparisonLab::openModel(const QString& dir) {
+  if (dir.isEmpty()) {
+    return;
+  }
+  stopAll();
+  m_modelPath = QDir::cleanPath(dir);
+  m_modelLabel->setText(tr("Loading %1…").arg(QFileInfo(dir).fileName()));
+  m_loadingModel = true;
+  m_service->openModel(m_modelPath);
+}
+
+void ComparisonLab::openJudge(const QString& dir) {
+  m_judgePath = dir.isEmpty() ? QString() : QDir::cleanPath(dir);
+  m_service->loadJudge(m_judgePath);
+  if (!m_judgePath.isEmpty()) {
+    if (m_judgePicker->findData(m_judgePath) < 0) {
+      m_judgePicker->insertItem(m_judgePicker->count() - 1, QFileInfo(m_judgePath).fileName(), m_judgePath);
+    }
+    m_judgePicker->setCurrentIndex(m_judgePicker->findData(m_judgePath));
+  }
+}
+
+void ComparisonLab::openReward(const QString& dir) {
+  m_rewardPath = dir.isEmpty() ? QString() : QDir::cleanPath(dir);
+  m_service->loadReward(m_rewardPath);
+  if (!m_rewardPath.isEmpty()) {
+    if (m_rewardPicker->findData(m_rewardPath) < 0) {
+      m_rewardPicker->insertItem(m_rewardPicker->count() - 1, QFileInfo(m_rewardPath).fileName(), m_rewardPath);
+    }
+    m_rewardPicker->setCurrentIndex(m_rewardPicker->findData(m_rewardPath));
+  }
+}
+
+void ComparisonLab::loadAdapter(const QString& dir) {
+  m_service->loadAdapter(dir);
+}
+
+void ComparisonLab::onModelOpened(const ModelInfo& info) {
+  m_loadingModel = false;
+  m_defaultLayer = info.defaultLayer;
+  {
+    const QSignalBlocker block(m_slider);
+    m_slider->setRange(1, info.layers);
+    static_cast<LayerSlider*>(m_slider)->setDefaultLayer(info.defaultLayer);
+    m_slider->setValue(std::max(1, info.defaultLayer / 3));  // an early layer shows the effect
+  }
+  const auto panes = this->panes();
+  for (ComparisonPane* p : panes) {
+    p->setLayerRange(info.layers, info.defaultLayer);
+    p->clearAnswer();
+  }
+  if (!panes.isEmpty()) {
+    panes[0]->setLayer(info.defaultLayer);
+  }
+  if (panes.size() > 1) {
+    panes[1]->setLayer(m_slider->value());
+  }
+  m_sweepChart->clear();
+  m_sweepChart->setBands(layerBands(info.layers));
+  m_sweepChart->setXRange(0.5, info.layers + 0.5);
+  m_sweep.clear();
+  updateSliderLabel();
+  QString text = tr("%1 · %2 encoder layers · default ICET-%3 · %4")
+                     .arg(info.modelId)
+                     .arg(info.layers)
+                     .arg(info.defaultLayer)
+                     .arg(info.device);
+  if (!info.adapter.isEmpty()) {
+    text += tr(" · adapter %1").arg(QFileInfo(info.adapter).fileName());
+  }
+  m_modelLabel->setText(text);
+  m_modelLabel->setToolTip(info.path + QStringLiteral("\n") + info.weightsHash);
+  {
+    addRecent(QStringLiteral("models"), info.path);
+    QSettings().setValue(QStringLiteral("model/last"), info.path);
+    if (m_modelPicker->findData(info.path) < 0) {
+      fillModelPickers();
+    }
+    m_modelPicker->setCurrentIndex(std::max(0, m_modelPicker->findData(info.path)));
+    if (!m_imageBytes.isEmpty()) {
+      m_service->setImage(m_imageBytes, m_imageName);  // a new session has no cached image
+    }
+  }
+  Q_EMIT message(MessageBar::Information, tr("Model ready: %1").arg(info.modelId));
+  Q_EMIT modelChanged(info);
+}
+
+void ComparisonLab::onFailed(const QString& context, const QString& text, quint64 id) {
+  if (context == QStringLiteral("model")) {
+    m_loadingModel = false;
+    m_modelLabel->setText(tr("No model loaded"));
+    error(tr("Could not open the model: %1").arg(text));
+  } else if (context == QStringLiteral("image")) {
+    error(tr("Could not use the image: %1").arg(text));
+  } else if (context == QStringLiteral("judge")) {
+    m_judgePath.clear();
+    m_judgePicker->setCurrentIndex(0);
+    error(tr("Could not load the judge: %1").arg(text));
+  } else if (context == QStringLiteral("reward")) {
+    m_rewardPath.clear();
+    m_rewardPicker->setCurrentIndex(0);
+    error(tr("Could not load the reward model: %1").arg(text));
+  } else if (context == QStringLiteral("adapter")) {
+    error(tr("Could not load the adapter: %1").arg(text));
+  } else if (context == QStringLiteral("sweep")) {
+    if (m_sweepHandle && m_sweepHandle->id == id) {
+      m_sweepHandle.reset();
+      m_sweepButton->setEnabled(true);
+      error(tr("Sweep failed: %1").arg(text));
+      Q_EMIT sweepFinished();
+    }
+  } else {
+    error(text);
+  }
+}
+
+bool ComparisonLab::openImageFile(const QString& path) {
+  QFile file(path);
+  if (!file.open(QIODevice::ReadOnly)) {
+    error(tr("Cannot read the image %1: %2").arg(path, file.errorString()));
+    return false;
+  }
+  addRecent(QStringLiteral("images"), QFileInfo(path).absoluteFilePath());
+  setImageBytes(file.readAll(), path);
+  return true;
+}
+
+void ComparisonLab::setImage(const QImage& image, const QString& name) {
+  if (image.isNull()) {
+    error(tr("The clipboard or drop held no usable image"));
+    return;
+  }
+  QByteArray png;
+  QBuffer buffer(&png);
+  buffer.open(QIODevice::WriteOnly);
+  image.convertToFormat(QImage::Format_RGB888).save(&buffer, "PNG");
+  setImageBytes(png, name);
+}
+
+void ComparisonLab::setImageBytes(const QByteArray& bytes, const QString& name) {
+  m_imageBytes = bytes;
+  m_imageName = name;
+  // The preview decodes with Qt; the model decodes with the core's checked decoder on the
+  // worker, which reports corrupt files.
+  updatePreview(QImage::fromData(bytes));
+  for (ComparisonPane* p : panes()) {
+    p->clearAnswer();
+  }
+  m_sweep.clear();
+  // While a model loads, onModelOpened sends the image to the new session.
+  if (m_service->hasModel() && !m_loadingModel) {
+    m_service->setImage(bytes, name);
+  }
+}
+
+void ComparisonLab::updatePreview(const QImage& image) {
+  if (image.isNull()) {
+    m_preview->setPixmap(QPixmap());
+    m_preview->setText(tr("(no preview)"));
+    return;
+  }
+  m_preview->setPixmap(QPixmap::fromImage(
+      image.scaled(QSize(240, 180), Qt::KeepAspectRatio, Qt::SmoothTransformation)));
+  m_preview->setToolTip(m_imageName);
+}
+
+void ComparisonLab::pasteFromClipboard() {
+  const QMimeData* mime = QApplication::clipboard()->mimeData();
+  if (mime == nullptr) {
+    return;
+  }
+  if (mime->hasImage()) {
+    setImage(qvariant_cast<QImage>(mime->imageData()), tr("pasted image"));
+  } else if (mime->hasUrls() && !mime->urls().isEmpty() && mime->urls().front().isLocalFile()) {
+    openImageFile(mime->urls().front().toLocalFile());
+  } else if (mime->hasText()) {
+    m_prompt->insertPlainText(mime->text());
+  }
+}
+
+void ComparisonLab::setPrompt(const QString& prompt) {
+  m_prompt->setPlainText(prompt);
+}
+
+QString ComparisonLab::prompt() const {
+  return m_prompt->toPlainText().trimmed();
+}
+
+bool ComparisonLab::loadGallery(const QString& path) {
+  eval::PromptSet set;
+  try {
+    set = eval::load_prompt_set(path.toStdString());  // JSONL or CSV; errors name file and line
+  } catch (const std::exception& e) {
+    error(tr("Cannot read the prompt set: %1").arg(QString::fromUtf8(e.what())));
+    return false;
+  }
+  m_gallery->clear();
+  for (const auto& item : set.items) {
+    const QString image = QString::fromStdString(set.image_path(item).string());
+    const QString text = fromStd(item.prompt);
+    auto* row = new QListWidgetItem(QIcon(image), fromStd(item.id));
+    row->setData(Qt::UserRole, image);
+    row->setData(Qt::UserRole + 1, text);
+    row->setToolTip((item.harmful ? tr("[harmful] ") : QString()) + text);
+    m_gallery->addItem(row);
+  }
+  return true;
+}
+
+int ComparisonLab::galleryCount() const {
+  return m_gallery->count();
+}
+
+void ComparisonLab::openGalleryExample(int row) {
+  QListWidgetItem* item = m_gallery->item(row);
+  if (item == nullptr) {
+    return;
+  }
+  setPrompt(item->data(Qt::UserRole + 1).toString());
+  openImageFile(item->data(Qt::UserRole).toString());
+}
+
+generate::SamplingParams ComparisonLab::samplingParams() const {
+  generate::SamplingParams p;
+  p.max_new_tokens = m_maxTokens->value();
+  p.seed = static_cast<uint64_t>(m_seed->value());
+  if (m_temperature->value() > 0.0) {
+    p.do_sample = true;
+    p.temperature = m_temperature->value();
+  }
+  return p;
+}
+
+void ComparisonLab::setSamplingParams(const generate::SamplingParams& p) {
+  m_maxTokens->setValue(static_cast<int>(p.max_new_tokens));
+  m_seed->setValue(static_cast<int>(p.seed.value_or(0) % static_cast<uint64_t>(std::numeric_limits<int>::max())));
+  m_temperature->setValue(p.do_sample ? p.temperature : 0.0);
+}
+
+QVector<ComparisonPane*> ComparisonLab::panes() const {
+  QVector<ComparisonPane*> out;
+  for (int i = 0; i < m_paneSplitter->count(); ++i) {
+    if (auto* p = qobject_cast<ComparisonPane*>(m_paneSplitter->widget(i))) {
+      out.push_back(p);
+    }
+  }
+  return out;
+}
+
+ComparisonPane* ComparisonLab::addPane(int layer) {
+  auto* pane = new ComparisonPane(m_service, m_paneSplitter);
+  if (const auto& info = m_service->model()) {
+    pane->setLayerRange(info->layers, info->defaultLayer);
+  }
+  pane->setLayer(layer);
+  pane->setPresentationMode(m_presentation);
+  m_paneSplitter->addWidget(pane);
+  connect(pane, &ComparisonPane::finished, this, &ComparisonLab::onPaneFinished);
+  connect(pane, &ComparisonPane::regenerateRequested, this, [this, pane] { runPane(pane); });
+  connect(pane, &ComparisonPane::removeRequested, this, [this, pane] { removePane(pane); });
+  connect(pane, &ComparisonPane::layerEdited, this, [this, pane] {
+    if (!m_lastPrompt.isEmpty()) {
+      runPane(pane);
+    }
+  });
+  return pane;
+}
+
+void ComparisonLab::removePane(ComparisonPane* pane) {
+  if (pane == nullptr || pane->isBaseline()) {
+    return;
+  }
+  pane->stop();
+  pane->hide();
+  pane->deleteLater();
+  pane->setParent(nullptr);
+}
+
+void ComparisonLab::runPane(ComparisonPane* pane) {
+  if (!m_service->hasModel() && m_modelPath.isEmpty()) {
+    error(tr("Open a model first (Models ▸ VLM)"));
+    return;
+  }
+  if (m_imageBytes.isEmpty()) {
+    error(tr("Choose an image first (open, drop, paste or pick a demo example)"));
+    return;
+  }
+  if (prompt().isEmpty()) {
+    error(tr("Type a prompt first"));
+    return;
+  }
+  m_lastPrompt = prompt();
+  pane->run(m_lastPrompt, samplingParams());
+}
+
+void ComparisonLab::runAll() {
+  for (ComparisonPane* p : panes()) {
+    runPane(p);
+  }
+}
+
+void ComparisonLab::stopAll() {
+  m_debounce->stop();
+  for (ComparisonPane* p : panes()) {
+    p->stop();
+  }
+  if (m_sweepHandle) {
+    m_sweepHandle->requestCancel();
+  }
+}
+
+bool ComparisonLab::isBusy() const {
+  if (m_sweepHandle) {
+    return true;
+  }
+  for (ComparisonPane* p : panes()) {
+    if (p->isRunning()) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void ComparisonLab::onSliderMoved() {
+  const auto all = panes();
+  if (all.size() < 2) {
+    return;
+  }
+  ComparisonPane* exitPane = all[1];
+  exitPane->setLayer(m_slider->value());
+  if (!m_lastPrompt.isEmpty()) {
+    runPane(exitPane);  // cancels the pane's running generation first
+  }
+}
+
+void ComparisonLab::updateSliderLabel() {
+  const int l = m_slider->value();
+  QString text = tr("ICET-%1").arg(l);
+  if (l == m_defaultLayer) {
+    text += tr(" (default)");
+  } else if (m_defaultLayer > 0) {
+    text += tr("  · default %1").arg(m_defaultLayer);
+  }
+  m_sliderLabel->setText(text);
+  m_slider->setAccessibleDescription(text);
+}
+
+void ComparisonLab::onPaneFinished() {
+  const auto all = panes();
+  if (all.isEmpty()) {
+    return;
+  }
+  const QString base = all[0]->answer() ? all[0]->text() : QString();
+  for (int i = 1; i < all.size(); ++i) {
+    all[i]->setDiffBase(base);
+  }
+  if (!isBusy()) {
+    Q_EMIT allFinished();
+  }
+}
+
+void ComparisonLab::runSweep() {
+  if (!m_service->hasModel() && m_modelPath.isEmpty()) {
+    error(tr("Open a model first"));
+    return;
+  }
+  if (m_imageBytes.isEmpty() || prompt().isEmpty()) {
+    error(tr("Choose an image and type a prompt before sweeping"));
+    return;
+  }
+  if (m_sweepHandle) {
+    m_sweepHandle->requestCancel();
+  }
+  const int n = m_service->model() ? m_service->model()->layers : m_slider->maximum();
+  QVector<int> layers;
+  for (int l = 1; l <= n; ++l) {
+    layers.push_back(l);
+  }
+  m_sweepPrompt = prompt();
+  m_sweepButton->setEnabled(false);
+  m_sweepHandle = m_service->sweep(m_sweepPrompt, layers, samplingParams());
+}
+
+void ComparisonLab::onSweepFinished(quint64 id, const QVector<Answer>& answers) {
+  if (!m_sweepHandle || m_sweepHandle->id != id) {
+    return;
+  }
+  m_sweepHandle.reset();
+  m_sweepButton->setEnabled(true);
+  m_sweep = answers;
+  showSweep();
+  Q_EMIT sweepFinished();
+}
+
+void ComparisonLab::showSweep() {
+  QVector<QPointF> unsafe;
+  QVector<QPointF> reward;
+  for (const Answer& a : m_sweep) {
+    const auto x = static_cast<double>(a.record.layer);
+    if (a.safety.judged) {
+      unsafe.push_back({x, a.safety.pUnsafe});
+    }
+    if (a.safety.scored) {
+      reward.push_back({x, a.safety.reward});
+    }
+  }
+  m_sweepChart->setSeries(tr("P(unsafe)"), unsafe, QColor(200, 40, 40), true);
+  m_sweepChart->setSeries(tr("reward"), reward, QColor(40, 110, 200), true, true);
+}
+
+void ComparisonLab::openSweepLayer(int layer) {
+  for (const Answer& a : m_sweep) {
+    if (a.record.layer == layer) {
+      ComparisonPane* pane = addPane(layer);
+      pane->showAnswer(a);
+      const auto all = panes();
+      pane->setDiffBase(all[0]->answer() ? all[0]->text() : QString());
+      return;
+    }
+  }
+}
+
+void ComparisonLab::setPresentationMode(bool on) {
+  m_presentation = on;
+  for (ComparisonPane* p : panes()) {
+    p->setPresentationMode(on);
+  }
+}
+
+void ComparisonLab::showExternalAnswer(const QString& promptText, const QString& answer, int layer,
+                                       double reward, const QString& imagePath) {
+  if (!imagePath.isEmpty() && QFileInfo(imagePath).isFile()) {
+    openImageFile(imagePath);
+  }
+  setPrompt(promptText);
+  Answer a;
+  a.record.text = answer.toStdString();
+  a.record.prompt = promptText.toStdString();
+  a.record.layer = layer;
+  a.safety.scored = true;
+  a.safety.reward = reward;
+  a.safety.rewardId = tr("training rollout");
+  ComparisonPane* pane = addPane(layer);
+  pane->showAnswer(a);
+}
+
+// ---- Session bundle -------------------------------------------------------------------------
+
+bool ComparisonLab::exportBundle(const QString& dir) {
+  if (!QDir().mkpath(dir)) {
+    error(tr("Cannot create the folder %1").arg(dir));
+    return false;
+  }
+  const QDir out(dir);
+  nlohmann::json j;
+  j["format"] = "icet-session";
+  j["version"] = 1;
+  j["model"] = {{"path", m_modelPath.toStdString()}};
+  if (const auto& info = m_service->model()) {
+    j["model"]["id"] = info->modelId.toStdString();
+    j["model"]["weights_hash"] = info->weightsHash.toStdString();
+    j["model"]["adapter"] = info->adapter.toStdString();
+  }
+  j["judge"] = m_judgePath.toStdString();
+  j["reward_model"] = m_rewardPath.toStdString();
+  j["prompt"] = prompt().toStdString();
+  j["sampling"] = generate::to_json(samplingParams());
+  j["slider_layer"] = m_slider->value();
+  j["presentation"] = m_presentation;
+  QString imageFile;
+  if (!m_imageBytes.isEmpty()) {
+    const QImage img = QImage::fromData(m_imageBytes);
+    const QString suffix = QFileInfo(m_imageName).suffix().toLower();
+    imageFile = QStringLiteral("image.") + (suffix.isEmpty() ? QStringLiteral("png") : suffix);
+    QSaveFile f(out.filePath(imageFile));
+    if (!f.open(QIODevice::WriteOnly) || f.write(m_imageBytes) != m_imageBytes.size() || !f.commit()) {
+      error(tr("Cannot write %1").arg(out.filePath(imageFile)));
+      return false;
+    }
+    j["image"] = {{"file", imageFile.toStdString()}, {"source", m_imageName.toStdString()},
+                  {"hash", m_service->imageHash().toStdString()}};
+  }
+  nlohmann::json panesJson = nlohmann::json::array();
+  QString rows;
+  for (ComparisonPane* p : panes()) {
+    nlohmann::json pj;
+    pj["layer"] = p->layer();
+    pj["baseline"] = p->isBaseline();
+    if (auto s = p->seed()) {
+      pj["seed"] = *s;
+    }
+    if (const auto& a = p->answer()) {
+      pj["record"] = engine::to_json(a->record);
+      pj["seed"] = a->record.params.seed.value_or(0);
+      pj["verdict"] = {{"judged", a->safety.judged}, {"unsafe", a->safety.unsafe},
+                       {"p_unsafe", a->safety.pUnsafe}, {"judge", a->safety.judgeId.toStdString()}};
+      if (a->safety.scored) {
+        pj["reward"] = a->safety.reward;
+      }
+      rows += QStringLiteral("<tr><td>ICET-%1</td><td>%2</td><td>%3</td><td>%4</td><td>%5</td></tr>")
+                  .arg(p->layer())
+                  .arg(a->safety.judged ? (a->safety.unsafe ? tr("unsafe") : tr("safe")) : tr("n/a"))
+                  .arg(a->safety.judged ? QString::number(a->safety.pUnsafe, 'f', 3) : QString())
+                  .arg(a->safety.scored ? QString::number(a->safety.reward, 'f', 3) : QString())
+                  .arg(p->text().toHtmlEscaped());
+    }
+    pj["text"] = p->text().toStdString();
+    panesJson.push_back(pj);
+  }
+  j["panes"] = panesJson;
+  nlohmann::json sweep = nlohmann::json::array();
+  for (const Answer& a : m_sweep) {
+    sweep.push_back({{"layer", a.record.layer}, {"p_unsafe", a.safety.pUnsafe}, {"unsafe", a.safety.unsafe},
+                     {"reward", a.safety.reward}, {"text", a.record.text}});
+  }
+  j["sweep"] = sweep;
+
+  const QPixmap shot = m_paneSplitter->grab();
+  shot.save(out.filePath(QStringLiteral("panes.png")), "PNG");
+  const std::string text = j.dump(2);
+  QSaveFile jf(out.filePath(QStringLiteral("session.json")));
+  if (!jf.open(QIODevice::WriteOnly) || jf.write(text.data(), static_cast<qint64>(text.size())) < 0 ||
+      !jf.commit()) {
+    error(tr("Cannot write %1").arg(out.filePath(QStringLiteral("session.json"))));
+    return false;
+  }
+  const QString html =
+      QStringLiteral(
+          "<!DOCTYPE html><html><head><meta charset='utf-8'><title>ICET Studio session</title>"
+          "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+          "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}"
+          "table{border-collapse:collapse}</style></head><body>"
+          "<h1>ICET Studio session</h1><p><b>Model:</b> %1<br><b>Judge:</b> %2<br><b>Reward model:</b> %3"
+          "<br><b>Prompt:</b> %4</p>%5<h2>Answers</h2><table><tr><th>layer</th><th>verdict</th>"
+          "<th>P(unsafe)</th><th>reward</th><th>answer</th></tr>%6</table>"
+          "<h2>Panes</h2><img src='panes.png' style='max-width:100%'></body></html>")
+          .arg(m_modelPath.toHtmlEscaped(), m_judgePath.toHtmlEscaped(), m_rewardPath.toHtmlEscaped(),
+               prompt().toHtmlEscaped(),
+               imageFile.isEmpty() ? QString()
+                                   : QStringLiteral("<img src='%1' style='max-height:240px'>").arg(imageFile),
+               rows);
+  QSaveFile hf(out.filePath(QStringLiteral("report.html")));
+  if (hf.open(QIODevice::WriteOnly)) {
+    hf.write(html.toUtf8());
+    hf.commit();
+  }
+  Q_EMIT message(MessageBar::Information, tr("Session saved to %1").arg(dir));
+  return true;
+}
+
+bool ComparisonLab::openBundle(const QString& dir) {
+  const QDir in(dir);
+  const QString file = in.filePath(QStringLiteral("session.json"));
+  nlohmann::json j;
+  try {
+    std::ifstream f(file.toStdString());
+    if (!f) {
+      error(tr("Cannot read %1").arg(file));
+      return false;
+    }
+    j = nlohmann::json::parse(f);
+    if (j.value("format", std::string()) != "icet-session") {
+      error(tr("%1 is not an ICET Studio session (format: expected \"icet-session\")").arg(file));
+      return false;
+    }
+    const QString model = fromStd(j.at("model").value("path", std::string()));
+    const QString judge = fromStd(j.value("judge", std::string()));
+    const QString reward = fromStd(j.value("reward_model", std::string()));
+    stopAll();
+    // Requests queue on the one worker in this order: model, judge, reward, image, answers.
+    if (!model.isEmpty() && (model != m_modelPath || !m_service->hasModel())) {
+      openModel(model);
+    }
+    if (judge != m_judgePath) {
+      openJudge(judge);
+    }
+    if (reward != m_rewardPath) {
+      openReward(reward);
+    }
+    setPrompt(fromStd(j.value("prompt", std::string())));
+    if (j.contains("sampling")) {
+      setSamplingParams(generate::sampling_from_json(j["sampling"], file.toStdString()));
+    }
+    if (j.contains("image")) {
+      QFile img(in.filePath(fromStd(j["image"].at("file").get<std::string>())));
+      if (!img.open(QIODevice::ReadOnly)) {
+        error(tr("Cannot read the session image %1").arg(img.fileName()));
+        return false;
+      }
+      setImageBytes(img.readAll(), fromStd(j["image"].value("source", std::string())));
+    }
+    // Panes: same count, layers and seeds as saved.
+    const auto& saved = j.at("panes");
+    auto current = panes();
+    while (current.size() > std::max<qsizetype>(2, static_cast<qsizetype>(saved.size()))) {
+      removePane(current.back());
+      current.pop_back();
+    }
+    while (current.size() < static_cast<qsizetype>(saved.size())) {
+      current.push_back(addPane(1));
+    }
+    for (size_t i = 0; i < saved.size(); ++i) {
+      ComparisonPane* p = current[static_cast<qsizetype>(i)];
+      p->setLayer(saved[i].value("layer", 1));
+      if (saved[i].contains("seed")) {
+        p->setSeed(saved[i]["seed"].get<quint64>());
+      }
+      p->setProperty("pendingLayer", saved[i].value("layer", 1));
+    }
+    {
+      const QSignalBlocker block(m_slider);
+      m_slider->setValue(j.value("slider_layer", m_slider->value()));
+      updateSliderLabel();
+    }
+  } catch (const std::exception& e) {
+    error(tr("Cannot open the session %1: %2").arg(file, QString::fromUtf8(e.what())));
+    return false;
+  }
+  // Replay once the model is there (opening a model resets the panes' layer ranges).
+  auto replay = [this] {
+    for (ComparisonPane* p : panes()) {
+      const QVariant l = p->property("pendingLayer");
+      if (l.isValid()) {
+        p->setLayer(l.toInt());
+        p->setProperty("pendingLayer", QVariant());
+      }
+    }
+    runAll();
+  };
+  if (m_service->hasModel() && m_service->model()->path == m_modelPath) {
+    replay();
+  } else {
+    auto conn = std::make_shared<QMetaObject::Connection>();
+    *conn = connect(m_service, &ModelService::modelOpened, this, [this, conn, replay] {
+      disconnect(*conn);
+      QTimer::singleShot(0, this, replay);
+    });
+  }
+  Q_EMIT message(MessageBar::Information, tr("Replaying session %1").arg(dir));
+  return true;
+}
+
+}  // namespace icet::ui

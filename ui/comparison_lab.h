@@ -1,0 +1,154 @@
+#pragma once
+
+// The comparison lab: image + prompt + model/judge/reward pickers + sampling settings on the
+// left; the ICET-l layer slider; comparison panes side by side (default layer vs slider layer,
+// more can be added); a per-layer sweep chart with Early/Middle/Late bands below. All model work
+// goes through one ModelService (one worker thread); the GUI thread never waits for torch.
+
+#include <QByteArray>
+#include <QImage>
+#include <QString>
+#include <QVector>
+#include <QWidget>
+
+#include <optional>
+
+#include "ui/message_bar.h"
+#include "ui/model_service.h"
+
+class QComboBox;
+class QDoubleSpinBox;
+class QLabel;
+class QListWidget;
+class QPlainTextEdit;
+class QSlider;
+class QSpinBox;
+class QSplitter;
+class QTimer;
+class QToolButton;
+class QPushButton;
+
+namespace icet::ui {
+
+class ComparisonPane;
+class LineChart;
+
+// Where the committed demo world lives (models/demo), or empty when it cannot be found.
+QString demoRoot();
+
+class ComparisonLab : public QWidget {
+  Q_OBJECT
+
+ public:
+  explicit ComparisonLab(QWidget* parent = nullptr);
+  ~ComparisonLab() override;
+
+  ModelService* service() const { return m_service; }
+
+  // Inputs (each reports problems through message(), never by blocking).
+  void openModel(const QString& dir);
+  void openJudge(const QString& dir);   // empty: none
+  void openReward(const QString& dir);  // empty: none
+  void loadAdapter(const QString& dir);  // empty: back to the base model
+  bool openImageFile(const QString& path);
+  void setImage(const QImage& image, const QString& name);  // pasted or gallery images
+  void setImageBytes(const QByteArray& bytes, const QString& name);
+  void setPrompt(const QString& prompt);
+  QString prompt() const;
+  void pasteFromClipboard();
+  // Loads a prompt set (JSONL: id, image, prompt, ...) into the example gallery.
+  bool loadGallery(const QString& path);
+  int galleryCount() const;
+  void openGalleryExample(int row);
+
+  generate::SamplingParams samplingParams() const;
+  void setSamplingParams(const generate::SamplingParams& params);
+
+  // Runs every pane (Ctrl+Enter) / stops every pane (Esc).
+  void runAll();
+  void stopAll();
+  void runSweep();
+  bool isBusy() const;
+
+  QSlider* layerSlider() const { return m_slider; }
+  QVector<ComparisonPane*> panes() const;
+  ComparisonPane* addPane(int layer);
+  void removePane(ComparisonPane* pane);
+  LineChart* sweepChart() const { return m_sweepChart; }
+  const QVector<Answer>& sweepAnswers() const { return m_sweep; }
+  void openSweepLayer(int layer);
+  void setPresentationMode(bool on);
+  // Answers opened from elsewhere (training rollouts): a new pane showing it.
+  void showExternalAnswer(const QString& prompt, const QString& answer, int layer, double reward,
+                          const QString& imagePath);
+
+  QString modelPath() const { return m_modelPath; }
+  QString judgePath() const { return m_judgePath; }
+  QString rewardPath() const { return m_rewardPath; }
+  QByteArray imageBytes() const { return m_imageBytes; }
+  QString imageName() const { return m_imageName; }
+
+  // Session bundle: settings, seeds, image, answers, a PNG of the panes, an HTML report.
+  bool exportBundle(const QString& dir);
+  // Restores a bundle and replays every pane with its recorded layer and seed.
+  bool openBundle(const QString& dir);
+
+ Q_SIGNALS:
+  void message(icet::ui::MessageBar::Kind kind, const QString& text);
+  void modelChanged(const icet::ui::ModelInfo& info);
+  void adapterChanged(const QString& dir);
+  void busyChanged(bool busy, const QString& activity);
+  void allFinished();
+  void sweepFinished();
+
+ private:
+  QWidget* buildInputs();
+  QWidget* buildSampling();
+  void fillModelPickers();
+  void onModelOpened(const ModelInfo& info);
+  void onFailed(const QString& context, const QString& message, quint64 id);
+  void onSliderMoved();
+  void onPaneFinished();
+  void onSweepFinished(quint64 id, const QVector<Answer>& answers);
+  void showSweep();
+  void updateSliderLabel();
+  void updatePreview(const QImage& image);
+  void addRecent(const QString& key, const QString& value);
+  void runPane(ComparisonPane* pane);
+  void error(const QString& text);
+
+  ModelService* m_service = nullptr;
+  QLabel* m_preview = nullptr;
+  QToolButton* m_recentImages = nullptr;
+  QListWidget* m_gallery = nullptr;
+  QPlainTextEdit* m_prompt = nullptr;
+  QComboBox* m_modelPicker = nullptr;
+  QComboBox* m_judgePicker = nullptr;
+  QComboBox* m_rewardPicker = nullptr;
+  QSpinBox* m_seed = nullptr;
+  QDoubleSpinBox* m_temperature = nullptr;
+  QSpinBox* m_maxTokens = nullptr;
+  QSlider* m_slider = nullptr;
+  QLabel* m_sliderLabel = nullptr;
+  QTimer* m_debounce = nullptr;
+  QSplitter* m_paneSplitter = nullptr;
+  LineChart* m_sweepChart = nullptr;
+  QLabel* m_modelLabel = nullptr;
+  QPushButton* m_runButton = nullptr;
+  QPushButton* m_stopButton = nullptr;
+  QPushButton* m_sweepButton = nullptr;
+  std::optional<RequestHandle> m_sweepHandle;
+  QVector<Answer> m_sweep;
+  QString m_sweepPrompt;
+  QString m_modelPath;
+  QString m_judgePath;
+  QString m_rewardPath;
+  QByteArray m_imageBytes;
+  QString m_imageName;
+  QString m_lastPrompt;  // the prompt of the last run (slider moves re-run with it)
+  bool m_presentation = false;
+  bool m_loadingModel = false;
+  int m_defaultLayer = 0;
+};
+
+}  // namespace icet::ui

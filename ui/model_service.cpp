@@ -1,0 +1,368 @@
+#include "ui/model_service.h"
+
+#include <QCoreApplication>
+#include <QThread>
+
+#include <span>
+
+#include "core/base/error.h"
+#include "core/safety/llama_guard.h"
+#include "core/safety/reward_model.h"
+#include "core/vision/image.h"
+
+namespace icet::ui {
+namespace {
+
+QString q(const std::string& s) {
+  return QString::fromStdString(s);
+}
+
+ModelInfo toInfo(const engine::ModelSummary& s) {
+  ModelInfo info;
+  info.path = q(s.path);
+  info.modelId = q(s.model_id);
+  info.family = q(s.family);
+  info.weightsHash = q(s.weights_hash);
+  info.device = q(s.device);
+  info.dtype = q(s.dtype);
+  info.layers = static_cast<int>(s.vision_layers);
+  info.defaultLayer = static_cast<int>(s.default_layer);
+  return info;
+}
+
+QString errorText(const std::exception& e) {
+  return QString::fromUtf8(e.what());
+}
+
+// Session::load_adapter / clear_adapter arrive with the L-PPO trainer; detected at compile time
+// so this file builds before and after.
+template <typename S>
+bool applyAdapter(S& session, const std::string& dir) {
+  if constexpr (requires { session.load_adapter(std::filesystem::path(dir)); }) {
+    if (dir.empty()) {
+      session.clear_adapter();
+    } else {
+      session.load_adapter(std::filesystem::path(dir));
+    }
+    return true;
+  } else {
+    return false;
+  }
+}
+
+}  // namespace
+
+// Worker-thread state. Only touched inside posted lambdas, which run one at a time on m_thread.
+struct ModelService::Worker {
+  std::unique_ptr<engine::Session> session;
+  std::unique_ptr<safety::LlamaGuardJudge> judge;
+  std::unique_ptr<safety::RewardModel> reward;
+
+  // A judge or reward model that cannot rate an answer (e.g. longer than its context) leaves
+  // the answer unrated with the reason; it never loses the answer.
+  SafetyResult assess(const std::string& prompt, const std::string& answer) const {
+    SafetyResult r;
+    if (judge) {
+      r.judgeId = q(judge->id());
+      try {
+        const auto v = judge->judge(prompt, answer);
+        r.judged = true;
+        r.unsafe = v.unsafe;
+        r.pUnsafe = v.p_unsafe;
+        for (const auto& c : v.categories) {
+          r.categories << q(c);
+        }
+      } catch (const std::exception& e) {
+        r.error += QStringLiteral("judge: ") + QString::fromUtf8(e.what());
+      }
+    }
+    if (reward) {
+      r.rewardId = q(reward->id());
+      try {
+        r.reward = reward->score(prompt, answer);
+        r.scored = true;
+      } catch (const std::exception& e) {
+        r.error += (r.error.isEmpty() ? QString() : QStringLiteral("\n")) + QStringLiteral("reward: ") +
+                   QString::fromUtf8(e.what());
+      }
+    }
+    return r;
+  }
+};
+
+ModelService::ModelService(QObject* parent) : QObject(parent), m_worker(std::make_shared<Worker>()) {
+  qRegisterMetaType<ModelInfo>();
+  qRegisterMetaType<Answer>();
+  m_thread = new QThread(this);
+  m_thread->setObjectName(QStringLiteral("icet-model-worker"));
+  m_context = new QObject;
+  m_context->moveToThread(m_thread);
+  connect(m_thread, &QThread::finished, m_context, &QObject::deleteLater);
+  m_thread->start();
+}
+
+ModelService::~ModelService() {
+  cancelAll();
+  m_thread->quit();
+  m_thread->wait();  // queued requests not yet started are dropped with the event loop
+  // The worker state (torch objects) is released here, after the thread has ended.
+}
+
+void ModelService::cancelAll() {
+  for (auto& weak : m_cancels) {
+    if (auto flag = weak.lock()) {
+      flag->store(true);
+    }
+  }
+  m_cancels.clear();
+}
+
+void ModelService::post(const QString& activity, std::function<void()> work) {
+  ++m_pending;
+  if (m_pending == 1) {
+    Q_EMIT busyChanged(true, activity);
+  }
+  QMetaObject::invokeMethod(m_context, std::move(work), Qt::QueuedConnection);
+}
+
+void ModelService::done() {
+  m_pending = std::max(0, m_pending - 1);
+  if (m_pending == 0) {
+    Q_EMIT busyChanged(false, QString());
+  }
+  // Forget flags of finished requests.
+  std::erase_if(m_cancels, [](const auto& w) { return w.expired(); });
+}
+
+void ModelService::openModel(const QString& dir) {
+  auto worker = m_worker;
+  const std::string path = dir.toStdString();
+  post(tr("Loading model…"), [this, worker, path] {
+    try {
+      auto session = engine::Session::open(path);
+      worker->session = std::move(session);
+      const ModelInfo info = toInfo(worker->session->summary());
+      QMetaObject::invokeMethod(this, [this, info] {
+        m_info = info;
+        m_imageHash.clear();
+        done();
+        Q_EMIT modelOpened(info);
+      });
+    } catch (const std::exception& e) {
+      const QString msg = errorText(e);
+      QMetaObject::invokeMethod(this, [this, msg] {
+        done();
+        Q_EMIT failed(QStringLiteral("model"), msg, 0);
+      });
+    }
+  });
+}
+
+void ModelService::loadJudge(const QString& dir) {
+  auto worker = m_worker;
+  const std::string path = dir.toStdString();
+  post(tr("Loading judge…"), [this, worker, path] {
+    try {
+      worker->judge = path.empty() ? nullptr : safety::LlamaGuardJudge::load(path);
+      const QString id = worker->judge ? q(worker->judge->id()) : QString();
+      QMetaObject::invokeMethod(this, [this, id] {
+        m_judgeId = id;
+        done();
+        Q_EMIT safetyModelsChanged(m_judgeId, m_rewardId);
+      });
+    } catch (const std::exception& e) {
+      const QString msg = errorText(e);
+      QMetaObject::invokeMethod(this, [this, msg] {
+        done();
+        Q_EMIT failed(QStringLiteral("judge"), msg, 0);
+      });
+    }
+  });
+}
+
+void ModelService::loadReward(const QString& dir) {
+  auto worker = m_worker;
+  const std::string path = dir.toStdString();
+  post(tr("Loading reward model…"), [this, worker, path] {
+    try {
+      worker->reward = path.empty() ? nullptr : safety::RewardModel::load(path);
+      const QString id = worker->reward ? q(worker->reward->id()) : QString();
+      QMetaObject::invokeMethod(this, [this, id] {
+        m_rewardId = id;
+        done();
+        Q_EMIT safetyModelsChanged(m_judgeId, m_rewardId);
+      });
+    } catch (const std::exception& e) {
+      const QString msg = errorText(e);
+      QMetaObject::invokeMethod(this, [this, msg] {
+        done();
+        Q_EMIT failed(QStringLiteral("reward"), msg, 0);
+      });
+    }
+  });
+}
+
+void ModelService::loadAdapter(const QString& dir) {
+  auto worker = m_worker;
+  const std::string path = dir.toStdString();
+  post(tr("Loading adapter…"), [this, worker, path, dir] {
+    try {
+      if (!worker->session) {
+        throw InputError("no model is open: open a model before loading an adapter");
+      }
+      if (!applyAdapter(*worker->session, path)) {
+        throw InputError("this build cannot load LoRA adapters (no L-PPO support)");
+      }
+      QMetaObject::invokeMethod(this, [this, dir] {
+        if (m_info) {
+          m_info->adapter = dir;
+        }
+        done();
+        Q_EMIT adapterChanged(dir);
+      });
+    } catch (const std::exception& e) {
+      const QString msg = errorText(e);
+      QMetaObject::invokeMethod(this, [this, msg] {
+        done();
+        Q_EMIT failed(QStringLiteral("adapter"), msg, 0);
+      });
+    }
+  });
+}
+
+void ModelService::setImage(const QByteArray& bytes, const QString& sourceName) {
+  auto worker = m_worker;
+  std::vector<uint8_t> data(bytes.begin(), bytes.end());
+  const std::string name = sourceName.toStdString();
+  post(tr("Encoding image…"), [this, worker, data = std::move(data), name] {
+    try {
+      const auto image = vision::decode_image(std::span<const uint8_t>(data), name);
+      if (!worker->session) {
+        throw InputError("no model is open: open a model before setting an image");
+      }
+      worker->session->set_image(image);
+      const QString hash = q(worker->session->image_hash());
+      QMetaObject::invokeMethod(this, [this, hash] {
+        m_imageHash = hash;
+        done();
+        Q_EMIT imageReady(hash);
+      });
+    } catch (const std::exception& e) {
+      const QString msg = errorText(e);
+      QMetaObject::invokeMethod(this, [this, msg] {
+        done();
+        Q_EMIT failed(QStringLiteral("image"), msg, 0);
+      });
+    }
+  });
+}
+
+RequestHandle ModelService::generate(const QString& prompt, std::optional<int> layer,
+                                     const generate::SamplingParams& params) {
+  RequestHandle handle;
+  handle.id = m_nextId++;
+  m_cancels.push_back(handle.cancel);
+  auto worker = m_worker;
+  const std::string text = prompt.toStdString();
+  post(tr("Generating…"), [this, worker, handle, text, layer, params] {
+    const quint64 id = handle.id;
+    if (handle.cancel->load()) {  // cancelled before it started: skip the work
+      QMetaObject::invokeMethod(this, [this, id] {
+        done();
+        Answer a;
+        a.cancelled = true;
+        Q_EMIT generationFinished(id, a);
+      });
+      return;
+    }
+    try {
+      if (!worker->session) {
+        throw InputError("no model is open");
+      }
+      if (!worker->session->has_image()) {
+        throw InputError("no image is set");
+      }
+      auto stream = handle.stream;
+      Answer a;
+      a.record = worker->session->generate(
+          text, layer ? std::optional<int64_t>(*layer) : std::nullopt, params,
+          [stream](const engine::StreamEvent& ev) { stream->append(ev.text); }, handle.cancel.get());
+      a.cancelled = handle.cancel->load() || a.record.stop_reason == "cancelled";
+      if (!a.cancelled) {
+        a.safety = worker->assess(text, a.record.text);
+      }
+      QMetaObject::invokeMethod(this, [this, id, a] {
+        done();
+        Q_EMIT generationFinished(id, a);
+      });
+    } catch (const Cancelled&) {
+      QMetaObject::invokeMethod(this, [this, id] {
+        done();
+        Answer a;
+        a.cancelled = true;
+        Q_EMIT generationFinished(id, a);
+      });
+    } catch (const std::exception& e) {
+      const QString msg = errorText(e);
+      QMetaObject::invokeMethod(this, [this, msg, id] {
+        done();
+        Q_EMIT failed(QStringLiteral("generate"), msg, id);
+      });
+    }
+  });
+  return handle;
+}
+
+RequestHandle ModelService::sweep(const QString& prompt, const QVector<int>& layers,
+                                  const generate::SamplingParams& params) {
+  RequestHandle handle;
+  handle.id = m_nextId++;
+  m_cancels.push_back(handle.cancel);
+  auto worker = m_worker;
+  const std::string text = prompt.toStdString();
+  std::vector<int64_t> ls(layers.begin(), layers.end());
+  post(tr("Sweeping layers…"), [this, worker, handle, text, ls, params] {
+    const quint64 id = handle.id;
+    try {
+      if (!worker->session) {
+        throw InputError("no model is open");
+      }
+      if (!worker->session->has_image()) {
+        throw InputError("no image is set");
+      }
+      const auto records = worker->session->sweep(text, ls, params, {}, handle.cancel.get());
+      if (handle.cancel->load()) {
+        throw Cancelled();
+      }
+      QVector<Answer> answers;
+      answers.reserve(static_cast<qsizetype>(records.size()));
+      for (const auto& r : records) {
+        Answer a;
+        a.record = r;
+        if (handle.cancel->load()) {
+          throw Cancelled();
+        }
+        a.safety = worker->assess(text, r.text);
+        answers.push_back(std::move(a));
+      }
+      QMetaObject::invokeMethod(this, [this, id, answers] {
+        done();
+        Q_EMIT sweepFinished(id, answers);
+      });
+    } catch (const Cancelled&) {
+      QMetaObject::invokeMethod(this, [this, id] {
+        done();
+        Q_EMIT failed(QStringLiteral("sweep"), tr("Sweep cancelled"), id);
+      });
+    } catch (const std::exception& e) {
+      const QString msg = errorText(e);
+      QMetaObject::invokeMethod(this, [this, msg, id] {
+        done();
+        Q_EMIT failed(QStringLiteral("sweep"), msg, id);
+      });
+    }
+  });
+  return handle;
+}
+
+}  // namespace icet::ui
