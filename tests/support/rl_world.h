@@ -10,12 +10,9 @@
 #include <nlohmann/json.hpp>
 
 #include "core/rl/trainer.h"
+#include "support/snapshot.h"
 
 namespace icet::test {
-
-inline std::filesystem::path fixture(const char* name) {
-  return std::filesystem::path(ICET_FIXTURES) / "hf-reference" / name;
-}
 
 // Writes <dir>/image.png and <dir>/<name>.jsonl with `n` items (every other one harmful).
 inline std::filesystem::path write_prompt_set(const std::filesystem::path& dir, const std::string& name, int n) {
