@@ -44,6 +44,13 @@ class TestDemoJudgesBuild : public QObject {
   }
 
  private Q_SLOTS:
+  void initTestCase() {
+    // Minutes of training per model: a measurement, run on demand rather than in every ctest.
+    if (std::getenv("ICET_SLOW_BUILDS") == nullptr) {
+      QSKIP("set ICET_SLOW_BUILDS=1 to rebuild and measure the demo judges (about 10 minutes on 2 cores)");
+    }
+  }
+
   // Two independent builds (run them as two processes to use two cores:
   // `test_demo_judges_build buildsTheReward` and `test_demo_judges_build buildsTheGuard`).
   void buildsTheReward() {
