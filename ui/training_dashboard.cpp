@@ -407,12 +407,14 @@ bool TrainingDashboard::setBaseConfig(const QString& json) {
 }
 
 bool TrainingDashboard::loadConfigFile(const QString& path) {
-  QFile f(path);
-  if (!f.open(QIODevice::ReadOnly)) {
-    error(tr("Cannot read the training config %1: %2").arg(path, f.errorString()));
+  // Relative paths in the file (model, sets, judges) are relative to its folder.
+  QString problem;
+  const QString json = TrainingJob::loadConfigFile(path, &problem);
+  if (json.isEmpty()) {
+    error(tr("Cannot read the training config %1: %2").arg(path, problem));
     return false;
   }
-  return setBaseConfig(QString::fromUtf8(f.readAll()));
+  return setBaseConfig(json);
 }
 
 void TrainingDashboard::fillForm() {

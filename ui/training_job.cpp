@@ -130,6 +130,27 @@ QString TrainingJob::validateConfig(const QString& json, const QString& source, 
 #endif
 }
 
+QString TrainingJob::loadConfigFile(const QString& path, QString* error) {
+#ifdef ICET_UI_HAS_RL
+  try {
+    const auto cfg = rl::load_config(path.toStdString());
+    rl::validate(cfg, path.toStdString());
+    return QString::fromStdString(rl::to_json(cfg).dump(2));
+  } catch (const std::exception& e) {
+    if (error != nullptr) {
+      *error = QString::fromUtf8(e.what());
+    }
+    return QString();
+  }
+#else
+  Q_UNUSED(path);
+  if (error != nullptr) {
+    *error = tr("this build has no L-PPO trainer");
+  }
+  return QString();
+#endif
+}
+
 bool TrainingJob::exportMetricsCsv(const QString& runDir, const QString& csvPath, QString* error) {
 #ifdef ICET_UI_HAS_RL
   try {

@@ -47,6 +47,9 @@ class TrainingJob : public QObject {
   static QString defaultConfigJson();
   // Parses and validates config JSON; returns the normalized JSON or sets `error`.
   static QString validateConfig(const QString& json, const QString& source, QString* error);
+  // A config file (paths in it relative to its folder, as `icet train --config` reads it);
+  // returns the normalized JSON with absolute paths or sets `error`.
+  static QString loadConfigFile(const QString& path, QString* error);
 
   // metrics.jsonl of a run folder -> CSV (one column per metric).
   static bool exportMetricsCsv(const QString& runDir, const QString& csvPath, QString* error);
