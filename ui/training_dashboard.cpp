@@ -714,7 +714,7 @@ void TrainingDashboard::redrawAsr() {
   auto points = [](const TrainingEval& e) {
     QVector<QPointF> pts;
     for (auto it = e.asrByLayer.cbegin(); it != e.asrByLayer.cend(); ++it) {
-      pts.push_back({static_cast<double>(it.key()), it.value()});
+      pts.push_back({static_cast<double>(it.key()), 100.0 * it.value()});  // core reports fractions
     }
     return pts;
   };
