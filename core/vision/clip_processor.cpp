@@ -228,22 +228,24 @@ ClipProcessorConfig ClipProcessorConfig::from_json(const nlohmann::json& j,
   return c;
 }
 
-ClipProcessorConfig load_clip_processor_config(const std::filesystem::path& preprocessor_config_json) {
-  const std::string name = preprocessor_config_json.string();
-  std::ifstream in(preprocessor_config_json, std::ios::binary);
+json read_preprocessor_config(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
   if (!in) {
-    throw InputError(name + ": cannot open the file. Check that the model folder has a "
-                            "preprocessor_config.json.");
+    throw InputError(file.string() + ": cannot open the file. Check that the model folder has a "
+                                     "preprocessor_config.json.");
   }
   std::stringstream text;
   text << in.rdbuf();
-  json j;
   try {
-    j = json::parse(text.str());
+    return json::parse(text.str());
   } catch (const json::exception& e) {
-    throw InputError(fmt::format("{}: not valid JSON ({})", name, e.what()));
+    throw InputError(fmt::format("{}: not valid JSON ({})", file.string(), e.what()));
   }
-  return ClipProcessorConfig::from_json(j, name);
+}
+
+ClipProcessorConfig load_clip_processor_config(const std::filesystem::path& preprocessor_config_json) {
+  return ClipProcessorConfig::from_json(read_preprocessor_config(preprocessor_config_json),
+                                        preprocessor_config_json.string());
 }
 
 at::Tensor to_normalized_tensor(const Image& img, const std::array<float, 3>& mean,

@@ -75,6 +75,9 @@ struct ClipProcessorConfig {
 
 // Reads and parses preprocessor_config.json (see ClipProcessorConfig::from_json).
 ClipProcessorConfig load_clip_processor_config(const std::filesystem::path& preprocessor_config_json);
+// The parsed JSON of a preprocessor_config.json; InputError naming the file when it cannot be
+// opened or is not JSON. Shared by every family's processor loader.
+nlohmann::json read_preprocessor_config(const std::filesystem::path& file);
 
 // The one place RGB8 HWC pixels become float32 CHW [3, H, W], with HF's arithmetic:
 //   v = float32(float64(x) * rescale_factor);  out = (v - mean[c]) / std[c]   (float32 ops)

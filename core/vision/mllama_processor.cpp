@@ -90,20 +90,7 @@ MllamaProcessorConfig MllamaProcessorConfig::from_json(const nlohmann::json& j, 
 }
 
 MllamaProcessorConfig load_mllama_processor_config(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
-    throw InputError(file.string() + ": cannot open the file. Check that the model folder has a "
-                                     "preprocessor_config.json.");
-  }
-  std::stringstream text;
-  text << in.rdbuf();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text.str());
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError(fmt::format("{}: not valid JSON ({})", file.string(), e.what()));
-  }
-  return MllamaProcessorConfig::from_json(j, file.string());
+  return MllamaProcessorConfig::from_json(read_preprocessor_config(file), file.string());
 }
 
 MllamaImage mllama_preprocess(const Image& img, const MllamaProcessorConfig& cfg) {
