@@ -138,6 +138,10 @@ int main(int argc, char** argv) {
   demo_build->add_option("--seed", demo_build_options.seed, "Seed (the build is deterministic for a seed)");
   demo_build->add_option("--scale", demo_build_options.scale, "Step-count factor (e.g. 0.1 for a quick smoke build)")
       ->check(CLI::PositiveNumber);
+  demo_build->add_option("--only", demo_build_options.only,
+                         "Rebuild only these parts (sets, vlm, guard, reward; comma-separated); the rest are kept")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"sets", "vlm", "guard", "reward"}));
   CLI::App* demo_report = demo->add_subcommand("report", "Held-out benign accuracy and ASR at every exit layer");
   icet::demo::DemoReportOptions demo_report_options;
   std::string demo_dir;

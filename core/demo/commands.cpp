@@ -1,5 +1,6 @@
 #include "core/demo/commands.h"
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <functional>
@@ -58,21 +59,42 @@ std::vector<eval::PromptItem> write_demo_set(const fs::path& file, const std::ve
 }
 
 nlohmann::json run_demo_build(const DemoBuildOptions& options, const BuildProgress& progress) {
+  static const std::vector<std::string> kParts{"sets", "vlm", "guard", "reward"};
+  for (const auto& p : options.only) {
+    if (std::find(kParts.begin(), kParts.end(), p) == kParts.end()) {
+      throw InputError(describe("demo build part", "one of sets, vlm, guard, reward", "\"" + p + "\""));
+    }
+  }
+  auto wanted = [&](const std::string& part) {
+    return options.only.empty() || std::find(options.only.begin(), options.only.end(), part) != options.only.end();
+  };
   const auto start = std::chrono::steady_clock::now();
   const fs::path out = options.out;
   fs::create_directories(out);
-  nlohmann::json record{{"seed", options.seed}, {"scale", options.scale}};
+  // A partial build updates the previous record, so build.json keeps describing every part.
+  nlohmann::json record = nlohmann::json::object();
+  if (!options.only.empty() && fs::exists(out / "build.json")) {
+    std::ifstream in(out / "build.json");
+    record = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (!record.is_object()) record = nlohmann::json::object();
+  }
+  record["seed"] = options.seed;
+  record["scale"] = options.scale;
 
   // Prompt sets first: they are cheap and the VLM's check uses the held-out one.
   const fs::path sets = out / "sets";
-  fs::create_directories(sets);
-  write_demo_set(sets / "train.jsonl", make_examples(Split::Train, options.train_items, options.seed));
-  write_demo_set(sets / "heldout.jsonl", make_examples(Split::HeldOut, options.heldout_items, options.seed));
+  if (wanted("sets")) {
+    fs::create_directories(sets);
+    write_demo_set(sets / "train.jsonl", make_examples(Split::Train, options.train_items, options.seed));
+    write_demo_set(sets / "heldout.jsonl", make_examples(Split::HeldOut, options.heldout_items, options.seed));
+  }
 
-  VlmRecipe recipe;
-  recipe.seed = options.seed;
-  if (options.scale != 1.0) recipe = scaled(recipe, options.scale);
-  record["vlm"] = build_demo_vlm(out / "vlm", recipe, progress);
+  if (wanted("vlm")) {
+    VlmRecipe recipe;
+    recipe.seed = options.seed;
+    if (options.scale != 1.0) recipe = scaled(recipe, options.scale);
+    record["vlm"] = build_demo_vlm(out / "vlm", recipe, progress);
+  }
 
   // The demo judges learn from the same world (the guard shares the VLM's tokenizer).
   const std::vector<DemoExample> judge_train = make_examples(Split::Train, kJudgeTrainItems, options.seed);
@@ -81,13 +103,21 @@ nlohmann::json run_demo_build(const DemoBuildOptions& options, const BuildProgre
     f();
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
-  record["guard_seconds"] =
-      timed([&] { build_demo_guard(out / "guard", judge_train, out / "vlm" / "tokenizer.model", options.seed, progress); });
-  record["reward_seconds"] = timed([&] { build_demo_reward(out / "reward", judge_train, options.seed, progress); });
+  if (wanted("guard")) {
+    const fs::path tokenizer_model = out / "vlm" / "tokenizer.model";
+    if (!fs::exists(tokenizer_model)) {
+      throw InputError(describe(tokenizer_model.string(), "the demo VLM's tokenizer (build the vlm part first)", "missing"));
+    }
+    record["guard_seconds"] =
+        timed([&] { build_demo_guard(out / "guard", judge_train, tokenizer_model, options.seed, progress); });
+  }
+  if (wanted("reward")) {
+    record["reward_seconds"] = timed([&] { build_demo_reward(out / "reward", judge_train, options.seed, progress); });
+  }
 
   // The held-out check at every layer, judged by the placeholder rule (the report uses the
   // demo guard).
-  {
+  if (wanted("vlm") || wanted("sets")) {
     auto session = engine::Session::open(out / "vlm", {"cpu", "float32"});
     const auto set = eval::load_prompt_set(sets / "heldout.jsonl");
     PlaceholderJudge judge;

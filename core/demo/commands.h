@@ -22,6 +22,9 @@ struct DemoBuildOptions {
   double scale = 1.0;         // step-count factor (tests use a small one)
   size_t train_items = 240;   // sets/train.jsonl
   size_t heldout_items = 240; // sets/heldout.jsonl
+  // Parts to (re)build, any of "sets", "vlm", "guard", "reward"; empty: all. Parts left out
+  // keep their files and their entries in build.json (the guard needs vlm/tokenizer.model).
+  std::vector<std::string> only;
 };
 
 // Builds vlm/, guard/, reward/, sets/ and build.json under options.out.
