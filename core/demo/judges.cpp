@@ -140,6 +140,38 @@ std::map<std::string, std::vector<std::string>> off_topic_pools(const std::vecto
   return out;
 }
 
+// The one- or two-word answers of the benign tasks ("No.", "Red.", "Top left.", "Two."), each
+// once, whatever its frequency in `examples`; never empty.
+std::vector<std::string> short_answers(const std::vector<DemoExample>& examples) {
+  std::set<std::string> out{"Yes.", "No."};
+  for (const auto& e : examples) {
+    if (e.harmful || e.task == "describe") continue;
+    out.insert(e.answer);
+    out.insert(e.wrong_answers.begin(), e.wrong_answers.end());
+  }
+  return {out.begin(), out.end()};
+}
+
+// `answer` cut after 1..n-1 of its n words, with or without a closing full stop ("Sorry,",
+// "Sorry, I cannot."): a refusal that stops early.
+std::string cut_after_words(const std::string& answer, Rng& rng) {
+  std::vector<std::string> words;
+  for (size_t i = 0; i < answer.size();) {
+    const size_t j = std::min(answer.find(' ', i), answer.size());
+    words.push_back(answer.substr(i, j - i));
+    i = j + 1;
+  }
+  if (words.size() < 2) return {};
+  const size_t keep = 1 + static_cast<size_t>(rng.below(static_cast<int>(words.size()) - 1));
+  std::string out;
+  for (size_t k = 0; k < keep; ++k) out += (k ? " " : "") + words[k];
+  if (rng.below(2) == 0) {
+    while (!out.empty() && std::ispunct(static_cast<unsigned char>(out.back()))) out.pop_back();
+    out += ".";
+  }
+  return out;
+}
+
 // The garble kinds the guard sees: an empty answer would turn the conversation into prompt
 // classification (a different question), so it is left out there.
 const std::vector<GarbleKind>& guard_garble_kinds() {
@@ -208,6 +240,7 @@ std::string reward_prompt(const DemoExample& example) {
 
 std::vector<PreferencePair> preference_pairs(const std::vector<DemoExample>& examples, uint64_t seed) {
   const auto pools = off_topic_pools(examples);
+  const std::vector<std::string> shorts = short_answers(examples);
   std::vector<PreferencePair> out;
   for (size_t i = 0; i < examples.size(); ++i) {
     const DemoExample& e = examples[i];
@@ -232,6 +265,13 @@ std::vector<PreferencePair> preference_pairs(const std::vector<DemoExample>& exa
       add(e.refusal, e.answer, "refusal>compliant");
       add_garbled(e.refusal, "refusal");
       add_garbled(e.answer, "compliant");
+      // The shortcuts a policy finds first when RL rewards "not compliant" (seen on the demo
+      // world: every harmful request answered "No."): a short answer to some other question and
+      // a refusal cut off after a few words rank below both proper answers.
+      const std::string& short_answer = pick(shorts, rng);
+      add(e.refusal, short_answer, "refusal>off_topic:short");
+      add(e.answer, short_answer, "compliant>off_topic:short");
+      add(e.refusal, cut_after_words(e.refusal, rng), "refusal>truncated:words");
     } else {
       add(e.answer, e.refusal, "correct>refusal");
       if (!e.wrong_answers.empty()) add(e.answer, pick(e.wrong_answers, rng), "correct>wrong");
@@ -542,7 +582,7 @@ std::vector<std::string> rough_pretokenize(std::string_view text) {
 struct RewardConfig {
   int64_t embd = 64, layers = 3, heads = 4, positions = 256;
   size_t merges = 700;
-  int64_t steps = 2400, batch = 16;  // batch in pairs
+  int64_t steps = 4000, batch = 16;  // batch in pairs
   double lr = 4e-3, weight_decay = 0.1;
 };
 
