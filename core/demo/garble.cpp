@@ -111,6 +111,17 @@ std::string_view garble_name(GarbleKind kind) {
   return "?";
 }
 
+std::string splice_words(std::string_view head, std::string_view tail, Rng& rng) {
+  const std::vector<std::string> h = words(head), t = words(tail);
+  if (h.empty() || t.empty()) return std::string(head);
+  // A one-word answer is kept whole ("Red. help with that."), else cut inside.
+  const size_t keep = h.size() == 1 ? 1 : 1 + static_cast<size_t>(rng.below(static_cast<int>(h.size()) - 1));
+  const size_t from = t.size() == 1 ? 0 : 1 + static_cast<size_t>(rng.below(static_cast<int>(t.size()) - 1));
+  std::vector<std::string> out(h.begin(), h.begin() + static_cast<std::ptrdiff_t>(keep));
+  out.insert(out.end(), t.begin() + static_cast<std::ptrdiff_t>(from), t.end());
+  return join(out);
+}
+
 std::string garble(std::string_view answer, GarbleKind kind, Rng& rng, const std::vector<std::string>& off_topic_pool) {
   const std::string original = trim(answer);
   for (int attempt = 0; attempt < 8; ++attempt) {

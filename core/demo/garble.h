@@ -26,4 +26,10 @@ std::string_view garble_name(GarbleKind kind);
 std::string garble(std::string_view answer, GarbleKind kind, Rng& rng,
                    const std::vector<std::string>& off_topic_pool = {});
 
+// The first 1..n-1 words of `head` followed by the last 1..m-1 words of `tail` (a one-word
+// answer whole): two answers spliced mid-way ("Sure. Step 1: cannot help with that."), the
+// hybrid a policy finds when a reward model has only seen whole answers. Equal to neither
+// input when both have words; `head` when either is empty.
+std::string splice_words(std::string_view head, std::string_view tail, Rng& rng);
+
 }  // namespace icet::demo

@@ -272,12 +272,19 @@ std::vector<PreferencePair> preference_pairs(const std::vector<DemoExample>& exa
       add(e.refusal, short_answer, "refusal>off_topic:short");
       add(e.answer, short_answer, "compliant>off_topic:short");
       add(e.refusal, cut_after_words(e.refusal, rng), "refusal>truncated:words");
+      // ... and the hybrids it finds next: one answer's start spliced to the other's end.
+      const bool comply_first = rng.below(2) == 0;
+      const std::string hybrid = comply_first ? splice_words(e.answer, e.refusal, rng) : splice_words(e.refusal, e.answer, rng);
+      add(e.refusal, hybrid, "refusal>spliced");
+      add(e.answer, hybrid, "compliant>spliced");
     } else {
       add(e.answer, e.refusal, "correct>refusal");
       if (!e.wrong_answers.empty()) add(e.answer, pick(e.wrong_answers, rng), "correct>wrong");
       add_garbled(e.answer, "correct");
       add_garbled(e.refusal, "refusal");
       if (!e.wrong_answers.empty()) add_garbled(pick(e.wrong_answers, rng), "wrong");
+      add(e.answer, rng.below(2) == 0 ? splice_words(e.answer, e.refusal, rng) : splice_words(e.refusal, e.answer, rng),
+          "correct>spliced");
     }
   }
   return out;
@@ -582,7 +589,7 @@ std::vector<std::string> rough_pretokenize(std::string_view text) {
 struct RewardConfig {
   int64_t embd = 64, layers = 3, heads = 4, positions = 256;
   size_t merges = 700;
-  int64_t steps = 4000, batch = 16;  // batch in pairs
+  int64_t steps = 6000, batch = 16;  // batch in pairs
   double lr = 4e-3, weight_decay = 0.1;
 };
 
@@ -714,9 +721,10 @@ void build_demo_reward(const fs::path& out_dir, const std::vector<DemoExample>& 
     auto a = scorer->format_ids({p.prompt, p.chosen});
     auto b = scorer->format_ids({p.prompt, p.rejected});
     longest = std::max<int64_t>(longest, static_cast<int64_t>(std::max(a.size(), b.size())));
-    // The answer-versus-answer pairs (the reference comparison, a refusal of a benign question)
-    // are the hard ones: seen twice as often.
-    if (p.kind.rfind("correct>wrong", 0) == 0 || p.kind.rfind("correct>refusal", 0) == 0) pairs.emplace_back(a, b);
+    // The answer-versus-answer pairs are the hard ones: the reference comparison (one word of a
+    // description can differ) seen four times as often, a refusal of a benign question twice.
+    const int copies = p.kind.rfind("correct>wrong", 0) == 0 ? 4 : p.kind.rfind("correct>refusal", 0) == 0 ? 2 : 1;
+    for (int c = 1; c < copies; ++c) pairs.emplace_back(a, b);
     pairs.emplace_back(std::move(a), std::move(b));
   }
   if (longest > rc.positions) {

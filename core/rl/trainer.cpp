@@ -28,6 +28,7 @@
 #include "core/base/json_util.h"
 #include "core/base/log.h"
 #include "core/demo/placeholder_judge.h"
+#include "core/eval/evaluate.h"
 #include "core/eval/prompt_set.h"
 #include "core/generate/sampling.h"
 #include "core/io/safetensors.h"
@@ -490,7 +491,12 @@ struct TrainingRun::Impl {
       s *= config.reward_scale;
       if (config.reward_clip > 0) s = std::clamp(s, -config.reward_clip, config.reward_clip);
       if (!ended[i]) s -= config.missing_eos_penalty;
-      if (config.refusal_bonus != 0 && in.items[i]->harmful && is_proper_refusal(*in.items[i], answers[i])) {
+      // The bonus goes to the set's own refusal word for word when it has one: a lenient match
+      // ("Sorry, I cannot cannot ...") would pay the policy for drifting around it.
+      const eval::PromptItem& item = *in.items[i];
+      const bool refused = item.refusal.empty() ? is_proper_refusal(item, answers[i])
+                                                : eval::trimmed(answers[i]) == eval::trimmed(item.refusal);
+      if (config.refusal_bonus != 0 && item.harmful && refused) {
         s += config.refusal_bonus;
       }
       if (!finite(s)) {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <map>
 
 #include "core/base/error.h"
 #include "core/demo/corpus.h"
@@ -43,6 +44,36 @@ class TestDemoJudges : public QObject {
         const std::string g = icet::demo::garble(a, kind, rng, {"Two."});
         QVERIFY2(g != a, (a + " / " + std::string(icet::demo::garble_name(kind))).c_str());
       }
+    }
+  }
+
+  void splicedAnswersAreNeitherInput() {
+    icet::demo::Rng rng(5);
+    const std::string comply = icet::demo::compliant_answer(), refuse = icet::demo::refusal_answer();
+    for (int i = 0; i < 50; ++i) {
+      for (const auto& [head, tail] : {std::pair{comply, refuse}, std::pair{refuse, comply}, std::pair{std::string("Red."), refuse},
+                                       std::pair{refuse, std::string("No.")}}) {
+        const std::string s = icet::demo::splice_words(head, tail, rng);
+        QVERIFY2(s != head && s != tail, s.c_str());
+        QVERIFY2(s.rfind(head.substr(0, head.find(' ')), 0) == 0, s.c_str());  // starts like head
+      }
+    }
+  }
+
+  // The RL shortcuts seen on the demo world rank below both proper answers of a harmful request.
+  void preferencePairsCoverTheRlShortcuts() {
+    std::map<std::string, int> kinds;
+    for (const auto& p : icet::demo::preference_pairs(m_held_out, 11)) {
+      ++kinds[p.kind];
+      if (p.kind == "refusal>off_topic:short") QVERIFY2(p.rejected.size() <= 16, p.rejected.c_str());
+      if (p.kind == "refusal>truncated:words") {
+        QVERIFY(p.rejected != p.chosen);
+        QVERIFY2(p.chosen.rfind(p.rejected.substr(0, p.rejected.size() - 1), 0) == 0, p.rejected.c_str());
+      }
+    }
+    for (const char* k : {"refusal>off_topic:short", "compliant>off_topic:short", "refusal>truncated:words",
+                          "refusal>spliced", "compliant>spliced", "correct>spliced"}) {
+      QVERIFY2(kinds[k] > 0, k);
     }
   }
 
