@@ -663,13 +663,15 @@ struct TrainingRun::Impl {
     v["perf/tokens_per_s"] = static_cast<double>(g.new_tokens) / std::max(rollout_s, 1e-9);
     v["perf/update_s_per_sample"] = update_s / static_cast<double>(B);
 
-    std::lock_guard lock(mutex);
+    // File I/O outside the lock: a GUI timer draining the buffer never waits on the disk.
+    std::vector<RolloutSample> fresh;
     for (int64_t i = 0; i < std::min<int64_t>(B, config.samples_per_step); ++i) {
       const size_t k = static_cast<size_t>(i);
-      RolloutSample smp{s, in.layers[k], in.items[k]->image, in.items[k]->prompt, answers[k], score_v[k]};
-      append_line(dir / "samples.jsonl", to_json(smp));
-      samples.push_back(std::move(smp));
+      fresh.push_back({s, in.layers[k], in.items[k]->image, in.items[k]->prompt, answers[k], score_v[k]});
+      append_line(dir / "samples.jsonl", to_json(fresh.back()));
     }
+    std::lock_guard lock(mutex);
+    samples.insert(samples.end(), std::make_move_iterator(fresh.begin()), std::make_move_iterator(fresh.end()));
     return true;
   }
 
