@@ -27,9 +27,6 @@ class TestTrainingDashboard : public QObject {
   void initTestCase() { icet::test::init_ui_test("icet-studio-test-training"); }
 
   void trainsLiveStopsAndResumes() {
-    if (!TrainingJob::available()) {
-      QSKIP("this build has no L-PPO trainer");
-    }
     const QString demo = icet::test::demo_dir();
     QTemporaryDir tmp;
     QVERIFY(tmp.isValid());
