@@ -245,6 +245,10 @@ ComparisonLab::ComparisonLab(QWidget* parent) : QWidget(parent), m_service(new M
     }
   });
   connect(m_service, &ModelService::imageReady, this, [this] {
+    if (--m_imageRequests == 0) {
+      m_goodImageBytes = m_imageBytes;  // what the model holds now
+      m_goodImageName = m_imageName;
+    }
     Q_EMIT message(MessageBar::Information, tr("Image ready: %1").arg(m_imageName));
   });
 
@@ -597,6 +601,7 @@ void ComparisonLab::onModelOpened(const ModelInfo& info) {
     }
     m_modelPicker->setCurrentIndex(std::max(0, m_modelPicker->findData(info.path)));
     if (!m_imageBytes.isEmpty()) {
+      ++m_imageRequests;
       m_service->setImage(m_imageBytes, m_imageName);  // a new session has no cached image
     }
   }
@@ -610,7 +615,16 @@ void ComparisonLab::onFailed(const QString& context, const QString& text, quint6
     m_modelLabel->setText(tr("No model loaded"));
     error(tr("Could not open the model: %1").arg(text));
   } else if (context == QStringLiteral("image")) {
-    error(tr("Could not use the image: %1").arg(text));
+    if (--m_imageRequests == 0 && m_imageBytes != m_goodImageBytes) {
+      // The model still holds the last good image: show and run that one, not the bad file.
+      m_imageBytes = m_goodImageBytes;
+      m_imageName = m_goodImageName;
+      updatePreview(QImage::fromData(m_imageBytes));
+      error(m_imageBytes.isEmpty() ? tr("Could not use the image: %1").arg(text)
+                                   : tr("Could not use the image: %1 (kept the previous image)").arg(text));
+    } else {
+      error(tr("Could not use the image: %1").arg(text));
+    }
   } else if (context == QStringLiteral("judge")) {
     m_judgePath.clear();
     m_judgePicker->setCurrentIndex(0);
@@ -682,6 +696,7 @@ void ComparisonLab::setImageBytes(const QByteArray& bytes, const QString& name) 
   m_sweep.clear();
   // While a model loads, onModelOpened sends the image to the new session.
   if (m_service->hasModel() && !m_loadingModel) {
+    ++m_imageRequests;
     m_service->setImage(bytes, name);
   }
 }

@@ -167,6 +167,10 @@ class ComparisonLab : public QWidget {
   QString m_rewardPath;
   QByteArray m_imageBytes;
   QString m_imageName;
+  // The image the model last accepted, restored when a newer one fails to decode.
+  QByteArray m_goodImageBytes;
+  QString m_goodImageName;
+  int m_imageRequests = 0;  // image requests on their way to the worker
   QString m_lastPrompt;  // the prompt of the last run (slider moves re-run with it)
   QVector<QPointer<ComparisonPane>> m_rerunAfterAdapter;  // panes to run again once the adapter is in
   bool m_presentation = false;
