@@ -155,8 +155,7 @@ void MainWindow::buildMenus() {
   });
   QMenu* themeMenu = view->addMenu(tr("&Theme"));
   m_themeGroup = new QActionGroup(this);
-  const Theme current =
-      themeFromKey(QSettings().value(QStringLiteral("ui/theme")).toString());
+  const Theme current = storedTheme();
   for (Theme theme : {Theme::Light, Theme::Dark}) {
     QAction* action =
         themeMenu->addAction(theme == Theme::Light ? tr("&Light") : tr("&Dark"));
@@ -165,9 +164,8 @@ void MainWindow::buildMenus() {
     action->setObjectName(QStringLiteral("actionTheme_") + themeKey(theme));
     m_themeGroup->addAction(action);
     connect(action, &QAction::triggered, this, [theme] {
-      QSettings().setValue(QStringLiteral("ui/theme"), themeKey(theme));
       if (auto* app = qobject_cast<QApplication*>(QCoreApplication::instance())) {
-        applyTheme(*app, theme);
+        setTheme(*app, theme);
       }
     });
   }
