@@ -88,6 +88,10 @@ class LayerSlider : public QSlider {
   int m_default = -1;
 };
 
+bool hasLocalFiles(const QMimeData* mime) {
+  return mime->hasUrls() && !mime->urls().isEmpty() && mime->urls().front().isLocalFile();
+}
+
 QString fromStd(const std::string& s) {
   return QString::fromStdString(s);
 }
@@ -717,10 +721,13 @@ void ComparisonLab::pasteFromClipboard() {
   if (mime == nullptr) {
     return;
   }
-  if (canDropImage(mime)) {
+  // A copied link (a URL with text) pastes as text; copied files and image data are images.
+  if (mime->hasImage() || hasLocalFiles(mime)) {
     dropImage(mime, tr("pasted image"));
   } else if (mime->hasText()) {
     m_prompt->insertPlainText(mime->text());
+  } else if (canDropImage(mime)) {
+    dropImage(mime, tr("pasted image"));  // says why it cannot be used
   }
 }
 
@@ -796,7 +803,7 @@ bool ComparisonLab::eventFilter(QObject* watched, QEvent* event) {
       // action instead of the editor, which could only paste text.
       auto* e = static_cast<QKeyEvent*>(event);
       const QMimeData* mime = QApplication::clipboard()->mimeData();
-      if (e->matches(QKeySequence::Paste) && mime != nullptr && (mime->hasImage() || mime->hasUrls())) {
+      if (e->matches(QKeySequence::Paste) && mime != nullptr && (mime->hasImage() || hasLocalFiles(mime))) {
         e->ignore();
         return true;
       }

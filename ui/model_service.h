@@ -104,7 +104,6 @@ class ModelService : public QObject {
                          const generate::SamplingParams& params);
   RequestHandle sweep(const QString& prompt, const QVector<int>& layers,
                       const generate::SamplingParams& params);
-  // Judges and scores an answer given as text (rollout samples opened from training).
   void cancelAll();
 
   bool hasModel() const { return m_info.has_value(); }

@@ -220,11 +220,20 @@ class TestImageInput : public QObject {
     QVERIFY(waitForImage(bytesOf(path), hash));
     QCOMPARE(prompt->toPlainText(), QStringLiteral("What is this?"));  // no file URL pasted as text
 
-    // Text still pastes into the prompt.
+    // Text still pastes into the prompt, and so does a copied web link (a URL with its text).
     clipboard->setText(QStringLiteral(" Be brief."));
     prompt->moveCursor(QTextCursor::End);
     QTest::keyClick(prompt, Qt::Key_V, Qt::ControlModifier);
     QCOMPARE(prompt->toPlainText(), QStringLiteral("What is this? Be brief."));
+    auto* link = new QMimeData;
+    link->setUrls({QUrl(QStringLiteral("https://example.org/a"))});
+    link->setText(QStringLiteral(" https://example.org/a"));
+    clipboard->setMimeData(link);
+    QTest::keyClick(prompt, Qt::Key_V, Qt::ControlModifier);
+    QCOMPARE(prompt->toPlainText(), QStringLiteral("What is this? Be brief. https://example.org/a"));
+    prompt->setFocus();
+    paste->trigger();  // the menu's Paste too
+    QCOMPARE(prompt->toPlainText(), QStringLiteral("What is this? Be brief. https://example.org/a https://example.org/a"));
     QCOMPARE(m_lab->imageBytes(), bytesOf(path));
 
     // A copied non-image file: the same error as a drop.
