@@ -53,8 +53,7 @@ int main(int argc, char** argv) {
   startup.log_file = std::filesystem::path(dataDir.toStdString()) / "logs" / "icet-studio.log";
   auto runtimeInfo = icet::runtime::start(startup);
 
-  icet::ui::applyTheme(
-      app, icet::ui::themeFromKey(settings.value(QStringLiteral("ui/theme")).toString()));
+  icet::ui::applyTheme(app, icet::ui::storedTheme());
   icet::ui::MainWindow window(std::move(runtimeInfo));
   window.show();
   window.openDefaults();  // last model or the demo model, demo judge/reward, demo gallery

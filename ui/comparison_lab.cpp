@@ -14,12 +14,15 @@
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFormLayout>
+#include <QKeyEvent>
 #include <QGroupBox>
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QListWidget>
 #include <QMenu>
 #include <QMimeData>
+#include <QMimeDatabase>
+#include <QPointer>
 #include <QPainter>
 #include <QPlainTextEdit>
 #include <QPushButton>
@@ -32,20 +35,18 @@
 #include <QStyleOptionSlider>
 #include <QTimer>
 #include <QToolButton>
+#include <QUrl>
 #include <QVBoxLayout>
 
 #include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <utility>
 
+#include "core/demo/paths.h"
 #include "core/eval/prompt_set.h"
 #include "ui/charts/line_chart.h"
 #include "ui/comparison_pane.h"
-
-#if __has_include("core/demo/paths.h")
-#include "core/demo/paths.h"
-#define ICET_UI_HAS_DEMO_PATHS 1
-#endif
 
 namespace icet::ui {
 namespace {
@@ -87,25 +88,9 @@ class LayerSlider : public QSlider {
   int m_default = -1;
 };
 
-// Accepts dropped image files / image data for the lab.
-class DropLabel : public QLabel {
- public:
-  explicit DropLabel(QWidget* parent) : QLabel(parent) { setAcceptDrops(true); }
-  std::function<void(const QMimeData*)> onDrop;
-
- protected:
-  void dragEnterEvent(QDragEnterEvent* e) override {
-    if (e->mimeData()->hasUrls() || e->mimeData()->hasImage()) {
-      e->acceptProposedAction();
-    }
-  }
-  void dropEvent(QDropEvent* e) override {
-    if (onDrop) {
-      onDrop(e->mimeData());
-    }
-    e->acceptProposedAction();
-  }
-};
+bool hasLocalFiles(const QMimeData* mime) {
+  return mime->hasUrls() && !mime->urls().isEmpty() && mime->urls().front().isLocalFile();
+}
 
 QString fromStd(const std::string& s) {
   return QString::fromStdString(s);
@@ -133,7 +118,6 @@ QString demoRoot() {
   if (!env.isEmpty() && QFileInfo(QString::fromLocal8Bit(env)).isDir()) {
     return QString::fromLocal8Bit(env);
   }
-#ifdef ICET_UI_HAS_DEMO_PATHS
   try {
     const auto root = icet::demo::demo_root();
     if (!root.empty() && std::filesystem::is_directory(root)) {
@@ -141,7 +125,6 @@ QString demoRoot() {
     }
   } catch (const std::exception&) {
   }
-#endif
   // Installed (share/icet/models/demo) or a build tree inside the source tree (models/demo).
   QDir dir(QCoreApplication::applicationDirPath());
   for (int up = 0; up < 6; ++up) {
@@ -256,18 +239,7 @@ ComparisonLab::ComparisonLab(QWidget* parent) : QWidget(parent), m_service(new M
   connect(m_service, &ModelService::failed, this, &ComparisonLab::onFailed);
   connect(m_service, &ModelService::sweepFinished, this, &ComparisonLab::onSweepFinished);
   connect(m_service, &ModelService::busyChanged, this, &ComparisonLab::busyChanged);
-  connect(m_service, &ModelService::adapterChanged, this, [this](const QString& dir) {
-    if (const auto& info = m_service->model()) {
-      m_modelLabel->setText(tr("%1 · %2 encoder layers · default ICET-%3%4")
-                                .arg(info->modelId)
-                                .arg(info->layers)
-                                .arg(info->defaultLayer)
-                                .arg(dir.isEmpty() ? QString() : tr(" · adapter %1").arg(dir)));
-    }
-    Q_EMIT message(MessageBar::Information,
-                   dir.isEmpty() ? tr("Adapter removed: base model") : tr("Adapter loaded: %1").arg(dir));
-    Q_EMIT adapterChanged(dir);
-  });
+  connect(m_service, &ModelService::adapterChanged, this, &ComparisonLab::onAdapterChanged);
   connect(m_service, &ModelService::safetyModelsChanged, this, [this] {
     if (!m_judgePath.isEmpty()) {
       addRecent(QStringLiteral("judges"), m_judgePath);
@@ -277,6 +249,10 @@ ComparisonLab::ComparisonLab(QWidget* parent) : QWidget(parent), m_service(new M
     }
   });
   connect(m_service, &ModelService::imageReady, this, [this] {
+    if (--m_imageRequests == 0) {
+      m_goodImageBytes = m_imageBytes;  // what the model holds now
+      m_goodImageName = m_imageName;
+    }
     Q_EMIT message(MessageBar::Information, tr("Image ready: %1").arg(m_imageName));
   });
 
@@ -296,21 +272,13 @@ QWidget* ComparisonLab::buildInputs() {
   auto* layout = new QVBoxLayout(w);
 
   auto* imageBox = new QGroupBox(tr("Image"), w);
-  auto* drop = new DropLabel(imageBox);
-  m_preview = drop;
+  m_preview = new QLabel(imageBox);  // drops anywhere on the lab (or the window) land in dropImage()
   m_preview->setObjectName(QStringLiteral("ImagePreview"));
   m_preview->setAccessibleName(tr("Image preview (drop an image here)"));
   m_preview->setAlignment(Qt::AlignCenter);
   m_preview->setMinimumSize(200, 160);
   m_preview->setFrameShape(QFrame::StyledPanel);
   m_preview->setText(tr("Drop an image here,\nopen one or paste (Ctrl+V)"));
-  drop->onDrop = [this](const QMimeData* mime) {
-    if (mime->hasUrls() && !mime->urls().isEmpty()) {
-      openImageFile(mime->urls().front().toLocalFile());
-    } else if (mime->hasImage()) {
-      setImage(qvariant_cast<QImage>(mime->imageData()), tr("dropped image"));
-    }
-  };
   auto* openButton = new QPushButton(QIcon(QStringLiteral(":/icons/open.svg")), tr("Open…"), imageBox);
   openButton->setAccessibleName(tr("Open image"));
   connect(openButton, &QPushButton::clicked, this, [this] {
@@ -367,6 +335,9 @@ QWidget* ComparisonLab::buildInputs() {
   m_prompt->setAccessibleName(tr("Prompt"));
   m_prompt->setPlaceholderText(tr("Ask about the image… (Ctrl+Enter runs)"));
   m_prompt->setMaximumHeight(110);
+  // Files and images dropped or pasted on the prompt are images, not text (see eventFilter).
+  m_prompt->installEventFilter(this);
+  m_prompt->viewport()->installEventFilter(this);
   auto* promptLayout = new QVBoxLayout(promptBox);
   promptLayout->addWidget(m_prompt);
   layout->addWidget(promptBox);
@@ -548,7 +519,56 @@ void ComparisonLab::openReward(const QString& dir) {
 }
 
 void ComparisonLab::loadAdapter(const QString& dir) {
-  m_service->loadAdapter(dir);
+  // Answers shown or on their way now come from the old weights: they run again once the
+  // adapter is in (requests run in order on the worker, so the re-runs see it).
+  m_rerunAfterAdapter.clear();
+  for (ComparisonPane* p : panes()) {
+    if (p->isRunning() || p->answer()) {
+      m_rerunAfterAdapter.push_back(p);
+    }
+  }
+  m_service->loadAdapter(dir.isEmpty() ? QString() : QDir::cleanPath(dir));
+}
+
+void ComparisonLab::onAdapterChanged(const QString& dir) {
+  updateModelLabel();
+  m_sweep.clear();  // swept with the old weights
+  m_sweepChart->clear();
+  const auto rerun = std::exchange(m_rerunAfterAdapter, {});
+  if (!m_lastPrompt.isEmpty() && !m_imageBytes.isEmpty()) {
+    for (const QPointer<ComparisonPane>& p : rerun) {
+      if (p) {
+        runPane(p);
+      }
+    }
+  }
+  Q_EMIT message(MessageBar::Information,
+                 dir.isEmpty() ? tr("Adapter removed: the panes use the base model")
+                               : tr("Adapter loaded: the panes use %1").arg(dir));
+  Q_EMIT adapterChanged(dir);
+}
+
+QString ComparisonLab::adapterPath() const {
+  return m_service->model() ? m_service->model()->adapter : QString();
+}
+
+void ComparisonLab::updateModelLabel() {
+  const auto& info = m_service->model();
+  if (!info) {
+    return;
+  }
+  QString text = tr("%1 · %2 encoder layers · default ICET-%3 · %4")
+                     .arg(info->modelId)
+                     .arg(info->layers)
+                     .arg(info->defaultLayer)
+                     .arg(info->device);
+  QString tip = info->path + QStringLiteral("\n") + info->weightsHash;
+  if (!info->adapter.isEmpty()) {
+    text += tr(" · LoRA adapter %1").arg(QFileInfo(info->adapter).fileName());
+    tip += tr("\nLoRA adapter: %1").arg(info->adapter);
+  }
+  m_modelLabel->setText(text);
+  m_modelLabel->setToolTip(tip);
 }
 
 void ComparisonLab::onModelOpened(const ModelInfo& info) {
@@ -576,16 +596,7 @@ void ComparisonLab::onModelOpened(const ModelInfo& info) {
   m_sweepChart->setXRange(0.5, info.layers + 0.5);
   m_sweep.clear();
   updateSliderLabel();
-  QString text = tr("%1 · %2 encoder layers · default ICET-%3 · %4")
-                     .arg(info.modelId)
-                     .arg(info.layers)
-                     .arg(info.defaultLayer)
-                     .arg(info.device);
-  if (!info.adapter.isEmpty()) {
-    text += tr(" · adapter %1").arg(QFileInfo(info.adapter).fileName());
-  }
-  m_modelLabel->setText(text);
-  m_modelLabel->setToolTip(info.path + QStringLiteral("\n") + info.weightsHash);
+  updateModelLabel();
   {
     addRecent(QStringLiteral("models"), info.path);
     QSettings().setValue(QStringLiteral("model/last"), info.path);
@@ -594,6 +605,7 @@ void ComparisonLab::onModelOpened(const ModelInfo& info) {
     }
     m_modelPicker->setCurrentIndex(std::max(0, m_modelPicker->findData(info.path)));
     if (!m_imageBytes.isEmpty()) {
+      ++m_imageRequests;
       m_service->setImage(m_imageBytes, m_imageName);  // a new session has no cached image
     }
   }
@@ -607,7 +619,16 @@ void ComparisonLab::onFailed(const QString& context, const QString& text, quint6
     m_modelLabel->setText(tr("No model loaded"));
     error(tr("Could not open the model: %1").arg(text));
   } else if (context == QStringLiteral("image")) {
-    error(tr("Could not use the image: %1").arg(text));
+    if (--m_imageRequests == 0 && m_imageBytes != m_goodImageBytes) {
+      // The model still holds the last good image: show and run that one, not the bad file.
+      m_imageBytes = m_goodImageBytes;
+      m_imageName = m_goodImageName;
+      updatePreview(QImage::fromData(m_imageBytes));
+      error(m_imageBytes.isEmpty() ? tr("Could not use the image: %1").arg(text)
+                                   : tr("Could not use the image: %1 (kept the previous image)").arg(text));
+    } else {
+      error(tr("Could not use the image: %1").arg(text));
+    }
   } else if (context == QStringLiteral("judge")) {
     m_judgePath.clear();
     m_judgePicker->setCurrentIndex(0);
@@ -617,6 +638,7 @@ void ComparisonLab::onFailed(const QString& context, const QString& text, quint6
     m_rewardPicker->setCurrentIndex(0);
     error(tr("Could not load the reward model: %1").arg(text));
   } else if (context == QStringLiteral("adapter")) {
+    m_rerunAfterAdapter.clear();  // nothing changed: the shown answers stay valid
     error(tr("Could not load the adapter: %1").arg(text));
   } else if (context == QStringLiteral("sweep")) {
     if (m_sweepHandle && m_sweepHandle->id == id) {
@@ -631,9 +653,22 @@ void ComparisonLab::onFailed(const QString& context, const QString& text, quint6
 }
 
 bool ComparisonLab::openImageFile(const QString& path) {
+  const QFileInfo info(path);
+  if (info.isDir()) {
+    error(tr("%1 is a folder, not an image").arg(path));
+    return false;
+  }
   QFile file(path);
   if (!file.open(QIODevice::ReadOnly)) {
     error(tr("Cannot read the image %1: %2").arg(path, file.errorString()));
+    return false;
+  }
+  // A file that is no image at all (by content and name) is refused before it replaces the
+  // current image; a damaged image file goes on to the core decoder, which says what is wrong.
+  const QMimeType type = QMimeDatabase().mimeTypeForFileNameAndData(path, &file);
+  if (!type.name().startsWith(QStringLiteral("image/"))) {
+    error(tr("%1 is not an image (%2): open, drop or paste a PNG, JPEG, BMP, TIFF or WebP file")
+              .arg(info.fileName(), type.comment().isEmpty() ? type.name() : type.comment()));
     return false;
   }
   addRecent(QStringLiteral("images"), QFileInfo(path).absoluteFilePath());
@@ -665,6 +700,7 @@ void ComparisonLab::setImageBytes(const QByteArray& bytes, const QString& name) 
   m_sweep.clear();
   // While a model loads, onModelOpened sends the image to the new session.
   if (m_service->hasModel() && !m_loadingModel) {
+    ++m_imageRequests;
     m_service->setImage(bytes, name);
   }
 }
@@ -685,13 +721,97 @@ void ComparisonLab::pasteFromClipboard() {
   if (mime == nullptr) {
     return;
   }
-  if (mime->hasImage()) {
-    setImage(qvariant_cast<QImage>(mime->imageData()), tr("pasted image"));
-  } else if (mime->hasUrls() && !mime->urls().isEmpty() && mime->urls().front().isLocalFile()) {
-    openImageFile(mime->urls().front().toLocalFile());
+  // A copied link (a URL with text) pastes as text; copied files and image data are images.
+  if (mime->hasImage() || hasLocalFiles(mime)) {
+    dropImage(mime, tr("pasted image"));
   } else if (mime->hasText()) {
     m_prompt->insertPlainText(mime->text());
+  } else if (canDropImage(mime)) {
+    dropImage(mime, tr("pasted image"));  // says why it cannot be used
   }
+}
+
+bool ComparisonLab::canDropImage(const QMimeData* mime) {
+  // Any file is taken (a non-image gets an error that says so, not a refused-drop cursor).
+  return mime != nullptr && (mime->hasImage() || mime->hasUrls());
+}
+
+bool ComparisonLab::dropImage(const QMimeData* mime, const QString& name) {
+  if (mime == nullptr) {
+    return false;
+  }
+  if (mime->hasUrls() && !mime->urls().isEmpty()) {  // files win over the image data some apps add
+    const QUrl url = mime->urls().front();
+    if (!url.isLocalFile()) {
+      error(tr("Only local image files can be opened, not %1").arg(url.toDisplayString()));
+      return false;
+    }
+    return openImageFile(url.toLocalFile());
+  }
+  if (mime->hasImage()) {
+    const QImage image = qvariant_cast<QImage>(mime->imageData());
+    setImage(image, name.isEmpty() ? tr("dropped image") : name);
+    return !image.isNull();
+  }
+  error(tr("Nothing to open here: drop an image file or image data"));
+  return false;
+}
+
+void ComparisonLab::dragEnterEvent(QDragEnterEvent* event) {
+  if (canDropImage(event->mimeData())) {
+    event->acceptProposedAction();
+  }
+}
+
+void ComparisonLab::dragMoveEvent(QDragMoveEvent* event) {
+  if (canDropImage(event->mimeData())) {
+    event->acceptProposedAction();
+  }
+}
+
+void ComparisonLab::dropEvent(QDropEvent* event) {
+  event->acceptProposedAction();
+  dropImage(event->mimeData());
+}
+
+bool ComparisonLab::eventFilter(QObject* watched, QEvent* event) {
+  const bool prompt = watched == m_prompt || watched == m_prompt->viewport();
+  if (!prompt) {
+    return QWidget::eventFilter(watched, event);
+  }
+  switch (event->type()) {
+    case QEvent::DragEnter:
+    case QEvent::DragMove: {
+      auto* e = static_cast<QDragMoveEvent*>(event);
+      if (e->mimeData()->hasUrls() || e->mimeData()->hasImage()) {
+        e->acceptProposedAction();
+        return true;
+      }
+      break;  // text: the editor inserts it
+    }
+    case QEvent::Drop: {
+      auto* e = static_cast<QDropEvent*>(event);
+      if (e->mimeData()->hasUrls() || e->mimeData()->hasImage()) {
+        e->acceptProposedAction();
+        dropImage(e->mimeData());
+        return true;
+      }
+      break;
+    }
+    case QEvent::ShortcutOverride: {
+      // Ctrl+V with an image (or a file) on the clipboard: leave it to the window's Paste
+      // action instead of the editor, which could only paste text.
+      auto* e = static_cast<QKeyEvent*>(event);
+      const QMimeData* mime = QApplication::clipboard()->mimeData();
+      if (e->matches(QKeySequence::Paste) && mime != nullptr && (mime->hasImage() || hasLocalFiles(mime))) {
+        e->ignore();
+        return true;
+      }
+      break;
+    }
+    default: break;
+  }
+  return QWidget::eventFilter(watched, event);
 }
 
 void ComparisonLab::setPrompt(const QString& prompt) {
@@ -1084,7 +1204,8 @@ bool ComparisonLab::openBundle(const QString& dir) {
     const QString reward = fromStd(j.value("reward_model", std::string()));
     stopAll();
     // Requests queue on the one worker in this order: model, judge, reward, image, answers.
-    if (!model.isEmpty() && (model != m_modelPath || !m_service->hasModel())) {
+    const bool reopened = !model.isEmpty() && (model != m_modelPath || !m_service->hasModel());
+    if (reopened) {
       openModel(model);
     }
     if (judge != m_judgePath) {
@@ -1092,6 +1213,13 @@ bool ComparisonLab::openBundle(const QString& dir) {
     }
     if (reward != m_rewardPath) {
       openReward(reward);
+    }
+    // The adapter the answers were made with (a reopened model starts without one).
+    const QString adapter = fromStd(j.at("model").value("adapter", std::string()));
+    const QString activeAdapter = reopened ? QString() : adapterPath();
+    if (adapter != activeAdapter) {
+      loadAdapter(adapter);
+      m_rerunAfterAdapter.clear();  // the replay below runs every pane after it anyway
     }
     setPrompt(fromStd(j.value("prompt", std::string())));
     if (j.contains("sampling")) {

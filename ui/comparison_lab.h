@@ -11,12 +11,18 @@
 #include <QVector>
 #include <QWidget>
 
+#include <QPointer>
+
 #include <optional>
 
 #include "ui/message_bar.h"
 #include "ui/model_service.h"
 
 class QComboBox;
+class QDragEnterEvent;
+class QDragMoveEvent;
+class QDropEvent;
+class QMimeData;
 class QDoubleSpinBox;
 class QLabel;
 class QListWidget;
@@ -49,13 +55,21 @@ class ComparisonLab : public QWidget {
   void openModel(const QString& dir);
   void openJudge(const QString& dir);   // empty: none
   void openReward(const QString& dir);  // empty: none
-  void loadAdapter(const QString& dir);  // empty: back to the base model
+  // A LoRA adapter (PEFT folder) for every later answer; panes showing answers run again with
+  // it. Empty: back to the base model.
+  void loadAdapter(const QString& dir);
+  QString adapterPath() const;  // the active adapter, empty for the base model
   bool openImageFile(const QString& path);
   void setImage(const QImage& image, const QString& name);  // pasted or gallery images
   void setImageBytes(const QByteArray& bytes, const QString& name);
   void setPrompt(const QString& prompt);
   QString prompt() const;
+  // Clipboard: an image, an image file (URL) or text for the prompt.
   void pasteFromClipboard();
+  // Dropped (or pasted) data: the first file URL, else image data. A file that is not an
+  // image, a remote URL or unusable data shows an error; the current image stays.
+  static bool canDropImage(const QMimeData* mime);
+  bool dropImage(const QMimeData* mime, const QString& name = QString());
   // Loads a prompt set (JSONL: id, image, prompt, ...) into the example gallery.
   bool loadGallery(const QString& path);
   int galleryCount() const;
@@ -101,8 +115,16 @@ class ComparisonLab : public QWidget {
   void allFinished();
   void sweepFinished();
 
+ protected:
+  void dragEnterEvent(QDragEnterEvent* event) override;
+  void dragMoveEvent(QDragMoveEvent* event) override;
+  void dropEvent(QDropEvent* event) override;
+  bool eventFilter(QObject* watched, QEvent* event) override;
+
  private:
   QWidget* buildInputs();
+  void onAdapterChanged(const QString& dir);
+  void updateModelLabel();
   QWidget* buildSampling();
   void fillModelPickers();
   void onModelOpened(const ModelInfo& info);
@@ -145,7 +167,12 @@ class ComparisonLab : public QWidget {
   QString m_rewardPath;
   QByteArray m_imageBytes;
   QString m_imageName;
+  // The image the model last accepted, restored when a newer one fails to decode.
+  QByteArray m_goodImageBytes;
+  QString m_goodImageName;
+  int m_imageRequests = 0;  // image requests on their way to the worker
   QString m_lastPrompt;  // the prompt of the last run (slider moves re-run with it)
+  QVector<QPointer<ComparisonPane>> m_rerunAfterAdapter;  // panes to run again once the adapter is in
   bool m_presentation = false;
   bool m_loadingModel = false;
   int m_defaultLayer = 0;

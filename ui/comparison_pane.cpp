@@ -2,6 +2,7 @@
 
 #include <QCheckBox>
 #include <QEvent>
+#include <QFileInfo>
 #include <QGraphicsBlurEffect>
 #include <QHBoxLayout>
 #include <QLabel>
@@ -54,6 +55,10 @@ ComparisonPane::ComparisonPane(ModelService* service, QWidget* parent)
   m_reward = new QLabel(this);
   m_reward->setObjectName(QStringLiteral("RewardLabel"));
   m_reward->setAccessibleName(tr("Reward score"));
+  m_adapterTag = new QLabel(this);
+  m_adapterTag->setObjectName(QStringLiteral("PaneAdapter"));
+  m_adapterTag->setAccessibleName(tr("LoRA adapter of this answer"));
+  m_adapterTag->hide();
   m_speed = new QLabel(this);
   m_speed->setObjectName(QStringLiteral("SpeedLabel"));
   m_speed->setAccessibleName(tr("Tokens per second"));
@@ -81,6 +86,9 @@ ComparisonPane::ComparisonPane(ModelService* service, QWidget* parent)
   m_view->setAccessibleName(tr("Answer"));
   m_view->setOpenLinks(false);
   m_view->viewport()->installEventFilter(this);
+  // Read-only: a dropped image goes past the answer to the lab.
+  m_view->setAcceptDrops(false);
+  m_view->viewport()->setAcceptDrops(false);
 
   auto* top = new QHBoxLayout;
   top->addWidget(m_title);
@@ -93,6 +101,7 @@ ComparisonPane::ComparisonPane(ModelService* service, QWidget* parent)
   top->addWidget(m_remove);
   auto* info = new QHBoxLayout;
   info->addWidget(m_badge);
+  info->addWidget(m_adapterTag);
   info->addStretch(1);
   info->addWidget(m_reward);
   info->addWidget(m_speed);
@@ -277,6 +286,13 @@ bool ComparisonPane::eventFilter(QObject* watched, QEvent* event) {
   return QFrame::eventFilter(watched, event);
 }
 
+void ComparisonPane::changeEvent(QEvent* event) {
+  QFrame::changeEvent(event);
+  if (event->type() == QEvent::PaletteChange && m_view != nullptr) {
+    render();
+  }
+}
+
 QString ComparisonPane::verdictText() const {
   if (!m_answer || !m_answer->safety.judged) {
     return QString();
@@ -291,6 +307,10 @@ void ComparisonPane::updateHeader() {
     title += tr(" (default layer)");
   }
   m_title->setText(title);
+  const QString adapter = m_answer && !m_handle ? m_answer->adapter : QString();
+  m_adapterTag->setVisible(!adapter.isEmpty());
+  m_adapterTag->setText(adapter.isEmpty() ? QString() : tr("+ LoRA %1").arg(QFileInfo(adapter).fileName()));
+  m_adapterTag->setToolTip(adapter.isEmpty() ? QString() : tr("Generated with the LoRA adapter %1").arg(adapter));
   if (m_handle) {
     m_badge->setText(tr("⏳ generating…"));
     m_badge->setToolTip(QString());
@@ -361,7 +381,7 @@ void ComparisonPane::render() {
     m_view->moveCursor(QTextCursor::End);
     return;
   }
-  m_view->setHtml(wordDiffHtml(m_diffBase, m_text));
+  m_view->setHtml(wordDiffHtml(m_diffBase, m_text, palette()));
 }
 
 }  // namespace icet::ui

@@ -61,6 +61,7 @@ class ComparisonPane : public QFrame {
 
  protected:
   bool eventFilter(QObject* watched, QEvent* event) override;
+  void changeEvent(QEvent* event) override;  // a new palette recolours the diff
 
  private:
   void drain();
@@ -77,6 +78,7 @@ class ComparisonPane : public QFrame {
   QLabel* m_badge = nullptr;
   QLabel* m_reward = nullptr;
   QLabel* m_speed = nullptr;
+  QLabel* m_adapterTag = nullptr;
   QToolButton* m_stop = nullptr;
   QToolButton* m_regen = nullptr;
   QToolButton* m_remove = nullptr;

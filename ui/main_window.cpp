@@ -6,6 +6,8 @@
 #include <QCloseEvent>
 #include <QDialog>
 #include <QDialogButtonBox>
+#include <QDragEnterEvent>
+#include <QDropEvent>
 #include <QFontDatabase>
 #include <QLabel>
 #include <QMenuBar>
@@ -68,10 +70,17 @@ MainWindow::MainWindow(runtime::RuntimeInfo runtime, QWidget* parent)
             m_lab->showExternalAnswer(prompt, answer, layer, reward, image);
             m_tabs->setCurrentWidget(m_lab);
           });
-  connect(m_dashboard, &TrainingDashboard::loadAdapterRequested, this, [this](const QString& dir) {
-    m_lab->loadAdapter(dir);
-    m_tabs->setCurrentWidget(m_lab);
-  });
+  connect(m_dashboard, &TrainingDashboard::loadAdapterRequested, this,
+          [this](const QString& dir, const QString& model) {
+            // The adapter only fits the model it was trained on: open that one first if needed
+            // (requests run in order on the lab's worker).
+            if (!model.isEmpty() &&
+                (QDir::cleanPath(model) != m_lab->modelPath() || !m_lab->service()->hasModel())) {
+              m_lab->openModel(model);
+            }
+            m_lab->loadAdapter(dir);
+            m_tabs->setCurrentWidget(m_lab);
+          });
   connect(m_lab, &ComparisonLab::modelChanged, this, [this](const ModelInfo& info) {
     m_dashboard->setModelPath(info.path);
   });
@@ -79,6 +88,7 @@ MainWindow::MainWindow(runtime::RuntimeInfo runtime, QWidget* parent)
   buildMenus();
   buildStatusBar();
   restoreWindowState();
+  setAcceptDrops(true);  // images dropped anywhere (message bar, tabs, status bar) go to the lab
 }
 
 MainWindow::~MainWindow() = default;
@@ -145,8 +155,7 @@ void MainWindow::buildMenus() {
   });
   QMenu* themeMenu = view->addMenu(tr("&Theme"));
   m_themeGroup = new QActionGroup(this);
-  const Theme current =
-      themeFromKey(QSettings().value(QStringLiteral("ui/theme")).toString());
+  const Theme current = storedTheme();
   for (Theme theme : {Theme::Light, Theme::Dark}) {
     QAction* action =
         themeMenu->addAction(theme == Theme::Light ? tr("&Light") : tr("&Dark"));
@@ -155,9 +164,8 @@ void MainWindow::buildMenus() {
     action->setObjectName(QStringLiteral("actionTheme_") + themeKey(theme));
     m_themeGroup->addAction(action);
     connect(action, &QAction::triggered, this, [theme] {
-      QSettings().setValue(QStringLiteral("ui/theme"), themeKey(theme));
       if (auto* app = qobject_cast<QApplication*>(QCoreApplication::instance())) {
-        applyTheme(*app, theme);
+        setTheme(*app, theme);
       }
     });
   }
@@ -314,6 +322,24 @@ void MainWindow::restoreWindowState() {
     resize(1200, 780);
   }
   restoreState(settings.value(QStringLiteral("window/state")).toByteArray());
+}
+
+void MainWindow::dragEnterEvent(QDragEnterEvent* event) {
+  if (ComparisonLab::canDropImage(event->mimeData())) {
+    event->acceptProposedAction();
+  }
+}
+
+void MainWindow::dragMoveEvent(QDragMoveEvent* event) {
+  if (ComparisonLab::canDropImage(event->mimeData())) {
+    event->acceptProposedAction();
+  }
+}
+
+void MainWindow::dropEvent(QDropEvent* event) {
+  event->acceptProposedAction();
+  m_tabs->setCurrentWidget(m_lab);
+  m_lab->dropImage(event->mimeData());
 }
 
 void MainWindow::closeEvent(QCloseEvent* event) {

@@ -34,22 +34,6 @@ QString errorText(const std::exception& e) {
   return QString::fromUtf8(e.what());
 }
 
-// Session::load_adapter / clear_adapter arrive with the L-PPO trainer; detected at compile time
-// so this file builds before and after.
-template <typename S>
-bool applyAdapter(S& session, const std::string& dir) {
-  if constexpr (requires { session.load_adapter(std::filesystem::path(dir)); }) {
-    if (dir.empty()) {
-      session.clear_adapter();
-    } else {
-      session.load_adapter(std::filesystem::path(dir));
-    }
-    return true;
-  } else {
-    return false;
-  }
-}
-
 }  // namespace
 
 // Worker-thread state. Only touched inside posted lambdas, which run one at a time on m_thread.
@@ -134,127 +118,101 @@ void ModelService::done() {
   std::erase_if(m_cancels, [](const auto& w) { return w.expired(); });
 }
 
-void ModelService::openModel(const QString& dir) {
+void ModelService::postTask(const QString& activity, const QString& context,
+                            std::function<std::function<void()>(Worker&)> work) {
   auto worker = m_worker;
-  const std::string path = dir.toStdString();
-  post(tr("Loading model…"), [this, worker, path] {
+  post(activity, [this, worker, context, work = std::move(work)] {
+    std::function<void()> apply;
+    QString message;
     try {
-      auto session = engine::Session::open(path);
-      worker->session = std::move(session);
-      const ModelInfo info = toInfo(worker->session->summary());
-      QMetaObject::invokeMethod(this, [this, info] {
-        m_info = info;
-        m_imageHash.clear();
-        done();
-        Q_EMIT modelOpened(info);
-      });
+      apply = work(*worker);
     } catch (const std::exception& e) {
-      const QString msg = errorText(e);
-      QMetaObject::invokeMethod(this, [this, msg] {
-        done();
-        Q_EMIT failed(QStringLiteral("model"), msg, 0);
-      });
+      message = errorText(e);
     }
+    QMetaObject::invokeMethod(this, [this, context, apply = std::move(apply), message] {
+      done();
+      if (apply) {
+        apply();
+      } else {
+        Q_EMIT failed(context, message, 0);
+      }
+    });
+  });
+}
+
+void ModelService::openModel(const QString& dir) {
+  const std::string path = dir.toStdString();
+  postTask(tr("Loading model…"), QStringLiteral("model"), [this, path](Worker& w) -> std::function<void()> {
+    w.session = engine::Session::open(path);
+    const ModelInfo info = toInfo(w.session->summary());  // a new session has no adapter
+    return [this, info] {
+      m_info = info;
+      m_imageHash.clear();
+      Q_EMIT modelOpened(info);
+    };
   });
 }
 
 void ModelService::loadJudge(const QString& dir) {
-  auto worker = m_worker;
   const std::string path = dir.toStdString();
-  post(tr("Loading judge…"), [this, worker, path] {
-    try {
-      worker->judge = path.empty() ? nullptr : safety::LlamaGuardJudge::load(path);
-      const QString id = worker->judge ? q(worker->judge->id()) : QString();
-      QMetaObject::invokeMethod(this, [this, id] {
-        m_judgeId = id;
-        done();
-        Q_EMIT safetyModelsChanged(m_judgeId, m_rewardId);
-      });
-    } catch (const std::exception& e) {
-      const QString msg = errorText(e);
-      QMetaObject::invokeMethod(this, [this, msg] {
-        done();
-        Q_EMIT failed(QStringLiteral("judge"), msg, 0);
-      });
-    }
+  postTask(tr("Loading judge…"), QStringLiteral("judge"), [this, path](Worker& w) -> std::function<void()> {
+    w.judge = path.empty() ? nullptr : safety::LlamaGuardJudge::load(path);
+    const QString id = w.judge ? q(w.judge->id()) : QString();
+    return [this, id] {
+      m_judgeId = id;
+      Q_EMIT safetyModelsChanged(m_judgeId, m_rewardId);
+    };
   });
 }
 
 void ModelService::loadReward(const QString& dir) {
-  auto worker = m_worker;
   const std::string path = dir.toStdString();
-  post(tr("Loading reward model…"), [this, worker, path] {
-    try {
-      worker->reward = path.empty() ? nullptr : safety::RewardModel::load(path);
-      const QString id = worker->reward ? q(worker->reward->id()) : QString();
-      QMetaObject::invokeMethod(this, [this, id] {
-        m_rewardId = id;
-        done();
-        Q_EMIT safetyModelsChanged(m_judgeId, m_rewardId);
-      });
-    } catch (const std::exception& e) {
-      const QString msg = errorText(e);
-      QMetaObject::invokeMethod(this, [this, msg] {
-        done();
-        Q_EMIT failed(QStringLiteral("reward"), msg, 0);
-      });
-    }
+  postTask(tr("Loading reward model…"), QStringLiteral("reward"), [this, path](Worker& w) -> std::function<void()> {
+    w.reward = path.empty() ? nullptr : safety::RewardModel::load(path);
+    const QString id = w.reward ? q(w.reward->id()) : QString();
+    return [this, id] {
+      m_rewardId = id;
+      Q_EMIT safetyModelsChanged(m_judgeId, m_rewardId);
+    };
   });
 }
 
 void ModelService::loadAdapter(const QString& dir) {
-  auto worker = m_worker;
   const std::string path = dir.toStdString();
-  post(tr("Loading adapter…"), [this, worker, path, dir] {
-    try {
-      if (!worker->session) {
-        throw InputError("no model is open: open a model before loading an adapter");
-      }
-      if (!applyAdapter(*worker->session, path)) {
-        throw InputError("this build cannot load LoRA adapters (no L-PPO support)");
-      }
-      QMetaObject::invokeMethod(this, [this, dir] {
-        if (m_info) {
-          m_info->adapter = dir;
-        }
-        done();
-        Q_EMIT adapterChanged(dir);
-      });
-    } catch (const std::exception& e) {
-      const QString msg = errorText(e);
-      QMetaObject::invokeMethod(this, [this, msg] {
-        done();
-        Q_EMIT failed(QStringLiteral("adapter"), msg, 0);
-      });
+  postTask(tr("Loading adapter…"), QStringLiteral("adapter"), [this, path, dir](Worker& w) -> std::function<void()> {
+    if (!w.session) {
+      throw InputError("no model is open: open a model before loading an adapter");
     }
+    if (path.empty()) {
+      w.session->clear_adapter();
+    } else {
+      w.session->load_adapter(std::filesystem::path(path));  // a bad folder keeps the old adapter
+    }
+    return [this, dir] {
+      if (m_info) {
+        m_info->adapter = dir;
+      }
+      Q_EMIT adapterChanged(dir);
+    };
   });
 }
 
 void ModelService::setImage(const QByteArray& bytes, const QString& sourceName) {
-  auto worker = m_worker;
   std::vector<uint8_t> data(bytes.begin(), bytes.end());
   const std::string name = sourceName.toStdString();
-  post(tr("Encoding image…"), [this, worker, data = std::move(data), name] {
-    try {
-      const auto image = vision::decode_image(std::span<const uint8_t>(data), name);
-      if (!worker->session) {
-        throw InputError("no model is open: open a model before setting an image");
-      }
-      worker->session->set_image(image);
-      const QString hash = q(worker->session->image_hash());
-      QMetaObject::invokeMethod(this, [this, hash] {
-        m_imageHash = hash;
-        done();
-        Q_EMIT imageReady(hash);
-      });
-    } catch (const std::exception& e) {
-      const QString msg = errorText(e);
-      QMetaObject::invokeMethod(this, [this, msg] {
-        done();
-        Q_EMIT failed(QStringLiteral("image"), msg, 0);
-      });
-    }
-  });
+  postTask(tr("Encoding image…"), QStringLiteral("image"),
+           [this, data = std::move(data), name](Worker& w) -> std::function<void()> {
+             const auto image = vision::decode_image(std::span<const uint8_t>(data), name);
+             if (!w.session) {
+               throw InputError("no model is open: open a model before setting an image");
+             }
+             w.session->set_image(image);
+             const QString hash = q(w.session->image_hash());
+             return [this, hash] {
+               m_imageHash = hash;
+               Q_EMIT imageReady(hash);
+             };
+           });
 }
 
 RequestHandle ModelService::generate(const QString& prompt, std::optional<int> layer,
@@ -287,6 +245,7 @@ RequestHandle ModelService::generate(const QString& prompt, std::optional<int> l
       a.record = worker->session->generate(
           text, layer ? std::optional<int64_t>(*layer) : std::nullopt, params,
           [stream](const engine::StreamEvent& ev) { stream->append(ev.text); }, handle.cancel.get());
+      a.adapter = q(worker->session->adapter().string());
       a.cancelled = handle.cancel->load() || a.record.stop_reason == "cancelled";
       if (!a.cancelled) {
         a.safety = worker->assess(text, a.record.text);
@@ -339,6 +298,7 @@ RequestHandle ModelService::sweep(const QString& prompt, const QVector<int>& lay
       for (const auto& r : records) {
         Answer a;
         a.record = r;
+        a.adapter = q(worker->session->adapter().string());
         if (handle.cancel->load()) {
           throw Cancelled();
         }

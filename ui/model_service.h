@@ -13,6 +13,7 @@
 #include <QVector>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -53,6 +54,7 @@ struct SafetyResult {
 struct Answer {
   engine::GenerationRecord record;  // replay info: model, hashes, layer, params with seed
   SafetyResult safety;
+  QString adapter;  // the LoRA adapter folder the answer was generated with, empty for the base model
   bool cancelled = false;
 };
 
@@ -102,7 +104,6 @@ class ModelService : public QObject {
                          const generate::SamplingParams& params);
   RequestHandle sweep(const QString& prompt, const QVector<int>& layers,
                       const generate::SamplingParams& params);
-  // Judges and scores an answer given as text (rollout samples opened from training).
   void cancelAll();
 
   bool hasModel() const { return m_info.has_value(); }
@@ -127,6 +128,10 @@ class ModelService : public QObject {
  private:
   struct Worker;
   void post(const QString& activity, std::function<void()> work);
+  // Runs `work` on the worker. What it returns runs next on the GUI thread (state updates and
+  // the success signal); an exception from it becomes failed(context, its message).
+  void postTask(const QString& activity, const QString& context,
+                std::function<std::function<void()>(Worker&)> work);
   void done();
 
   QThread* m_thread = nullptr;

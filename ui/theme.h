@@ -14,4 +14,9 @@ void applyTheme(QApplication& app, Theme theme);
 QString themeKey(Theme theme);         // "light" / "dark", as stored in QSettings
 Theme themeFromKey(const QString& key);  // unknown keys give Light
 
+// The theme kept in QSettings ("ui/theme"), Light when none was chosen.
+Theme storedTheme();
+// Applies `theme` and keeps it for the next start.
+void setTheme(QApplication& app, Theme theme);
+
 }  // namespace icet::ui

@@ -351,7 +351,7 @@ QWidget* TrainingDashboard::buildForm() {
       error(tr("No adapter yet: it is written at the job's first checkpoint"));
       return;
     }
-    Q_EMIT loadAdapterRequested(dir);
+    Q_EMIT loadAdapterRequested(dir, m_current->modelPath());
   });
   auto* loadConfig = new QPushButton(tr("Load config file…"), w);
   loadConfig->setAccessibleName(tr("Load training config file"));
@@ -369,11 +369,6 @@ QWidget* TrainingDashboard::buildForm() {
   buttons->addWidget(m_resume);
   layout->addLayout(buttons);
   layout->addWidget(m_loadAdapter);
-  if (!TrainingJob::available()) {
-    m_start->setEnabled(false);
-    m_resume->setEnabled(false);
-    layout->addWidget(new QLabel(tr("This build has no L-PPO trainer."), w));
-  }
   layout->addStretch(1);
   return w;
 }

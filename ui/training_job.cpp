@@ -17,10 +17,7 @@
 #include "core/jobs/job.h"
 #include "ui/comparison_lab.h"  // demoRoot()
 
-#if __has_include("core/rl/trainer.h")
 #include "core/rl/trainer.h"
-#define ICET_UI_HAS_RL 1
-#endif
 
 namespace icet::ui {
 
@@ -39,7 +36,6 @@ struct TrainingJob::Impl {
   std::thread collector;
   std::atomic<bool> collecting{false};
   std::atomic<bool> collected{true};  // the collector has taken the ended job's last rows
-#ifdef ICET_UI_HAS_RL
   std::shared_ptr<rl::TrainingRun> run;
   // The trainer's drains may wait while it writes its logs: a collector thread takes that wait,
   // so the GUI only ever locks `mutex` for a copy.
@@ -74,7 +70,6 @@ struct TrainingJob::Impl {
       evals.push_back(std::move(t));
     }
   }
-#endif
   void stopCollector() {
     collecting = false;
     if (collector.joinable()) {
@@ -83,16 +78,7 @@ struct TrainingJob::Impl {
   }
 };
 
-bool TrainingJob::available() {
-#ifdef ICET_UI_HAS_RL
-  return true;
-#else
-  return false;
-#endif
-}
-
 QString TrainingJob::defaultConfigJson() {
-#ifdef ICET_UI_HAS_RL
   const QString root = demoRoot();
   const QString file = root + QStringLiteral("/lppo.json");
   if (root.isEmpty() || !QFileInfo(file).isFile()) {
@@ -103,13 +89,9 @@ QString TrainingJob::defaultConfigJson() {
   } catch (const std::exception&) {
     return QString::fromStdString(rl::to_json(rl::LppoConfig{}).dump(2));
   }
-#else
-  return QString();
-#endif
 }
 
 QString TrainingJob::validateConfig(const QString& json, const QString& source, QString* error) {
-#ifdef ICET_UI_HAS_RL
   try {
     const auto cfg = rl::config_from_json(nlohmann::json::parse(json.toStdString()), source.toStdString());
     rl::validate(cfg, source.toStdString());
@@ -120,18 +102,9 @@ QString TrainingJob::validateConfig(const QString& json, const QString& source, 
     }
     return QString();
   }
-#else
-  Q_UNUSED(json);
-  Q_UNUSED(source);
-  if (error != nullptr) {
-    *error = tr("this build has no L-PPO trainer");
-  }
-  return QString();
-#endif
 }
 
 QString TrainingJob::loadConfigFile(const QString& path, QString* error) {
-#ifdef ICET_UI_HAS_RL
   try {
     const auto cfg = rl::load_config(path.toStdString());
     rl::validate(cfg, path.toStdString());
@@ -142,17 +115,9 @@ QString TrainingJob::loadConfigFile(const QString& path, QString* error) {
     }
     return QString();
   }
-#else
-  Q_UNUSED(path);
-  if (error != nullptr) {
-    *error = tr("this build has no L-PPO trainer");
-  }
-  return QString();
-#endif
 }
 
 bool TrainingJob::exportMetricsCsv(const QString& runDir, const QString& csvPath, QString* error) {
-#ifdef ICET_UI_HAS_RL
   try {
     rl::export_metrics_csv(QDir(runDir).filePath(QStringLiteral("metrics.jsonl")).toStdString(),
                            csvPath.toStdString());
@@ -163,14 +128,6 @@ bool TrainingJob::exportMetricsCsv(const QString& runDir, const QString& csvPath
     }
     return false;
   }
-#else
-  Q_UNUSED(runDir);
-  Q_UNUSED(csvPath);
-  if (error != nullptr) {
-    *error = tr("this build has no L-PPO trainer");
-  }
-  return false;
-#endif
 }
 
 TrainingJob::TrainingJob(QObject* parent) : QObject(parent), d(std::make_unique<Impl>()) {}
@@ -194,7 +151,6 @@ bool TrainingJob::resume(const QString& runDir, QString* error, qint64 maxSteps)
 }
 
 bool TrainingJob::launch(bool resume, const QString& configJson, QString* error, qint64 maxSteps) {
-#ifdef ICET_UI_HAS_RL
   if (d->job) {
     d->job->cancel();
     d->job->wait();
@@ -260,15 +216,6 @@ bool TrainingJob::launch(bool resume, const QString& configJson, QString* error,
     }
   });
   return true;
-#else
-  Q_UNUSED(resume);
-  Q_UNUSED(configJson);
-  Q_UNUSED(maxSteps);
-  if (error != nullptr) {
-    *error = tr("this build has no L-PPO trainer");
-  }
-  return false;
-#endif
 }
 
 void TrainingJob::stop() {
@@ -325,12 +272,13 @@ QString TrainingJob::stage() const {
 }
 
 qint64 TrainingJob::step() const {
-#ifdef ICET_UI_HAS_RL
   std::lock_guard lock(d->mutex);
   return d->run ? d->run->step() : d->step;
-#else
-  return 0;
-#endif
+}
+
+QString TrainingJob::modelPath() const {
+  std::lock_guard lock(d->mutex);
+  return d->run ? QString::fromStdString(d->run->config().model.string()) : QString();
 }
 
 qint64 TrainingJob::maxSteps() const {

@@ -41,8 +41,6 @@ class TrainingJob : public QObject {
  public:
   enum class State { Pending, Running, Succeeded, Failed, Cancelled };
 
-  // False when this build has no L-PPO trainer.
-  static bool available();
   // The default config (JSON text) of the demo world, or empty when it is missing.
   static QString defaultConfigJson();
   // Parses and validates config JSON; returns the normalized JSON or sets `error`.
@@ -73,6 +71,8 @@ class TrainingJob : public QObject {
   qint64 maxSteps() const;
   double etaSeconds() const;
   QString runDir() const { return m_runDir; }
+  // The VLM the run trains (its config's model), empty before start/resume.
+  QString modelPath() const;
   // The latest adapter (PEFT layout) of the run, or empty when none was written yet.
   QString adapterDir() const;
   QString metricsFile() const;

@@ -48,7 +48,18 @@ QVector<DiffPiece> wordDiff(const QString& base, const QString& other) {
   return out;
 }
 
-QString wordDiffHtml(const QString& base, const QString& other) {
+QColor diffRemovedColor(const QPalette& palette) {
+  const QColor text = palette.color(QPalette::Active, QPalette::Text);
+  const QColor back = palette.color(QPalette::Active, QPalette::Base);
+  constexpr double k = 0.65;  // share of the text colour (a fixed gray fails on light or dark)
+  return QColor::fromRgbF(static_cast<float>(k * text.redF() + (1 - k) * back.redF()),
+                          static_cast<float>(k * text.greenF() + (1 - k) * back.greenF()),
+                          static_cast<float>(k * text.blueF() + (1 - k) * back.blueF()));
+}
+
+QString wordDiffHtml(const QString& base, const QString& other, const QPalette& palette) {
+  const QString removed =
+      QStringLiteral("<span style='color:%1;text-decoration:line-through'>").arg(diffRemovedColor(palette).name());
   QString html;
   for (const DiffPiece& p : wordDiff(base, other)) {
     const QString t = p.text.toHtmlEscaped();
@@ -59,8 +70,7 @@ QString wordDiffHtml(const QString& base, const QString& other) {
                 QStringLiteral("</span>");
         break;
       case DiffPiece::Removed:
-        html += QStringLiteral("<span style='color:gray;text-decoration:line-through'>") + t +
-                QStringLiteral("</span>");
+        html += removed + t + QStringLiteral("</span>");
         break;
     }
     html += QLatin1Char(' ');

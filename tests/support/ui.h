@@ -49,6 +49,10 @@ inline QString demo_dir() {
 inline bool screenshot(QWidget* w, const QString& name) {
   const QString dir = QStringLiteral(ICET_TEST_ARTIFACTS);
   QDir().mkpath(dir);
+  // Settle first: chart legends and other graphics-scene layouts update on posted events, so a
+  // grab right after new data would show them half laid out.
+  QCoreApplication::sendPostedEvents();
+  QCoreApplication::processEvents();
   const QImage shot = w->grab().toImage();
   if (!shot.save(dir + QLatin1Char('/') + name + QStringLiteral(".png"))) {
     return false;

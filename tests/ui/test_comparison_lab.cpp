@@ -4,6 +4,7 @@
 // removed, presentation mode blurs unsafe answers until clicked.
 #include <QAbstractScrollArea>
 #include <QLabel>
+#include <QPlainTextEdit>
 #include <QSignalSpy>
 #include <QTextBrowser>
 #include <QSlider>
@@ -140,6 +141,41 @@ class TestComparisonLab : public QObject {
     QMetaObject::invokeMethod(pane->findChild<QObject*>(QStringLiteral("PaneRegenerate")), "click");
     QVERIFY(done.wait(60000));
     QVERIFY(pane->answer().has_value());
+  }
+
+  void ctrlEnterRunsAndEscapeStops() {
+    // The slider's arrow keys and End are covered above and in test_demo_comparison.
+    auto* promptEdit = m_window->findChild<QPlainTextEdit*>(QStringLiteral("PromptEdit"));
+    promptEdit->setFocus();
+    QTRY_VERIFY(promptEdit->hasFocus());
+    const QString typed = promptEdit->toPlainText();
+    QSignalSpy finished(m_lab->service(), &icet::ui::ModelService::generationFinished);
+    QVERIFY(!m_lab->isBusy());
+    QTest::keyClick(promptEdit, Qt::Key_Return, Qt::ControlModifier);
+    QVERIFY(m_lab->isBusy());  // every pane started
+    for (ComparisonPane* p : m_lab->panes()) {
+      QVERIFY(p->isRunning());
+    }
+    QCOMPARE(promptEdit->toPlainText(), typed);  // no newline typed into the prompt
+    QTest::keyClick(promptEdit, Qt::Key_Escape);
+    QVERIFY(!m_lab->isBusy());
+    // The worker saw the flags: every request ends cancelled, no pane shows an answer.
+    QTRY_COMPARE_WITH_TIMEOUT(finished.count(), static_cast<int>(m_lab->panes().size()), 30000);
+    for (const auto& args : finished) {
+      QVERIFY(args.at(1).value<icet::ui::Answer>().cancelled);
+    }
+    for (ComparisonPane* p : m_lab->panes()) {
+      QVERIFY(!p->answer().has_value());
+    }
+
+    // The keypad's Enter and a focused slider work the same.
+    m_lab->layerSlider()->setFocus();
+    QTest::keyClick(m_lab->layerSlider(), Qt::Key_Enter, Qt::ControlModifier | Qt::KeypadModifier);
+    QVERIFY(m_lab->isBusy());
+    QTRY_VERIFY_WITH_TIMEOUT(!m_lab->isBusy(), 60000);
+    for (ComparisonPane* p : m_lab->panes()) {
+      QVERIFY(p->answer().has_value());
+    }
   }
 
   void addsAndRemovesPanes() {

@@ -4,6 +4,7 @@
 // between ticks of a 20 ms timer during training), and the job stops and resumes from its
 // checkpoint.
 #include <QElapsedTimer>
+#include <QPushButton>
 #include <QSignalSpy>
 #include <QTableWidget>
 #include <QTemporaryDir>
@@ -14,6 +15,7 @@
 #include "support/rl_world.h"
 #include "support/ui.h"
 #include "ui/charts/line_chart.h"
+#include "ui/comparison_lab.h"
 #include "ui/main_window.h"
 #include "ui/training_dashboard.h"
 #include "ui/training_job.h"
@@ -27,9 +29,6 @@ class TestTrainingDashboard : public QObject {
   void initTestCase() { icet::test::init_ui_test("icet-studio-test-training"); }
 
   void trainsLiveStopsAndResumes() {
-    if (!TrainingJob::available()) {
-      QSKIP("this build has no L-PPO trainer");
-    }
     const QString demo = icet::test::demo_dir();
     QTemporaryDir tmp;
     QVERIFY(tmp.isValid());
@@ -96,6 +95,19 @@ class TestTrainingDashboard : public QObject {
     QVERIFY(stoppedAt >= 4);
     QVERIFY(stoppedAt < 400);
     QVERIFY(!dash->currentJob()->adapterDir().isEmpty());
+
+    // "Load adapter into panes": the lab opens the job's model (none was open) with the
+    // adapter of the last checkpoint, while the run stays stopped.
+    auto* lab = window.lab();
+    QSignalSpy adapterChanged(lab, &icet::ui::ComparisonLab::adapterChanged);
+    auto* loadAdapter = dash->findChild<QPushButton*>(QStringLiteral("LoadAdapter"));
+    QVERIFY(loadAdapter != nullptr && loadAdapter->isEnabled());
+    loadAdapter->click();
+    QCOMPARE(window.tabs()->currentWidget(), lab);
+    QVERIFY(adapterChanged.wait(60000));
+    QCOMPARE(lab->adapterPath(), dash->currentJob()->adapterDir());
+    QCOMPARE(lab->service()->model()->path, dash->currentJob()->modelPath());
+    window.tabs()->setCurrentWidget(dash);
     QTRY_COMPARE_WITH_TIMEOUT(dash->jobTable()->item(0, 1)->text(), QStringLiteral("stopped"), 2000);
 
     QVERIFY(dash->resumeJob());

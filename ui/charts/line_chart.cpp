@@ -6,7 +6,9 @@
 #include <QLegendMarker>
 #include <QLineSeries>
 #include <QLogValueAxis>
+#include <QFontMetrics>
 #include <QMouseEvent>
+#include <QResizeEvent>
 #include <QScatterSeries>
 #include <QValueAxis>
 #include <QVBoxLayout>
@@ -49,6 +51,7 @@ struct LineChart::Impl {
   QLogValueAxis* logY = nullptr;
   bool log = false;
   bool fixedX = false;
+  double tickInterval = 0;  // setXTicks' interval (0: evenly spread ticks)
   struct Entry {
     QLineSeries* line = nullptr;
     QScatterSeries* dots = nullptr;
@@ -81,10 +84,73 @@ LineChart::LineChart(QWidget* parent) : QWidget(parent), d(std::make_unique<Impl
   d->view = new ClickableView(d->chart, this);
   d->view->setRenderHint(QPainter::Antialiasing);
   d->view->onClick = [this](double x) { Q_EMIT clicked(x); };
+  // Drops go past the chart to the window (images dropped anywhere open in the lab).
+  d->view->setAcceptDrops(false);
+  d->view->viewport()->setAcceptDrops(false);
   auto* layout = new QVBoxLayout(this);
   layout->setContentsMargins(0, 0, 0, 0);
   layout->addWidget(d->view);
   setMinimumHeight(180);
+  applyPalette();
+}
+
+void LineChart::changeEvent(QEvent* event) {
+  QWidget::changeEvent(event);
+  if (event->type() == QEvent::PaletteChange) {
+    applyPalette();
+  }
+}
+
+void LineChart::resizeEvent(QResizeEvent* event) {
+  QWidget::resizeEvent(event);
+  updateXTicks();
+}
+
+void LineChart::applyPalette() {
+  // The chart's own themes are fixed light or dark sets that would also recolour the series:
+  // take background, text and grid from the widget palette instead (light and dark themes).
+  const QPalette p = palette();
+  const QColor text = p.color(QPalette::Text);
+  const QColor base = p.color(QPalette::Base);
+  auto mix = [&](double k) {
+    return QColor::fromRgbF(static_cast<float>(k * text.redF() + (1 - k) * base.redF()),
+                            static_cast<float>(k * text.greenF() + (1 - k) * base.greenF()),
+                            static_cast<float>(k * text.blueF() + (1 - k) * base.blueF()));
+  };
+  d->chart->setBackgroundBrush(base);
+  d->chart->setBackgroundPen(QPen(mix(0.15)));
+  d->chart->setTitleBrush(text);
+  d->chart->legend()->setLabelColor(text);
+  d->view->setBackgroundBrush(p.color(QPalette::Window));
+  for (QAbstractAxis* axis : {static_cast<QAbstractAxis*>(d->x), static_cast<QAbstractAxis*>(d->y),
+                              static_cast<QAbstractAxis*>(d->logY)}) {
+    axis->setLabelsColor(text);
+    axis->setTitleBrush(text);
+    axis->setGridLineColor(mix(0.12));
+    axis->setMinorGridLineColor(mix(0.06));
+    axis->setLinePenColor(mix(0.4));
+  }
+}
+
+void LineChart::updateXTicks() {
+  // Integer ticks (layers 1..N) thin out to 2, 5, 10... when their labels would not fit.
+  if (d->tickInterval <= 0) {
+    return;
+  }
+  const double span = d->x->max() - d->x->min();
+  const QFontMetrics metrics(d->x->labelsFont());
+  const int label = metrics.horizontalAdvance(QString::number(static_cast<long long>(std::abs(d->x->max())) + 1)) + 12;
+  const double plot = std::max(40, width() - 90);  // the axis and margins take the rest
+  double interval = d->tickInterval;
+  for (double k : {1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0}) {
+    interval = d->tickInterval * k;
+    if (span / interval * label <= plot) {
+      break;
+    }
+  }
+  if (d->x->tickInterval() != interval) {
+    d->x->setTickInterval(interval);
+  }
 }
 
 LineChart::~LineChart() = default;
@@ -249,8 +315,10 @@ void LineChart::setXRange(double min, double max) {
 void LineChart::setXTicks(double anchor, double interval) {
   d->x->setTickType(QValueAxis::TicksDynamic);
   d->x->setTickAnchor(anchor);
+  d->tickInterval = interval;
   d->x->setTickInterval(interval);
   d->x->setLabelFormat(QStringLiteral("%d"));
+  updateXTicks();
 }
 
 QPoint LineChart::positionOf(const QPointF& value) const {
@@ -296,6 +364,7 @@ void LineChart::rescale() {
   if (!d->fixedX) {
     d->x->setRange(xmin, xmax > xmin ? xmax : xmin + 1);
   }
+  updateXTicks();
   // Bands span the visible y range.
   const double lo = d->log ? d->logY->min() : d->y->min();
   const double hi = d->log ? d->logY->max() : d->y->max();

@@ -54,9 +54,15 @@ class LineChart : public QWidget {
   // A click on the plot at data x (nearest integer for layer charts is the caller's choice).
   void clicked(double x);
 
+ protected:
+  void changeEvent(QEvent* event) override;  // palette: light and dark themes
+  void resizeEvent(QResizeEvent* event) override;
+
  private:
   struct Impl;
   void rescale();
+  void applyPalette();
+  void updateXTicks();
   std::unique_ptr<Impl> d;
 };
 
