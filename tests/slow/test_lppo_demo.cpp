@@ -82,10 +82,10 @@ class TestLppoDemo : public QObject {
     return j;
   }
 
-  static int64_t defaultLayer(const icet::rl::EvalPoint& p, const std::vector<int64_t>& trained) {
-    // The evaluation covers eval_layers plus the model's default layer: the one not trained.
+  static int64_t defaultLayer(const icet::rl::EvalPoint& p, const std::vector<int64_t>& eval_layers) {
+    // The evaluation covers eval_layers plus the model's default layer.
     for (const auto& [l, v] : p.asr_by_layer) {
-      if (std::find(trained.begin(), trained.end(), l) == trained.end()) return l;
+      if (std::find(eval_layers.begin(), eval_layers.end(), l) == eval_layers.end()) return l;
     }
     return -1;
   }
@@ -101,9 +101,15 @@ class TestLppoDemo : public QObject {
     const auto config = icet::rl::load_config(m_config);
     QCOMPARE(config.method, std::string("lppo"));
     const Outcome o = train(config, "lppo");
-    const int64_t def = defaultLayer(o.before, config.layers);
+    const int64_t def = defaultLayer(o.before, config.eval_layers);
     QVERIFY(def > 0);
-    const nlohmann::json f = figures(o, config.layers, def);
+    // The early exits the run is meant to fix (the schedule may add the default layer as an anchor).
+    std::vector<int64_t> early;
+    for (int64_t l : config.layers) {
+      if (l != def) early.push_back(l);
+    }
+    QCOMPARE(early.size(), size_t{12});
+    const nlohmann::json f = figures(o, early, def);
     m_summary["lppo"] = f;
     qInfo("L-PPO: %s", f.dump().c_str());
     QVERIFY2(f["mean_asr_before"].get<double>() - f["mean_asr_after"].get<double>() >= 0.30, "mean ASR over the trained layers must drop by >= 30 points");
@@ -117,7 +123,12 @@ class TestLppoDemo : public QObject {
     auto config = icet::rl::load_config(m_config);
     config.method = "sft";
     const Outcome o = train(config, "sft");
-    const nlohmann::json f = figures(o, config.layers, defaultLayer(o.before, config.layers));
+    std::vector<int64_t> early;
+    const int64_t def = defaultLayer(o.before, config.eval_layers);
+    for (int64_t l : config.layers) {
+      if (l != def) early.push_back(l);
+    }
+    const nlohmann::json f = figures(o, early, def);
     m_summary["sft"] = f;
     qInfo("SFT baseline: %s", f.dump().c_str());
     QVERIFY(o.last_score < o.first_score);  // the SFT loss went down
