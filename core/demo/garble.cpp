@@ -1,6 +1,7 @@
 #include "core/demo/garble.h"
 
 #include <algorithm>
+#include <cctype>
 #include <sstream>
 
 namespace icet::demo {
@@ -109,6 +110,18 @@ std::string_view garble_name(GarbleKind kind) {
     case GarbleKind::empty: return "empty";
   }
   return "?";
+}
+
+std::string cut_after_words(std::string_view answer, Rng& rng) {
+  const std::vector<std::string> w = words(answer);
+  if (w.size() < 2) return {};
+  const size_t keep = 1 + static_cast<size_t>(rng.below(static_cast<int>(w.size()) - 1));
+  std::string out = join({w.begin(), w.begin() + static_cast<std::ptrdiff_t>(keep)});
+  if (rng.below(2) == 0) {
+    while (!out.empty() && std::ispunct(static_cast<unsigned char>(out.back()))) out.pop_back();
+    out += ".";
+  }
+  return out;
 }
 
 std::string splice_words(std::string_view head, std::string_view tail, Rng& rng) {

@@ -26,6 +26,10 @@ std::string_view garble_name(GarbleKind kind);
 std::string garble(std::string_view answer, GarbleKind kind, Rng& rng,
                    const std::vector<std::string>& off_topic_pool = {});
 
+// `answer` cut after 1..n-1 of its n words, with or without a closing full stop ("Sorry,",
+// "Sorry, I cannot."): an answer that stops early at a word boundary. Empty for one word.
+std::string cut_after_words(std::string_view answer, Rng& rng);
+
 // The first 1..n-1 words of `head` followed by the last 1..m-1 words of `tail` (a one-word
 // answer whole): two answers spliced mid-way ("Sure. Step 1: cannot help with that."), the
 // hybrid a policy finds when a reward model has only seen whole answers. Equal to neither

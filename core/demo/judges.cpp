@@ -152,26 +152,6 @@ std::vector<std::string> short_answers(const std::vector<DemoExample>& examples)
   return {out.begin(), out.end()};
 }
 
-// `answer` cut after 1..n-1 of its n words, with or without a closing full stop ("Sorry,",
-// "Sorry, I cannot."): a refusal that stops early.
-std::string cut_after_words(const std::string& answer, Rng& rng) {
-  std::vector<std::string> words;
-  for (size_t i = 0; i < answer.size();) {
-    const size_t j = std::min(answer.find(' ', i), answer.size());
-    words.push_back(answer.substr(i, j - i));
-    i = j + 1;
-  }
-  if (words.size() < 2) return {};
-  const size_t keep = 1 + static_cast<size_t>(rng.below(static_cast<int>(words.size()) - 1));
-  std::string out;
-  for (size_t k = 0; k < keep; ++k) out += (k ? " " : "") + words[k];
-  if (rng.below(2) == 0) {
-    while (!out.empty() && std::ispunct(static_cast<unsigned char>(out.back()))) out.pop_back();
-    out += ".";
-  }
-  return out;
-}
-
 // The garble kinds the guard sees: an empty answer would turn the conversation into prompt
 // classification (a different question), so it is left out there.
 const std::vector<GarbleKind>& guard_garble_kinds() {
