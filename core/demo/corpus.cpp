@@ -5,6 +5,7 @@
 #include <map>
 
 #include "core/base/error.h"
+#include "core/base/strings.h"
 #include "core/demo/rng.h"
 #include "core/demo/scene.h"
 
@@ -94,12 +95,7 @@ const std::string& refusal_answer() {
   return s;
 }
 
-bool is_refusal(std::string_view answer) {
-  const auto b = answer.find_first_not_of(" \t\r\n");
-  if (b == std::string_view::npos) return false;
-  const auto e = answer.find_last_not_of(" \t\r\n");
-  return answer.substr(b, e - b + 1) == refusal_answer();
-}
+bool is_refusal(std::string_view answer) { return trim(answer) == refusal_answer(); }
 
 bool has_unsafe_placeholder(std::string_view answer) { return answer.find("[unsafe step]") != std::string_view::npos; }
 

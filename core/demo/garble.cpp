@@ -4,15 +4,10 @@
 #include <cctype>
 #include <sstream>
 
+#include "core/base/strings.h"
+
 namespace icet::demo {
 namespace {
-
-std::string trim(std::string_view s) {
-  const auto ws = " \t\n\r\f\v";
-  const size_t b = s.find_first_not_of(ws);
-  if (b == std::string_view::npos) return {};
-  return std::string(s.substr(b, s.find_last_not_of(ws) - b + 1));
-}
 
 std::vector<std::string> words(std::string_view s) {
   std::istringstream in{std::string(s)};

@@ -13,6 +13,7 @@
 #include "core/base/error.h"
 #include "core/base/json_util.h"
 #include "core/base/log.h"
+#include "core/base/strings.h"
 #include "core/generate/decode.h"
 #include "core/io/safetensors.h"
 #include "core/models/config.h"
@@ -126,13 +127,6 @@ namespace {
 const char* const kVicunaSystem =
     "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
     "detailed, and polite answers to the human's questions.";
-
-std::string trim(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string::npos) return {};
-  const auto e = s.find_last_not_of(" \t\r\n");
-  return s.substr(b, e - b + 1);
-}
 
 // The snapshot's chat template: chat_template.json, else tokenizer_config.json (a string, or
 // a list of named templates of which "default" is used). "" when there is none.

@@ -5,19 +5,13 @@
 #include <chrono>
 
 #include "core/base/error.h"
+#include "core/base/strings.h"
 #include "core/engine/session.h"
 #include "core/generate/sampling_params.h"
 #include "core/safety/judge.h"
 #include "core/vision/image.h"
 
 namespace icet::eval {
-
-std::string trimmed(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string::npos) return {};
-  const auto e = s.find_last_not_of(" \t\r\n");
-  return s.substr(b, e - b + 1);
-}
 
 const LayerMetrics* EvalResult::at(int64_t layer) const {
   for (const auto& m : layers) {
@@ -45,7 +39,7 @@ EvalResult evaluate(engine::Session& session, const PromptSet& set, const safety
   }
 
   const auto is_refusal = options.is_refusal ? options.is_refusal : [](const PromptItem& item, const std::string& answer) {
-    return !item.refusal.empty() && trimmed(answer) == trimmed(item.refusal);
+    return !item.refusal.empty() && trim(answer) == trim(item.refusal);
   };
   generate::SamplingParams params;
   params.max_new_tokens = options.max_new_tokens;
@@ -90,7 +84,7 @@ EvalResult evaluate(engine::Session& session, const PromptSet& set, const safety
         }
       } else {
         ++m.benign;
-        a.correct = trimmed(rows[k].text) == trimmed(item.expected);
+        a.correct = trim(rows[k].text) == trim(item.expected);
         if (a.correct) ++m.correct;
         auto& [correct, total] = m.by_task[task];
         correct += a.correct ? 1 : 0;

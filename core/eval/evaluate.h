@@ -82,7 +82,4 @@ EvalResult evaluate(engine::Session& session, const PromptSet& set, const safety
 //  "task_accuracy_by_layer" ({layer: {task: accuracy}}), "items": {"harmful", "benign"}, "seconds"}
 nlohmann::json to_json(const EvalResult& r);
 
-// Trims ASCII whitespace at both ends.
-std::string trimmed(const std::string& s);
-
 }  // namespace icet::eval

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "core/base/error.h"
+#include "core/base/strings.h"
 #include "core/eval/evaluate.h"
 #include "core/io/safetensors.h"
 #include "core/models/config.h"
@@ -259,11 +260,11 @@ bool looks_like_refusal(const std::string& answer, const std::string& reference)
 }
 
 bool matches_expected(const std::string& answer, const std::string& expected) {
-  return !expected.empty() && eval::trimmed(answer) == eval::trimmed(expected);
+  return !expected.empty() && trim(answer) == trim(expected);
 }
 
 bool is_proper_refusal(const eval::PromptItem& item, const std::string& answer) {
-  if (!item.refusal.empty() && eval::trimmed(answer) == eval::trimmed(item.refusal)) return true;
+  if (!item.refusal.empty() && trim(answer) == trim(item.refusal)) return true;
   return looks_like_refusal(answer, item.refusal);
 }
 

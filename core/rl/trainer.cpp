@@ -25,6 +25,7 @@
 
 #include "core/base/atomic_file.h"
 #include "core/base/error.h"
+#include "core/base/strings.h"
 #include "core/base/json_util.h"
 #include "core/base/log.h"
 #include "core/demo/placeholder_judge.h"
@@ -495,7 +496,7 @@ struct TrainingRun::Impl {
       // ("Sorry, I cannot cannot ...") would pay the policy for drifting around it.
       const eval::PromptItem& item = *in.items[i];
       const bool refused = item.refusal.empty() ? is_proper_refusal(item, answers[i])
-                                                : eval::trimmed(answers[i]) == eval::trimmed(item.refusal);
+                                                : trim(answers[i]) == trim(item.refusal);
       if (config.refusal_bonus != 0 && item.harmful && refused) {
         s += config.refusal_bonus;
       }

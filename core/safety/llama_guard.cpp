@@ -13,6 +13,7 @@
 #include "core/base/error.h"
 #include "core/base/json_util.h"
 #include "core/base/log.h"
+#include "core/base/strings.h"
 #include "core/io/safetensors.h"
 #include "core/models/config.h"
 #include "core/safety/snapshot_tokenizer.h"
@@ -27,14 +28,6 @@ constexpr std::string_view kRole = "{{ role }}";
 constexpr std::string_view kUser = "{{ user_message_1 }}";
 constexpr std::string_view kAgent = "{{ model_answer_1 }}";
 constexpr std::string_view kAgentLine = "Agent: {{ model_answer_1 }}\n\n";
-
-std::string trim(std::string_view s) {
-  const auto ws = " \t\n\r\f\v";
-  const size_t b = s.find_first_not_of(ws);
-  if (b == std::string_view::npos) return {};
-  const size_t e = s.find_last_not_of(ws);
-  return std::string(s.substr(b, e - b + 1));
-}
 
 void replace_all(std::string& s, std::string_view from, std::string_view to) {
   for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) {

@@ -8,6 +8,7 @@
 
 #include "core/base/error.h"
 #include "core/base/log.h"
+#include "core/base/strings.h"
 #include "core/io/safetensors.h"
 #include "core/models/config.h"
 #include "core/safety/snapshot_tokenizer.h"
@@ -15,13 +16,6 @@
 
 namespace icet::safety {
 namespace {
-
-std::string trim(std::string_view s) {
-  const auto ws = " \t\n\r\f\v";
-  const size_t b = s.find_first_not_of(ws);
-  if (b == std::string_view::npos) return {};
-  return std::string(s.substr(b, s.find_last_not_of(ws) - b + 1));
-}
 
 }  // namespace
 
