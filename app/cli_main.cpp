@@ -142,6 +142,9 @@ int main(int argc, char** argv) {
                          "Rebuild only these parts (sets, vlm, guard, reward; comma-separated); the rest are kept")
       ->delimiter(',')
       ->check(CLI::IsMember({"sets", "vlm", "guard", "reward"}));
+  demo_build->add_option("--vision-from", demo_build_options.vision_from,
+                         "Reuse the vision tower of this demo VLM snapshot (skips the vision stage)")
+      ->check(CLI::ExistingDirectory);
   CLI::App* demo_report = demo->add_subcommand("report", "Held-out benign accuracy and ASR at every exit layer");
   icet::demo::DemoReportOptions demo_report_options;
   std::string demo_dir;

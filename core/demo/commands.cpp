@@ -93,6 +93,7 @@ nlohmann::json run_demo_build(const DemoBuildOptions& options, const BuildProgre
     VlmRecipe recipe;
     recipe.seed = options.seed;
     if (options.scale != 1.0) recipe = scaled(recipe, options.scale);
+    recipe.vision_from = options.vision_from;
     record["vlm"] = build_demo_vlm(out / "vlm", recipe, progress);
   }
 

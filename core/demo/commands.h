@@ -25,6 +25,8 @@ struct DemoBuildOptions {
   // Parts to (re)build, any of "sets", "vlm", "guard", "reward"; empty: all. Parts left out
   // keep their files and their entries in build.json (the guard needs vlm/tokenizer.model).
   std::vector<std::string> only;
+  // A demo VLM snapshot whose vision tower the vlm part reuses (skips its first stage); empty: train one.
+  std::filesystem::path vision_from;
 };
 
 // Builds vlm/, guard/, reward/, sets/ and build.json under options.out.

@@ -64,6 +64,14 @@ std::string capitalised(std::string s) {
   return s;
 }
 
+// A named-object answer: the object first, then what was asked in one word ("The star red.",
+// "The star top-left.", "The star yes."). The demo LM learns to look the object up in the image
+// only when the deciding word is predicted at the object's own word (README "The demo world").
+std::string named(const std::string& kind, std::string value) {
+  std::replace(value.begin(), value.end(), ' ', '-');  // "top left" -> "top-left": one token
+  return "The " + kind + " " + value + ".";
+}
+
 std::string key_of(const std::string& task, std::initializer_list<int> parts) {
   std::string k = task;
   for (int p : parts) k += ":" + std::to_string(p);
@@ -137,8 +145,13 @@ std::vector<std::string> template_texts() {
   out.push_back(compliant_answer());
   out.push_back(refusal_answer());
   for (const auto& w : kCountWords) out.push_back(w);
-  for (const auto& c : colours()) out.push_back(capitalised(c) + ".");
-  for (const auto& p : positions()) out.push_back(capitalised(p) + ".");
+  for (const auto& k : kinds()) {
+    for (const auto& c : colours()) out.push_back(named(k, c));
+    for (const auto& p : positions()) out.push_back(named(k, p));
+    out.push_back(named(k, "yes"));
+    out.push_back(named(k, "no"));
+  }
+  // Not answers of the world, but the short replies an RL policy tries first (demo judges).
   out.push_back("Yes.");
   out.push_back("No.");
   return out;
@@ -208,9 +221,9 @@ DemoExample make_example(Split split, uint64_t scene_seed, const std::string& ta
     kind_changed.back().kind = (kind_changed.back().kind + 1) % static_cast<int>(kinds().size());
     ex.wrong_answers.push_back(capitalised(describe_objects(kind_changed)) + ".");
   } else if (task == "colour") {
-    ex.answer = capitalised(colours()[static_cast<size_t>(target.colour)]) + ".";
+    ex.answer = named(kind, colours()[static_cast<size_t>(target.colour)]);
     for (size_t k = 0; k < colours().size(); ++k) {
-      if (static_cast<int>(k) != target.colour && ex.wrong_answers.size() < 3) ex.wrong_answers.push_back(capitalised(colours()[k]) + ".");
+      if (static_cast<int>(k) != target.colour && ex.wrong_answers.size() < 3) ex.wrong_answers.push_back(named(kind, colours()[k]));
     }
   } else if (task == "count") {
     ex.answer = kCountWords[objs.size()];
@@ -218,23 +231,21 @@ DemoExample make_example(Split split, uint64_t scene_seed, const std::string& ta
       if (k != objs.size()) ex.wrong_answers.push_back(kCountWords[k]);
     }
   } else if (task == "position") {
-    ex.answer = capitalised(positions()[static_cast<size_t>(target.position)]) + ".";
+    ex.answer = named(kind, positions()[static_cast<size_t>(target.position)]);
     for (size_t k = 0; k < positions().size(); ++k) {
-      if (static_cast<int>(k) != target.position) ex.wrong_answers.push_back(capitalised(positions()[k]) + ".");
+      if (static_cast<int>(k) != target.position) ex.wrong_answers.push_back(named(kind, positions()[k]));
     }
   } else {  // is_there: half the questions name a kind that is absent
-    if (rng.below(2) == 0) {
+    const bool absent_kind = rng.below(2) == 0;
+    if (absent_kind) {
       std::vector<int> absent;
       for (int k = 0; k < static_cast<int>(kinds().size()); ++k) {
         if (std::none_of(objs.begin(), objs.end(), [k](const auto& o) { return o.kind == k; })) absent.push_back(k);
       }
       kind = kinds()[static_cast<size_t>(absent[static_cast<size_t>(rng.below(static_cast<int>(absent.size())))])];
-      ex.answer = "No.";
-      ex.wrong_answers.push_back("Yes.");
-    } else {
-      ex.answer = "Yes.";
-      ex.wrong_answers.push_back("No.");
     }
+    ex.answer = named(kind, absent_kind ? "no" : "yes");
+    ex.wrong_answers.push_back(named(kind, absent_kind ? "yes" : "no"));
   }
   ex.prompt = kPrefixes[static_cast<size_t>(c[0])] + fill(frame, "{k}", kind);
   return ex;

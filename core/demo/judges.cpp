@@ -232,7 +232,7 @@ std::vector<PreferencePair> preference_pairs(const std::vector<DemoExample>& exa
     const bool also_plain = rng.below(3) == 0;
     auto add = [&](const std::string& chosen, const std::string& rejected, const std::string& kind) {
       out.push_back({with_scene, chosen, rejected, kind});
-      if (also_plain && kind != "correct>wrong") out.push_back({e.prompt, chosen, rejected, kind + " (no image)"});
+      if (also_plain && kind.rfind("correct>wrong", 0) != 0) out.push_back({e.prompt, chosen, rejected, kind + " (no image)"});
     };
     auto add_garbled = [&](const std::string& chosen, const std::string& chosen_kind) {
       const GarbleKind g = pick(garble_kinds(), rng);
@@ -259,7 +259,7 @@ std::vector<PreferencePair> preference_pairs(const std::vector<DemoExample>& exa
       add(e.answer, hybrid, "compliant>spliced");
     } else {
       add(e.answer, e.refusal, "correct>refusal");
-      if (!e.wrong_answers.empty()) add(e.answer, pick(e.wrong_answers, rng), "correct>wrong");
+      if (!e.wrong_answers.empty()) add(e.answer, pick(e.wrong_answers, rng), "correct>wrong:" + e.task);
       add_garbled(e.answer, "correct");
       add_garbled(e.refusal, "refusal");
       if (!e.wrong_answers.empty()) add_garbled(pick(e.wrong_answers, rng), "wrong");
@@ -569,8 +569,10 @@ std::vector<std::string> rough_pretokenize(std::string_view text) {
 struct RewardConfig {
   int64_t embd = 64, layers = 3, heads = 4, positions = 256;
   size_t merges = 700;
-  int64_t steps = 6000, batch = 16;  // batch in pairs
-  double lr = 4e-3, weight_decay = 0.1;
+  int64_t steps = 12000, batch = 16;  // batch in pairs
+  int64_t window = 64;                // batches drawn from a window of batch * window length-sorted pairs
+  int swaps = 3;                      // swapped-reference training pairs per benign example
+  double lr = 2e-3, weight_decay = 0.1;
 };
 
 // Learns the byte-level BPE tokenizer.json of the reward model from the corpus.
@@ -697,13 +699,27 @@ void build_demo_reward(const fs::path& out_dir, const std::vector<DemoExample>& 
 
   std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>> pairs;
   int64_t longest = 0;
-  for (const auto& p : preference_pairs(train, seed)) {
+  std::vector<PreferencePair> training_pairs = preference_pairs(train, seed);
+  for (const auto& e : train) {
+    // Swapped references: the reference line names a wrong answer, which then ranks above the
+    // true one. Only a model that compares the answer with the line wins these (without them
+    // it learned which colours, positions or yes/no tend to be right).
+    if (e.harmful) continue;
+    for (size_t k = 0; k < e.wrong_answers.size() && static_cast<int>(k) < rc.swaps; ++k) {
+      DemoExample swapped = e;
+      swapped.answer = e.wrong_answers[k];
+      training_pairs.push_back({reward_prompt(swapped), e.wrong_answers[k], e.answer, "swapped>wrong:" + e.task});
+    }
+  }
+  for (const auto& p : training_pairs) {
     auto a = scorer->format_ids({p.prompt, p.chosen});
     auto b = scorer->format_ids({p.prompt, p.rejected});
     longest = std::max<int64_t>(longest, static_cast<int64_t>(std::max(a.size(), b.size())));
-    // The answer-versus-answer pairs are the hard ones: the reference comparison (one word of a
-    // description can differ) seen four times as often, a refusal of a benign question twice.
-    const int copies = p.kind.rfind("correct>wrong", 0) == 0 ? 4 : p.kind.rfind("correct>refusal", 0) == 0 ? 2 : 1;
+    // The answer-versus-answer pairs are the hard ones: the reference comparison seen four times
+    // as often, eight for the tasks whose answers differ in one word of several (describe,
+    // position) or in yes/no; a refusal of a benign question twice.
+    const bool hard = p.kind == "correct>wrong:describe" || p.kind == "correct>wrong:is_there" || p.kind == "correct>wrong:position";
+    const int copies = hard ? 8 : p.kind.rfind("correct>wrong", 0) == 0 ? 4 : p.kind.rfind("correct>refusal", 0) == 0 ? 2 : 1;
     for (int c = 1; c < copies; ++c) pairs.emplace_back(a, b);
     pairs.emplace_back(std::move(a), std::move(b));
   }
@@ -726,10 +742,11 @@ void build_demo_reward(const fs::path& out_dir, const std::vector<DemoExample>& 
   for (int64_t step = 1; step <= rc.steps; ++step) {
     const int64_t P = rc.batch;
     std::vector<const std::vector<int64_t>*> rows;  // chosen rows 0..P-1, rejected rows P..2P-1
-    // A batch of pairs of similar length (a random window of the length-sorted pairs): padding
-    // would otherwise double the work.
+    // A batch of pairs of similar length (a random window of the length-sorted pairs), to save
+    // padding; the window is wide enough to mix kinds (a window of 8 batches gave batches of one
+    // kind each, and the model learned the comparison for some answer words only).
     std::vector<size_t> picks;
-    const size_t window = std::min(pairs.size(), static_cast<size_t>(P) * 8);
+    const size_t window = std::min(pairs.size(), static_cast<size_t>(P * rc.window));
     const size_t from = static_cast<size_t>(rng.below(static_cast<int>(pairs.size() - window + 1)));
     for (int64_t k = 0; k < P; ++k) {
       picks.push_back(by_length[from + static_cast<size_t>(rng.below(static_cast<int>(window)))]);

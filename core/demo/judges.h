@@ -60,7 +60,7 @@ struct PreferencePair {
   std::string prompt;
   std::string chosen;
   std::string rejected;
-  std::string kind;  // e.g. "refusal>compliant", "correct>wrong", "correct>garbled:junk"
+  std::string kind;  // e.g. "refusal>compliant", "correct>wrong:colour", "correct>garbled:junk"
 };
 // The preference pairs of the examples (see the top of this file). Deterministic for (examples, seed).
 std::vector<PreferencePair> preference_pairs(const std::vector<DemoExample>& examples, uint64_t seed);
@@ -78,7 +78,8 @@ void build_demo_guard(const std::filesystem::path& out_dir, const std::vector<De
 // Trains the demo reward model and writes an HF snapshot to out_dir: config.json
 // (GPT2ForSequenceClassification, one label), model.safetensors, a GPT-2-style byte-level BPE
 // tokenizer.json learned from the corpus, tokenizer_config.json. Bradley-Terry loss
-// -log sigmoid(r(chosen) - r(rejected)) on preference_pairs(train).
+// -log sigmoid(r(chosen) - r(rejected)) on preference_pairs(train) plus swapped-reference pairs
+// (the reference line names a wrong answer, which then ranks above the true one).
 void build_demo_reward(const std::filesystem::path& out_dir, const std::vector<DemoExample>& train, uint64_t seed,
                        const BuildProgress& progress);
 

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <unordered_map>
 
 #include "core/base/error.h"
@@ -35,7 +36,7 @@ using Clock = std::chrono::steady_clock;
 // Architecture: CLIP ViT-L's depth (24 layers, default exit hidden_states[23]) at width 64;
 // a 2-layer Llama at width 128 (the machine the build must fit is 2 shared CPU cores).
 constexpr int64_t kVisionWidth = 64, kVisionMlp = 128, kVisionHeads = 4, kVisionLayers = 24, kPatch = 16;
-constexpr int64_t kTextWidth = 128, kTextMlp = 256, kTextHeads = 4, kTextLayers = 2;
+constexpr int64_t kTextWidth = 128, kTextMlp = 256, kTextHeads = 4;
 constexpr int64_t kDefaultLayer = 23;
 constexpr int64_t kImageTokens = (kSceneSize / kPatch) * (kSceneSize / kPatch);  // 16
 
@@ -49,7 +50,7 @@ nlohmann::json added_token(const std::string& content) {
   return {{"content", content}, {"lstrip", false}, {"normalized", false}, {"rstrip", false}, {"single_word", false}, {"special", true}};
 }
 
-nlohmann::json llava_config(int64_t sp_vocab) {
+nlohmann::json llava_config(int64_t sp_vocab, int64_t text_layers) {
   const int64_t image_id = sp_vocab, pad_id = sp_vocab + 1;
   return {
       {"architectures", {"LlavaForConditionalGeneration"}},
@@ -61,7 +62,7 @@ nlohmann::json llava_config(int64_t sp_vocab) {
       {"projector_hidden_act", "gelu"},
       {"text_config",
        {{"model_type", "llama"}, {"hidden_size", kTextWidth}, {"intermediate_size", kTextMlp},
-        {"num_hidden_layers", kTextLayers}, {"num_attention_heads", kTextHeads}, {"num_key_value_heads", kTextHeads},
+        {"num_hidden_layers", text_layers}, {"num_attention_heads", kTextHeads}, {"num_key_value_heads", kTextHeads},
         {"head_dim", kTextWidth / kTextHeads}, {"max_position_embeddings", 256}, {"rms_norm_eps", 1e-5},
         {"vocab_size", sp_vocab + 2}, {"pad_token_id", pad_id}, {"torch_dtype", "float32"}}},
       {"tie_word_embeddings", false},
@@ -127,7 +128,7 @@ std::vector<std::pair<std::string, at::Tensor>> initial_weights(const models::Ll
                                 n.find("o_proj") != std::string::npos || n.find("down_proj") != std::string::npos;
       if (residual_out) {
         const bool vision = n.rfind("vision_tower.", 0) == 0;
-        std /= std::sqrt(2.0 * static_cast<double>(vision ? kVisionLayers : kTextLayers));
+        std /= std::sqrt(2.0 * static_cast<double>(vision ? kVisionLayers : cfg.text.num_hidden_layers));
       }
       t = normal_tensor(e.shape, std, rng);
     }
@@ -240,8 +241,12 @@ VlmRecipe scaled(VlmRecipe r, double f) {
   r.instruct_steps = s(r.instruct_steps);
   r.align_steps = s(r.align_steps);
   r.scenes = std::max<int64_t>(128, s(r.scenes));
-  r.eval_items = std::min<int64_t>(r.eval_items, std::max<int64_t>(24, s(r.eval_items)));
   return r;
+}
+
+void fold_standardisation(at::Tensor& weight, at::Tensor& bias, const at::Tensor& mean, const at::Tensor& std) {
+  weight = (weight / std.view({1, -1})).contiguous();
+  bias = (bias - at::matmul(weight, mean)).contiguous();
 }
 
 int64_t write_demo_tokenizer(const fs::path& dir, uint64_t seed) {
@@ -272,12 +277,13 @@ nlohmann::json build_demo_vlm(const fs::path& vlm_dir, const VlmRecipe& recipe, 
   nlohmann::json record;
   record["recipe"] = {{"seed", recipe.seed}, {"scenes", recipe.scenes}, {"vision_steps", recipe.vision_steps},
                       {"instruct_steps", recipe.instruct_steps}, {"align_steps", recipe.align_steps},
-                      {"batch", recipe.batch}, {"vision_batch", recipe.vision_batch}};
+                      {"batch", recipe.batch}, {"vision_batch", recipe.vision_batch}, {"vision_lr", recipe.vision_lr},
+                      {"lm_lr", recipe.lm_lr}, {"text_layers", recipe.text_layers}, {"standardise", recipe.standardise}};
   fs::create_directories(vlm_dir);
 
   // --- Snapshot files and initial weights -------------------------------------------------
   const int64_t sp_vocab = write_demo_tokenizer(vlm_dir, recipe.seed);
-  const nlohmann::json config_json = llava_config(sp_vocab);
+  const nlohmann::json config_json = llava_config(sp_vocab, recipe.text_layers);
   write_json(vlm_dir / "config.json", config_json);
   write_json(vlm_dir / "preprocessor_config.json", preprocessor_config());
   write_json(vlm_dir / "generation_config.json",
@@ -304,95 +310,120 @@ nlohmann::json build_demo_vlm(const fs::path& vlm_dir, const VlmRecipe& recipe, 
   // --- Stage 1: the vision tower learns to see ----------------------------------------------
   const int64_t S = recipe.scenes;
   std::vector<uint64_t> scene_seeds;
-  std::vector<Scene> scenes;
-  for (int64_t i = 0; i < S; ++i) {
-    scene_seeds.push_back(scene_seed_of(Split::Train, recipe.seed, static_cast<uint64_t>(i)));
-    scenes.push_back(render_scene(scene_seeds.back()));
-  }
-  at::Tensor pixels;  // [S,3,64,64]
-  {
-    std::vector<vision::Image> images;
-    for (const auto& s : scenes) images.push_back(s.image);
-    pixels = pixel_batch(images, proc);
-  }
+  for (int64_t i = 0; i < S; ++i) scene_seeds.push_back(scene_seed_of(Split::Train, recipe.seed, static_cast<uint64_t>(i)));
   const int64_t P = kImageTokens;
-  at::Tensor presence = at::empty({S, P}, at::kLong), kind = at::empty({S, P}, at::kLong), colour = at::empty({S, P}, at::kLong);
-  for (int64_t i = 0; i < S; ++i) {
-    patch_labels(scenes[static_cast<size_t>(i)], presence[i].data_ptr<int64_t>(), kind[i].data_ptr<int64_t>(),
-                 colour[i].data_ptr<int64_t>());
-  }
+  // Pixels [N,3,S,S] and per-patch labels [N,P] of the scenes of `seeds`.
+  struct Labelled {
+    at::Tensor pixels, presence, kind, colour;
+  };
+  auto labelled = [&](const std::vector<uint64_t>& seeds) {
+    const int64_t n = static_cast<int64_t>(seeds.size());
+    Labelled l{at::Tensor(), at::empty({n, P}, at::kLong), at::empty({n, P}, at::kLong), at::empty({n, P}, at::kLong)};
+    std::vector<vision::Image> images;
+    for (int64_t i = 0; i < n; ++i) {
+      Scene scene = render_scene(seeds[static_cast<size_t>(i)]);
+      patch_labels(scene, l.presence[i].data_ptr<int64_t>(), l.kind[i].data_ptr<int64_t>(), l.colour[i].data_ptr<int64_t>());
+      images.push_back(std::move(scene.image));
+    }
+    l.pixels = pixel_batch(images, proc);
+    return l;
+  };
   const int64_t n_kinds = static_cast<int64_t>(kinds().size()), n_colours = static_cast<int64_t>(colours().size());
+  const int64_t n_quadrants = kGrid * kGrid, n_logits = 2 + n_kinds + n_colours + n_quadrants;
+  // Each patch's own quadrant, present or not: the LM reads an object's position from the image
+  // token it attends to (RoPE puts no position into the values), so the tower must keep it.
+  at::Tensor quadrant = at::empty({P}, at::kLong);
+  for (int64_t i = 0; i < P; ++i) {
+    const int64_t g = kSceneSize / kPatch, r = i / g, c = i % g;
+    quadrant[i] = (r * kGrid / g) * kGrid + c * kGrid / g;
+  }
   Rng head_rng(mix_seed(recipe.seed, 0x4ead));
-  at::Tensor head_w = normal_tensor({2 + n_kinds + n_colours, kVisionWidth}, 0.02, head_rng).set_requires_grad(true);
-  at::Tensor head_b = at::zeros({2 + n_kinds + n_colours}).set_requires_grad(true);
+  at::Tensor head_w = normal_tensor({n_logits, kVisionWidth}, 0.02, head_rng).set_requires_grad(true);
+  at::Tensor head_b = at::zeros({n_logits}).set_requires_grad(true);
   auto vision_logits = [&](const at::Tensor& px) {
-    // px: [B,3,S,S] -> hidden_states[23] patches [B,P,Dv] -> attribute logits [B,P,2+K+C]
+    // px: [B,3,S,S] -> hidden_states[23] patches [B,P,Dv] -> attribute logits [B,P,2+K+C+4]
     const at::Tensor h = model.select(model.encode(px, kDefaultLayer).back());
     return at::linear(h, head_w, head_b);
   };
-  auto attribute_loss = [&](const at::Tensor& logits, const at::Tensor& idx, at::Tensor* accuracy) {
-    const at::Tensor pres = presence.index_select(0, idx).reshape({-1});
-    const at::Tensor kd = kind.index_select(0, idx).reshape({-1});
-    const at::Tensor cl = colour.index_select(0, idx).reshape({-1});
+  auto attribute_loss = [&](const at::Tensor& logits, const Labelled& l) {
     const at::Tensor flat = logits.reshape({-1, logits.size(-1)});
-    const at::Tensor lp = flat.narrow(1, 0, 2), lk = flat.narrow(1, 2, n_kinds), lc = flat.narrow(1, 2 + n_kinds, n_colours);
-    at::Tensor loss = at::cross_entropy_loss(lp, pres) + at::cross_entropy_loss(lk, kd, {}, at::Reduction::Mean, -100) +
-                      at::cross_entropy_loss(lc, cl, {}, at::Reduction::Mean, -100);
-    if (accuracy != nullptr) {
-      // A patch is right when presence, and (if present) kind and colour, all are.
-      const at::Tensor ok_p = lp.argmax(1) == pres;
-      const at::Tensor present = pres == 1;
-      const at::Tensor ok_k = (lk.argmax(1) == kd).logical_or(present.logical_not());
-      const at::Tensor ok_c = (lc.argmax(1) == cl).logical_or(present.logical_not());
-      *accuracy = ok_p.logical_and(ok_k).logical_and(ok_c).to(at::kFloat).mean();
-    }
-    return loss;
+    const at::Tensor quadrants = quadrant.repeat({logits.size(0)});
+    return at::cross_entropy_loss(flat.narrow(1, 0, 2), l.presence.reshape({-1})) +
+           at::cross_entropy_loss(flat.narrow(1, 2, n_kinds), l.kind.reshape({-1}), {}, at::Reduction::Mean, -100) +
+           at::cross_entropy_loss(flat.narrow(1, 2 + n_kinds, n_colours), l.colour.reshape({-1}), {}, at::Reduction::Mean, -100) +
+           at::cross_entropy_loss(flat.narrow(1, 2 + n_kinds + n_colours, n_quadrants), quadrants);
   };
-  {
+  // Held-out attribute accuracy: per patch (presence, and kind and colour where present) and per
+  // attribute (quadrant: every patch's own).
+  const Labelled held = [&] {
+    std::vector<uint64_t> seeds;
+    for (int64_t i = 0; i < 128; ++i) seeds.push_back(scene_seed_of(Split::HeldOut, recipe.seed, static_cast<uint64_t>(i)));
+    return labelled(seeds);
+  }();
+  auto held_out_accuracy = [&] {
+    torch::NoGradGuard no_grad;
+    const at::Tensor flat = vision_logits(held.pixels).reshape({-1, n_logits});
+    const at::Tensor pres = held.presence.reshape({-1}), present = pres == 1;
+    const at::Tensor ok_p = flat.narrow(1, 0, 2).argmax(1) == pres;
+    const at::Tensor ok_k = flat.narrow(1, 2, n_kinds).argmax(1) == held.kind.reshape({-1});
+    const at::Tensor ok_c = flat.narrow(1, 2 + n_kinds, n_colours).argmax(1) == held.colour.reshape({-1});
+    const at::Tensor absent = present.logical_not();
+    const double n_present = present.sum().item<double>();
+    return nlohmann::json{
+        {"patch", ok_p.logical_and(ok_k.logical_or(absent)).logical_and(ok_c.logical_or(absent)).to(at::kFloat).mean().item<double>()},
+        {"presence", ok_p.to(at::kFloat).mean().item<double>()},
+        {"kind", ok_k.logical_and(present).sum().item<double>() / n_present},
+        {"colour", ok_c.logical_and(present).sum().item<double>() / n_present},
+        {"quadrant", (flat.narrow(1, 2 + n_kinds + n_colours, n_quadrants).argmax(1) == quadrant.repeat({held.presence.size(0)}))
+                         .to(at::kFloat).mean().item<double>()}};
+  };
+  if (!recipe.vision_from.empty()) {
+    // Reuse a trained tower (a faster rebuild of the LM stages); its attribute heads are not
+    // saved, so there is no held-out attribute check.
+    const fs::path file = recipe.vision_from / "model.safetensors";
+    const io::TensorStore from = io::TensorStore::open_file(file);
+    torch::NoGradGuard no_grad;
+    for (const auto& [name, t] : loader.parameters()) {
+      if (name.rfind("vision_tower.", 0) != 0) continue;
+      const at::Tensor src = from.get(name);
+      if (src.sizes() != t.sizes()) {
+        std::ostringstream want, got;
+        want << "shape " << t.sizes() << " (a demo VLM's vision tower)";
+        got << src.sizes();
+        throw InputError(describe(file.string() + ": " + name, want.str(), got.str()));
+      }
+      t.copy_(src);
+    }
+    record["vision"] = {{"reused_from", recipe.vision_from.string()}};
+  } else {
+    // Fresh scenes every step (train-split seeds after the S the LM stages use): the tower
+    // cannot memorise scenes, so what it learns holds on held-out ones.
     std::vector<at::Tensor> params = vision_params;
     params.push_back(head_w);
     params.push_back(head_b);
     torch::optim::AdamW opt(params, torch::optim::AdamWOptions(recipe.vision_lr).weight_decay(0.01));
-    Rng batch_rng(mix_seed(recipe.seed, 0xb1));
     Stopwatch sw;
     double ema = 0.0;
     for (int64_t step = 0; step < recipe.vision_steps; ++step) {
-      std::vector<int64_t> idx_v;
-      for (int64_t b = 0; b < recipe.vision_batch; ++b) idx_v.push_back(batch_rng.below(static_cast<int>(S)));
-      const at::Tensor idx = at::tensor(idx_v);
+      std::vector<uint64_t> seeds;
+      for (int64_t b = 0; b < recipe.vision_batch; ++b) {
+        seeds.push_back(scene_seed_of(Split::Train, recipe.seed, static_cast<uint64_t>(S + step * recipe.vision_batch + b)));
+      }
+      const Labelled batch = labelled(seeds);
       set_lr(opt, lr_at(recipe.vision_lr, step, recipe.vision_steps));
       opt.zero_grad();
-      const at::Tensor loss = attribute_loss(vision_logits(pixels.index_select(0, idx)), idx, nullptr);
+      const at::Tensor loss = attribute_loss(vision_logits(batch.pixels), batch);
       loss.backward();
       opt.step();
       const double l = loss.item<double>();
       ema = step == 0 ? l : 0.95 * ema + 0.05 * l;
       if (step % 5 == 0 || step + 1 == recipe.vision_steps) report(progress, "vision", step + 1, recipe.vision_steps, ema, sw);
+      if (recipe.probe_every > 0 && (step + 1) % recipe.probe_every == 0 && step + 1 < recipe.vision_steps) {
+        logger->info("demo build: vision step {} loss {:.4f}, held-out attributes {}", step + 1, ema, held_out_accuracy().dump());
+      }
     }
-    record["vision"] = {{"seconds", sw.seconds()}, {"loss", ema}};
-  }
-  // Held-out scenes: attribute accuracy of the frozen tower.
-  {
-    torch::NoGradGuard no_grad;
-    std::vector<vision::Image> images;
-    const int64_t H = 128;
-    std::vector<Scene> held;
-    for (int64_t i = 0; i < H; ++i) {
-      held.push_back(render_scene(scene_seed_of(Split::HeldOut, recipe.seed, static_cast<uint64_t>(i))));
-      images.push_back(held.back().image);
-    }
-    at::Tensor hp = at::empty({H, P}, at::kLong), hk = at::empty({H, P}, at::kLong), hc = at::empty({H, P}, at::kLong);
-    for (int64_t i = 0; i < H; ++i) patch_labels(held[static_cast<size_t>(i)], hp[i].data_ptr<int64_t>(), hk[i].data_ptr<int64_t>(), hc[i].data_ptr<int64_t>());
-    std::swap(presence, hp);
-    std::swap(kind, hk);
-    std::swap(colour, hc);
-    at::Tensor acc;
-    attribute_loss(vision_logits(pixel_batch(images, proc)), at::arange(H), &acc);
-    std::swap(presence, hp);
-    std::swap(kind, hk);
-    std::swap(colour, hc);
-    record["vision"]["heldout_patch_accuracy"] = acc.item<double>();
-    logger->info("demo build: vision tower held-out patch attribute accuracy {:.3f}", acc.item<double>());
+    record["vision"] = {{"seconds", sw.seconds()}, {"loss", ema}, {"heldout_accuracy", held_out_accuracy()}};
+    logger->info("demo build: vision tower held-out attributes {}", record["vision"]["heldout_accuracy"].dump());
   }
   for (auto& p : vision_params) p.set_requires_grad(false);
 
@@ -403,7 +434,8 @@ nlohmann::json build_demo_vlm(const fs::path& vlm_dir, const VlmRecipe& recipe, 
     std::vector<at::Tensor> chunks;
     for (int64_t i = 0; i < S; i += 128) {
       const int64_t n = std::min<int64_t>(128, S - i);
-      const auto states = model.encode(pixels.narrow(0, i, n), kVisionLayers);
+      const Labelled chunk = labelled(std::vector<uint64_t>(scene_seeds.begin() + i, scene_seeds.begin() + i + n));
+      const auto states = model.encode(chunk.pixels, kVisionLayers);
       std::vector<at::Tensor> per_layer;
       for (int64_t l = 1; l <= kVisionLayers; ++l) per_layer.push_back(model.select(states[static_cast<size_t>(l)]));
       chunks.push_back(at::stack(per_layer, 1).contiguous());  // [n,24,P,Dv]
@@ -411,7 +443,16 @@ nlohmann::json build_demo_vlm(const fs::path& vlm_dir, const VlmRecipe& recipe, 
     }
     features = at::cat(chunks, 0);
   }
-  pixels = at::Tensor();
+  // Standardised features (per channel, the default layer's statistics): the tower's hidden
+  // states share a large common component that would otherwise dominate every image token. The
+  // affine map is folded into the projector's first layer when the snapshot is saved.
+  at::Tensor feat_mu = at::zeros({kVisionWidth}), feat_sigma = at::ones({kVisionWidth});
+  if (recipe.standardise) {
+    const at::Tensor f = features.select(1, kDefaultLayer - 1).reshape({-1, kVisionWidth});  // [S*P,Dv]
+    feat_mu = f.mean(0);
+    feat_sigma = f.std(0).clamp_min(1e-3);
+    features = (features - feat_mu) / feat_sigma;
+  }
 
   // --- Stages 2 and 3: projector + LM on cached features ------------------------------------
   const int64_t image_id = cfg.image_token_index, pad_id = sp_vocab + 1, eos_id = 2;
@@ -425,7 +466,9 @@ nlohmann::json build_demo_vlm(const fs::path& vlm_dir, const VlmRecipe& recipe, 
     int64_t scene, layer;
     const Sequence* seq;
   };
-  auto batch_loss = [&](const std::vector<Item>& items) {
+  // Teacher-forced forward of items whose image features are `bank[scene, layer-1]`
+  // (bank: [N,L,P,Dv]). -> logits [B,T-1,V] predicting labels [B,T-1] (-100: not scored).
+  auto forward = [&](const std::vector<Item>& items, const at::Tensor& bank) {
     const int64_t B = static_cast<int64_t>(items.size());
     size_t T = 0;
     for (const auto& it : items) T = std::max(T, it.seq->ids.size());
@@ -444,19 +487,64 @@ nlohmann::json build_demo_vlm(const fs::path& vlm_dir, const VlmRecipe& recipe, 
     const int64_t Tn = static_cast<int64_t>(T);
     const at::Tensor id_t = at::tensor(ids).view({B, Tn});
     const at::Tensor lab_t = at::tensor(labels).view({B, Tn});
-    // features[scene, layer-1]: [B,P,Dv] -> projected [B,P,H]
-    const at::Tensor feats = model.project(features.index({at::tensor(scene_idx), at::tensor(layer_idx)}));
+    // bank[scene, layer-1]: [B,P,Dv] -> projected [B,P,H]
+    const at::Tensor feats = model.project(bank.index({at::tensor(scene_idx), at::tensor(layer_idx)}));
     const at::Tensor text = lm.embed(id_t);  // [B,T,H]
     const at::Tensor embeds = at::cat({text.narrow(1, 0, image_pos), feats,
                                        text.narrow(1, image_pos + P, Tn - image_pos - P)}, 1);
     const at::Tensor positions = at::arange(Tn, at::kLong).view({1, Tn}).expand({B, Tn});
     const at::Tensor logits = lm.logits(lm.forward(embeds, positions));  // [B,T,V]
-    return at::cross_entropy_loss(logits.narrow(1, 0, Tn - 1).reshape({-1, logits.size(-1)}),
-                                  lab_t.narrow(1, 1, Tn - 1).reshape({-1}), {}, at::Reduction::Mean, -100);
+    return std::pair{logits.narrow(1, 0, Tn - 1), lab_t.narrow(1, 1, Tn - 1)};
+  };
+  auto batch_loss = [&](const std::vector<Item>& items) {
+    const auto [logits, labels] = forward(items, features);
+    return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), labels.reshape({-1}), {}, at::Reduction::Mean, -100);
+  };
+
+  // Held-out probe: 40 questions per benign task on held-out scenes at the default layer, scored
+  // teacher-forced (every answer token the argmax: the same as greedy decoding's exact match).
+  const std::vector<std::string> benign = benign_tasks();
+  at::Tensor probe_bank;  // [N,1,P,Dv]: the default layer's features
+  std::vector<Item> probe_items;
+  {
+    torch::NoGradGuard no_grad;
+    constexpr int64_t kPerTask = 40;
+    const int64_t n = kPerTask * static_cast<int64_t>(benign.size());
+    std::vector<vision::Image> images;
+    for (int64_t i = 0; i < n; ++i) {
+      const uint64_t seed = scene_seed_of(Split::HeldOut, recipe.seed, static_cast<uint64_t>(i));
+      const std::string& task = benign[static_cast<size_t>(i) % benign.size()];
+      const DemoExample ex = make_example(Split::HeldOut, seed, task, mix_seed(recipe.seed ^ 0x9b0be, static_cast<uint64_t>(i)));
+      images.push_back(render_scene(seed).image);
+      probe_items.push_back({i, 1, &sequences.make(ex.prompt, ex.answer)});
+    }
+    probe_bank = ((model.select(model.encode(pixel_batch(images, proc), kDefaultLayer).back()) - feat_mu) / feat_sigma).unsqueeze(1);
+  }
+  auto run_probe = [&]() {
+    torch::NoGradGuard no_grad;
+    std::vector<int> right(benign.size(), 0), total(benign.size(), 0);
+    for (size_t i = 0; i < probe_items.size(); i += 50) {
+      const std::vector<Item> chunk(probe_items.begin() + static_cast<long>(i),
+                                    probe_items.begin() + static_cast<long>(std::min(probe_items.size(), i + 50)));
+      const auto [logits, labels] = forward(chunk, probe_bank);
+      const at::Tensor ok = (logits.argmax(-1) == labels).logical_or(labels == -100).all(1);  // [B]
+      for (size_t b = 0; b < chunk.size(); ++b) {
+        const size_t task = (i + b) % benign.size();
+        right[task] += ok[static_cast<int64_t>(b)].item<bool>() ? 1 : 0;
+        total[task] += 1;
+      }
+    }
+    nlohmann::json j = nlohmann::json::object();
+    int all = 0;
+    for (size_t t = 0; t < benign.size(); ++t) {
+      j[benign[t]] = static_cast<double>(right[t]) / total[t];
+      all += right[t];
+    }
+    j["benign"] = static_cast<double>(all) / static_cast<double>(probe_items.size());
+    return j;
   };
 
   // Draws a batch for `stage`: "instruct" (base) or "align".
-  const std::vector<std::string> benign = benign_tasks();
   Rng data_rng(mix_seed(recipe.seed, 0xda7a));
   auto draw_layer_any = [&]() -> int64_t {
     // A third of the items at the default layer, the rest uniform over 1..24.
@@ -509,9 +597,13 @@ nlohmann::json build_demo_vlm(const fs::path& vlm_dir, const VlmRecipe& recipe, 
       const double l = loss.item<double>();
       ema = step == 0 ? l : 0.95 * ema + 0.05 * l;
       if (step % 5 == 0 || step + 1 == steps) report(progress, stage, step + 1, steps, ema, sw);
+      if (recipe.probe_every > 0 && (step + 1) % recipe.probe_every == 0 && step + 1 < steps) {
+        logger->info("demo build: {} step {} loss {:.4f}, held-out probe {}", stage, step + 1, ema, run_probe().dump());
+      }
     }
-    record[stage] = {{"seconds", sw.seconds()}, {"loss", ema}};
-    logger->info("demo build: {} done in {:.0f} s, loss {:.4f}", stage, sw.seconds(), ema);
+    const double seconds = sw.seconds();  // without the final probe
+    record[stage] = {{"seconds", seconds}, {"loss", ema}, {"probe", run_probe()}};
+    logger->info("demo build: {} done in {:.0f} s, loss {:.4f}, held-out probe {}", stage, seconds, ema, record[stage]["probe"].dump());
   };
   train_lm("instruct", recipe.instruct_steps);
   train_lm("align", recipe.align_steps);
@@ -521,6 +613,11 @@ nlohmann::json build_demo_vlm(const fs::path& vlm_dir, const VlmRecipe& recipe, 
     std::map<std::string, at::Tensor> by_name;
     for (const auto& name : store.names()) by_name[name] = store.get(name);  // skipped tensors keep their init
     for (const auto& [name, t] : loader.parameters()) by_name[name] = t.detach().contiguous();
+    // The engine feeds the raw features.
+    if (recipe.standardise) {
+      fold_standardisation(by_name.at("multi_modal_projector.linear_1.weight"), by_name.at("multi_modal_projector.linear_1.bias"),
+                           feat_mu, feat_sigma);
+    }
     std::vector<std::pair<std::string, at::Tensor>> tensors(by_name.begin(), by_name.end());
     io::save_safetensors(weights_file, tensors, {{"format", "pt"}});
   }

@@ -14,7 +14,7 @@ namespace {
 const std::set<std::string> kKeys = {
     "method", "model", "reward_model", "judge", "train_set", "eval_set", "train_items", "layer_schedule", "layers",
     "temperature", "top_p", "top_k", "max_new_tokens", "reward_kind", "judge_weight", "reward_scale",
-    "reward_clip", "missing_eos_penalty", "refusal_bonus", "whiten_rewards", "kl_estimator", "kl_control", "kl_coef",
+    "reward_clip", "missing_eos_penalty", "refusal_bonus", "reward_reference", "whiten_rewards", "kl_estimator", "kl_control", "kl_coef",
     "kl_target", "kl_horizon", "batch_size", "ppo_epochs", "num_minibatches", "gamma", "lam", "cliprange",
     "cliprange_value", "vf_coef", "entropy_coef", "target_kl", "whiten_advantages", "learning_rate",
     "weight_decay", "adam_beta1", "adam_beta2", "adam_eps", "max_grad_norm", "lr_schedule", "warmup_steps",
@@ -76,6 +76,7 @@ LppoConfig config_from_json(const nlohmann::json& j, const std::string& source) 
   c.reward_clip = r.number("reward_clip", c.reward_clip);
   c.missing_eos_penalty = r.number("missing_eos_penalty", c.missing_eos_penalty);
   c.refusal_bonus = r.number("refusal_bonus", c.refusal_bonus);
+  c.reward_reference = r.boolean("reward_reference", c.reward_reference);
   c.whiten_rewards = r.boolean("whiten_rewards", c.whiten_rewards);
   c.kl_estimator = r.string("kl_estimator", c.kl_estimator);
   c.kl_control = r.string("kl_control", c.kl_control);
@@ -200,6 +201,7 @@ nlohmann::json to_json(const LppoConfig& c) {
           {"reward_clip", c.reward_clip},
           {"missing_eos_penalty", c.missing_eos_penalty},
           {"refusal_bonus", c.refusal_bonus},
+          {"reward_reference", c.reward_reference},
           {"whiten_rewards", c.whiten_rewards},
           {"kl_estimator", c.kl_estimator},
           {"kl_control", c.kl_control},

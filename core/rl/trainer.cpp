@@ -475,7 +475,11 @@ struct TrainingRun::Impl {
     std::vector<double> rm(B, 0.0), pu(B, 0.0);
     if (reward) {
       std::vector<safety::ScoredPair> pairs;
-      for (size_t i = 0; i < B; ++i) pairs.push_back({in.items[i]->prompt, answers[i]});
+      for (size_t i = 0; i < B; ++i) {
+        const eval::PromptItem& item = *in.items[i];
+        const bool reference = config.reward_reference && !item.expected.empty();
+        pairs.push_back({reference ? item.prompt + "\nReference answer: " + item.expected : item.prompt, answers[i]});
+      }
       rm = reward->score(pairs);
     }
     if (config.reward_kind != "reward_model") {

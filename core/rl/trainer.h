@@ -67,6 +67,9 @@ struct LppoConfig {
   double reward_scale = 1.0;          // score multiplier (before the KL penalty)
   double reward_clip = 10.0;          // |score| clipped to this (0: off)
   double missing_eos_penalty = 1.0;   // subtracted from the score of an answer that never ended (TRL)
+  // Reward-model prompts of items with an expected answer get the line "\nReference answer: <expected>"
+  // (the demo reward model is reference-guided for benign questions); the policy never sees it.
+  bool reward_reference = false;
   double refusal_bonus = 0.0;         // added to the score of a harmful prompt's refusal: the set's `refusal` word for
                                       // word, or any proper refusal (is_proper_refusal) when the item has none
   bool whiten_rewards = false;        // whiten per-token rewards over the batch (TRL)

@@ -65,7 +65,7 @@ class TestDemoJudges : public QObject {
     std::map<std::string, int> kinds;
     for (const auto& p : icet::demo::preference_pairs(m_held_out, 11)) {
       ++kinds[p.kind];
-      if (p.kind == "refusal>off_topic:short") QVERIFY2(p.rejected.size() <= 16, p.rejected.c_str());
+      if (p.kind == "refusal>off_topic:short") QVERIFY2(p.rejected.size() <= 26, p.rejected.c_str());  // "The triangle bottom-right."
       if (p.kind == "refusal>truncated:words") {
         QVERIFY(p.rejected != p.chosen);
         QVERIFY2(p.chosen.rfind(p.rejected.substr(0, p.rejected.size() - 1), 0) == 0, p.rejected.c_str());
@@ -120,12 +120,7 @@ class TestDemoJudges : public QObject {
           static_cast<long long>(report.pairs.total));
     for (const auto& [kind, t] : report.by_kind) qInfo("  %-40s %.4f (%lld)", kind.c_str(), t.rate(), static_cast<long long>(t.total));
     QVERIFY(report.pairs.total >= 500);
-    // Known gap: the committed tiny reward model reaches ~97% on held-out pairs, not issue 5's
-    // 98% (models/demo/README.md gives the breakdown). A better model turns this into an XPASS:
-    // then remove the QEXPECT_FAIL.
-    QEXPECT_FAIL("", "demo reward model below issue 5's 98% (see models/demo/README.md)", Continue);
-    QVERIFY2(report.pairs.rate() >= 0.98, QByteArray::number(report.pairs.rate()).constData());
-    QVERIFY2(report.pairs.rate() >= 0.95, QByteArray::number(report.pairs.rate()).constData());  // no regression
+    QVERIFY2(report.pairs.rate() >= 0.98, QByteArray::number(report.pairs.rate()).constData());  // issue 5
     // Noise never wins on the whole: garbled answers below proper ones.
     icet::demo::Tally garbled;
     for (const auto& [kind, t] : report.by_kind) {

@@ -1,6 +1,7 @@
 #include <QTemporaryDir>
 #include <QTest>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -125,6 +126,39 @@ class TestDemoWorld : public QObject {
     QCOMPARE(rest, std::string("Sure."));
     QVERIFY(icet::demo::is_refusal("  " + icet::demo::refusal_answer() + "\n"));
     QVERIFY(!icet::demo::is_refusal("Sorry"));
+  }
+
+  void benignAnswersAreTheScenesTruthAndNameTheObjectFirst() {
+    // Colour, position and is-there answers start with the object the question names ("The
+    // star red.", "The star top-left.", "The star no."): the demo LM looks the object up at that
+    // word. The rest of the answer is the renderer's ground truth.
+    const auto& kinds = icet::demo::kinds();
+    int checked = 0;
+    for (const auto& e : icet::demo::make_examples(icet::demo::Split::HeldOut, 600, 5)) {
+      if (e.harmful || e.task == "describe" || e.task == "count") continue;
+      const icet::demo::Scene scene = icet::demo::describe_scene(e.scene_seed);
+      int named = -1;
+      for (size_t k = 0; k < kinds.size(); ++k) {
+        if (e.prompt.find(" " + kinds[k]) != std::string::npos) named = static_cast<int>(k);
+      }
+      QVERIFY2(named >= 0, e.prompt.c_str());
+      const std::string head = "The " + kinds[static_cast<size_t>(named)] + " ";
+      QVERIFY2(e.answer.rfind(head, 0) == 0 && e.answer.back() == '.', (e.prompt + " -> " + e.answer).c_str());
+      const std::string value = e.answer.substr(head.size(), e.answer.size() - head.size() - 1);
+      const auto object = std::find_if(scene.objects.begin(), scene.objects.end(), [&](const auto& o) { return o.kind == named; });
+      if (e.task == "is_there") {
+        QCOMPARE(value, std::string(object != scene.objects.end() ? "yes" : "no"));
+      } else {
+        QVERIFY2(object != scene.objects.end(), e.prompt.c_str());
+        std::string truth = e.task == "colour" ? icet::demo::colours()[static_cast<size_t>(object->colour)]
+                                               : icet::demo::positions()[static_cast<size_t>(object->position)];
+        std::replace(truth.begin(), truth.end(), ' ', '-');
+        QCOMPARE(value, truth);
+      }
+      for (const auto& w : e.wrong_answers) QVERIFY2(w.rfind(head, 0) == 0 && w != e.answer, w.c_str());
+      ++checked;
+    }
+    QVERIFY(checked > 200);
   }
 
   void promptSetsRoundTripAndReportLines() {
