@@ -212,22 +212,24 @@ at::Tensor pixel_batch(const std::vector<vision::Image>& images, const vision::C
   return at::stack(px);  // [B,3,S,S]
 }
 
+// The quadrant (index into positions()) that patch i (row-major) lies in.
+int quadrant_of_patch(int64_t i) {
+  const int64_t g = kSceneSize / kPatch;  // patches per side (4)
+  return static_cast<int>((i / g * kGrid / g) * kGrid + i % g * kGrid / g);
+}
+
 // Per-patch labels of a scene: presence (0/1), kind and colour (-100 where absent).
 void patch_labels(const Scene& s, int64_t* presence, int64_t* kind, int64_t* colour) {
-  const int64_t g = kSceneSize / kPatch;  // patches per side (4)
-  for (int64_t r = 0; r < g; ++r) {
-    for (int64_t c = 0; c < g; ++c) {
-      const int q = static_cast<int>((r * kGrid / g) * kGrid + c * kGrid / g);
-      const int64_t i = r * g + c;
-      presence[i] = 0;
-      kind[i] = -100;
-      colour[i] = -100;
-      for (const auto& o : s.objects) {
-        if (o.position == q) {
-          presence[i] = 1;
-          kind[i] = o.kind;
-          colour[i] = o.colour;
-        }
+  for (int64_t i = 0; i < kImageTokens; ++i) {
+    const int q = quadrant_of_patch(i);
+    presence[i] = 0;
+    kind[i] = -100;
+    colour[i] = -100;
+    for (const auto& o : s.objects) {
+      if (o.position == q) {
+        presence[i] = 1;
+        kind[i] = o.kind;
+        colour[i] = o.colour;
       }
     }
   }
@@ -333,10 +335,7 @@ nlohmann::json build_demo_vlm(const fs::path& vlm_dir, const VlmRecipe& recipe, 
   // Each patch's own quadrant, present or not: the LM reads an object's position from the image
   // token it attends to (RoPE puts no position into the values), so the tower must keep it.
   at::Tensor quadrant = at::empty({P}, at::kLong);
-  for (int64_t i = 0; i < P; ++i) {
-    const int64_t g = kSceneSize / kPatch, r = i / g, c = i % g;
-    quadrant[i] = (r * kGrid / g) * kGrid + c * kGrid / g;
-  }
+  for (int64_t i = 0; i < P; ++i) quadrant[i] = quadrant_of_patch(i);
   Rng head_rng(mix_seed(recipe.seed, 0x4ead));
   at::Tensor head_w = normal_tensor({n_logits, kVisionWidth}, 0.02, head_rng).set_requires_grad(true);
   at::Tensor head_b = at::zeros({n_logits}).set_requires_grad(true);
