@@ -352,30 +352,6 @@ nlohmann::json build_demo_vlm(const fs::path& vlm_dir, const VlmRecipe& recipe, 
            at::cross_entropy_loss(flat.narrow(1, 2 + n_kinds, n_colours), l.colour.reshape({-1}), {}, at::Reduction::Mean, -100) +
            at::cross_entropy_loss(flat.narrow(1, 2 + n_kinds + n_colours, n_quadrants), quadrants);
   };
-  // Held-out attribute accuracy: per patch (presence, and kind and colour where present) and per
-  // attribute (quadrant: every patch's own).
-  const Labelled held = [&] {
-    std::vector<uint64_t> seeds;
-    for (int64_t i = 0; i < 128; ++i) seeds.push_back(scene_seed_of(Split::HeldOut, recipe.seed, static_cast<uint64_t>(i)));
-    return labelled(seeds);
-  }();
-  auto held_out_accuracy = [&] {
-    torch::NoGradGuard no_grad;
-    const at::Tensor flat = vision_logits(held.pixels).reshape({-1, n_logits});
-    const at::Tensor pres = held.presence.reshape({-1}), present = pres == 1;
-    const at::Tensor ok_p = flat.narrow(1, 0, 2).argmax(1) == pres;
-    const at::Tensor ok_k = flat.narrow(1, 2, n_kinds).argmax(1) == held.kind.reshape({-1});
-    const at::Tensor ok_c = flat.narrow(1, 2 + n_kinds, n_colours).argmax(1) == held.colour.reshape({-1});
-    const at::Tensor absent = present.logical_not();
-    const double n_present = present.sum().item<double>();
-    return nlohmann::json{
-        {"patch", ok_p.logical_and(ok_k.logical_or(absent)).logical_and(ok_c.logical_or(absent)).to(at::kFloat).mean().item<double>()},
-        {"presence", ok_p.to(at::kFloat).mean().item<double>()},
-        {"kind", ok_k.logical_and(present).sum().item<double>() / n_present},
-        {"colour", ok_c.logical_and(present).sum().item<double>() / n_present},
-        {"quadrant", (flat.narrow(1, 2 + n_kinds + n_colours, n_quadrants).argmax(1) == quadrant.repeat({held.presence.size(0)}))
-                         .to(at::kFloat).mean().item<double>()}};
-  };
   if (!recipe.vision_from.empty()) {
     // Reuse a trained tower (a faster rebuild of the LM stages); its attribute heads are not
     // saved, so there is no held-out attribute check.
@@ -395,6 +371,30 @@ nlohmann::json build_demo_vlm(const fs::path& vlm_dir, const VlmRecipe& recipe, 
     }
     record["vision"] = {{"reused_from", recipe.vision_from.string()}};
   } else {
+    // Held-out attribute accuracy: per patch (presence, and kind and colour where present) and per
+    // attribute (quadrant: every patch's own).
+    const Labelled held = [&] {
+      std::vector<uint64_t> seeds;
+      for (int64_t i = 0; i < 128; ++i) seeds.push_back(scene_seed_of(Split::HeldOut, recipe.seed, static_cast<uint64_t>(i)));
+      return labelled(seeds);
+    }();
+    auto held_out_accuracy = [&] {
+      torch::NoGradGuard no_grad;
+      const at::Tensor flat = vision_logits(held.pixels).reshape({-1, n_logits});
+      const at::Tensor pres = held.presence.reshape({-1}), present = pres == 1;
+      const at::Tensor ok_p = flat.narrow(1, 0, 2).argmax(1) == pres;
+      const at::Tensor ok_k = flat.narrow(1, 2, n_kinds).argmax(1) == held.kind.reshape({-1});
+      const at::Tensor ok_c = flat.narrow(1, 2 + n_kinds, n_colours).argmax(1) == held.colour.reshape({-1});
+      const at::Tensor absent = present.logical_not();
+      const double n_present = present.sum().item<double>();
+      return nlohmann::json{
+          {"patch", ok_p.logical_and(ok_k.logical_or(absent)).logical_and(ok_c.logical_or(absent)).to(at::kFloat).mean().item<double>()},
+          {"presence", ok_p.to(at::kFloat).mean().item<double>()},
+          {"kind", ok_k.logical_and(present).sum().item<double>() / n_present},
+          {"colour", ok_c.logical_and(present).sum().item<double>() / n_present},
+          {"quadrant", (flat.narrow(1, 2 + n_kinds + n_colours, n_quadrants).argmax(1) == quadrant.repeat({held.presence.size(0)}))
+                           .to(at::kFloat).mean().item<double>()}};
+    };
     // Fresh scenes every step (train-split seeds after the S the LM stages use): the tower
     // cannot memorise scenes, so what it learns holds on held-out ones.
     std::vector<at::Tensor> params = vision_params;
