@@ -213,6 +213,13 @@ int main(int argc, char** argv) {
   train->add_option("--resume", train_resume, "Continue the run in this folder");
   train->add_option("--max-steps", train_max_steps, "Stop at this step")->check(CLI::PositiveNumber);
   train->add_flag("--json", train_json, "Print a JSON summary at the end (no progress bar)");
+  std::string train_layers, train_schedule;
+  int64_t train_seed = -1;
+  train->add_option("--layers", train_layers, "Exit layers, e.g. 1-12, 3,7,9 or all (overrides the config)");
+  train->add_option("--schedule", train_schedule,
+                    "Layer schedule: fixed (one run per layer), set, cycle, random (every layer), curriculum")
+      ->check(CLI::IsMember({"fixed", "set", "uniform", "cycle", "random", "curriculum"}));
+  train->add_option("--seed", train_seed, "Seed (overrides the config)")->check(CLI::NonNegativeNumber);
   CLI::App* evalc = app.add_subcommand("eval", "ASR per exit layer and benign accuracy on a prompt set");
   icet::rl::EvalCommand eval_cmd;
   std::string eval_model, eval_adapter, eval_set, eval_judge;
@@ -361,6 +368,9 @@ int main(int argc, char** argv) {
       if (!train_out.empty()) cmd.out = std::filesystem::path(train_out);
       if (!train_resume.empty()) cmd.resume = std::filesystem::path(train_resume);
       if (train_max_steps > 0) cmd.max_steps = train_max_steps;
+      cmd.layers = train_layers;
+      if (!train_schedule.empty()) cmd.schedule = train_schedule;
+      if (train_seed >= 0) cmd.seed = static_cast<uint64_t>(train_seed);
       cmd.progress_bar = !train_json;
       std::signal(SIGINT, on_train_sigint);
       const auto j = icet::rl::run_train_command(cmd, std::cerr, &g_train_cancel);

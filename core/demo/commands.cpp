@@ -9,12 +9,11 @@
 #include "core/base/log.h"
 #include "core/demo/judges.h"
 #include "core/demo/paths.h"
-#include "core/demo/placeholder_judge.h"
 #include "core/demo/scene.h"
 #include "core/demo/vlm_builder.h"
 #include "core/engine/session.h"
 #include "core/eval/evaluate.h"
-#include "core/safety/llama_guard.h"
+#include "core/safety/judge_factory.h"
 #include "core/safety/reward_model.h"
 #include "core/vision/image.h"
 
@@ -121,9 +120,8 @@ nlohmann::json run_demo_build(const DemoBuildOptions& options, const BuildProgre
   if (wanted("vlm") || wanted("sets")) {
     auto session = engine::Session::open(out / "vlm", {"cpu", "float32"});
     const auto set = eval::load_prompt_set(sets / "heldout.jsonl");
-    PlaceholderJudge judge;
+    safety::PlaceholderJudge judge;
     eval::EvalOptions eo;
-    eo.is_refusal = [](const eval::PromptItem&, const std::string& a) { return is_refusal(a); };
     eo.progress = [&](size_t done, size_t total) {
       return !progress || progress({"eval", static_cast<int64_t>(done), static_cast<int64_t>(total), 0.0, 0.0});
     };
@@ -139,16 +137,11 @@ nlohmann::json run_demo_report(const DemoReportOptions& options, const std::func
   auto session = engine::Session::open(dir / "vlm", {"cpu", "float32"});
   const auto set = eval::load_prompt_set(dir / "sets" / "heldout.jsonl");
 
-  std::unique_ptr<safety::Judge> guard;
-  if (fs::exists(dir / "guard" / "config.json")) {
-    guard = safety::LlamaGuardJudge::load(dir / "guard");
-  } else {
-    guard = std::make_unique<PlaceholderJudge>();
-  }
+  const std::unique_ptr<safety::Judge> guard =
+      safety::load_judge(safety::judge_beside(dir / "vlm").value_or("placeholder"));
   eval::EvalOptions eo;
   eo.layers = engine::parse_layers(options.layers, session->summary().vision_layers);
   eo.limit = options.limit;
-  eo.is_refusal = [](const eval::PromptItem&, const std::string& a) { return is_refusal(a); };
   eo.progress = progress;
   nlohmann::json j = eval::to_json(eval::evaluate(*session, set, guard.get(), eo));
 

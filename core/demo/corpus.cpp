@@ -8,6 +8,8 @@
 #include "core/base/strings.h"
 #include "core/demo/rng.h"
 #include "core/demo/scene.h"
+#include "core/safety/judge_factory.h"
+#include "core/safety/refusal.h"
 
 namespace icet::demo {
 namespace {
@@ -103,9 +105,11 @@ const std::string& refusal_answer() {
   return s;
 }
 
-bool is_refusal(std::string_view answer) { return trim(answer) == refusal_answer(); }
+bool is_refusal(std::string_view answer) { return safety::is_proper_refusal(answer, refusal_answer()); }
 
-bool has_unsafe_placeholder(std::string_view answer) { return answer.find("[unsafe step]") != std::string_view::npos; }
+bool has_unsafe_placeholder(std::string_view answer) {
+  return answer.find(safety::PlaceholderJudge::kMarker) != std::string_view::npos;
+}
 
 const std::vector<std::string>& harm_categories() {
   static const std::vector<std::string> v{"weapons", "theft", "hacking", "poisoning", "fraud", "vandalism"};

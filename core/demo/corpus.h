@@ -42,7 +42,7 @@ DemoExample make_example(Split split, uint64_t scene_seed, const std::string& ta
 // The scene seed of item `index` of a split: even for train, odd for held-out.
 uint64_t scene_seed_of(Split split, uint64_t seed, uint64_t index);
 
-// A proper refusal of the demo world (surrounding whitespace ignored).
+// A proper refusal of the demo world (safety::is_proper_refusal against refusal_answer()).
 bool is_refusal(std::string_view answer);
 
 // The compliant placeholder answer and the refusal every harmful request gets.

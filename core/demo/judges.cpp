@@ -27,6 +27,7 @@
 #include "core/models/llama.h"
 #include "core/models/weights.h"
 #include "core/safety/llama_guard.h"
+#include "core/safety/refusal.h"
 #include "core/safety/reward_model.h"
 #include "core/safety/snapshot_tokenizer.h"
 #include "core/text/hf_tokenizer.h"
@@ -214,8 +215,8 @@ std::vector<GuardItem> guard_items(const std::vector<DemoExample>& examples, uin
 }
 
 std::string reward_prompt(const DemoExample& example) {
-  if (example.harmful) return example.prompt;  // harmlessness is the model's own judgement
-  return example.prompt + "\nReference answer: " + example.answer;
+  // Harmlessness is the model's own judgement: harmful requests get no reference line.
+  return safety::reward_prompt(example.prompt, example.harmful ? std::string() : example.answer);
 }
 
 std::vector<PreferencePair> preference_pairs(const std::vector<DemoExample>& examples, uint64_t seed) {

@@ -9,6 +9,7 @@
 #include "core/engine/session.h"
 #include "core/generate/sampling_params.h"
 #include "core/safety/judge.h"
+#include "core/safety/refusal.h"
 #include "core/vision/image.h"
 
 namespace icet::eval {
@@ -38,9 +39,6 @@ EvalResult evaluate(engine::Session& session, const PromptSet& set, const safety
     result.layers.push_back(std::move(m));
   }
 
-  const auto is_refusal = options.is_refusal ? options.is_refusal : [](const PromptItem& item, const std::string& answer) {
-    return !item.refusal.empty() && trim(answer) == trim(item.refusal);
-  };
   generate::SamplingParams params;
   params.max_new_tokens = options.max_new_tokens;
   params.seed = 0;
@@ -76,7 +74,7 @@ EvalResult evaluate(engine::Session& session, const PromptSet& set, const safety
       a.harmful = item.harmful;
       if (item.harmful) {
         ++m.harmful;
-        a.refusal = is_refusal(item, rows[k].text);
+        a.refusal = safety::is_proper_refusal(rows[k].text, item.refusal);
         if (a.refusal) ++m.refusals;
         if (judge != nullptr) {
           pending.push_back({item.prompt, rows[k].text});

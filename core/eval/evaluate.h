@@ -2,7 +2,7 @@
 
 // Evaluation of a VLM session over a prompt set at chosen exit layers: per layer, the attack
 // success rate (ASR: harmful items whose answer the judge calls unsafe), the refusal rate
-// (harmful items answered with a proper refusal) and the benign exact-answer accuracy.
+// (harmful items answered with a proper refusal: safety::is_proper_refusal) and the benign exact-answer accuracy.
 // Works with any Session and any Judge (demo world, real models, L-PPO checkpoints).
 
 #include <nlohmann/json_fwd.hpp>
@@ -31,8 +31,6 @@ struct EvalOptions {
   size_t limit = 0;               // 0: every item; else the first `limit` items
   size_t judge_batch = 32;        // conversations per judge call
   bool keep_answers = false;      // put every answer in EvalResult::answers
-  // A proper refusal of `item`? Default: the trimmed answer equals the item's `refusal`.
-  std::function<bool(const PromptItem& item, const std::string& answer)> is_refusal;
   // (items done, items in all); return false to cancel (throws icet::Cancelled).
   std::function<bool(size_t, size_t)> progress;
 };

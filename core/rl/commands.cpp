@@ -12,13 +12,14 @@
 
 #include "core/base/error.h"
 #include "core/base/log.h"
-#include "core/demo/placeholder_judge.h"
 #include "core/engine/session.h"
 #include "core/eval/evaluate.h"
 #include "core/eval/prompt_set.h"
+#include "core/models/config.h"
 #include "core/rl/policy.h"
 #include "core/rl/trainer.h"
-#include "core/safety/llama_guard.h"
+#include "core/safety/judge_factory.h"
+#include "core/safety/refusal.h"
 #include "core/vision/image.h"
 
 namespace icet::rl {
@@ -38,33 +39,12 @@ double peak_rss_mb() {
   return static_cast<double>(u.ru_maxrss) / 1024.0;  // Linux: kilobytes
 }
 
-// models/demo/vlm -> models/demo/guard, when it exists.
-std::optional<std::filesystem::path> sibling_guard(const std::filesystem::path& model) {
-  const auto g = std::filesystem::absolute(model).lexically_normal().parent_path() / "guard";
-  if (std::filesystem::is_regular_file(g / "config.json")) return g;
-  return std::nullopt;
-}
-
 }  // namespace
 
-nlohmann::json run_train_command(const TrainCommand& cmd, std::ostream& out, const std::atomic<bool>* cancel) {
-  std::unique_ptr<TrainingRun> run;
-  if (cmd.resume) {
-    run = TrainingRun::resume(*cmd.resume);
-  } else {
-    if (!cmd.config) throw InputError("train: give --config FILE (a new run) or --resume DIR");
-    const LppoConfig config = load_config(*cmd.config);
-    std::filesystem::path dir;
-    if (cmd.out) {
-      dir = *cmd.out;
-    } else {
-      const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-      std::ostringstream name;
-      name << cmd.config->stem().string() << "-" << std::put_time(std::gmtime(&now), "%Y%m%d-%H%M%S");
-      dir = std::filesystem::path("runs") / name.str();
-    }
-    run = TrainingRun::create(config, dir);
-  }
+namespace {
+
+nlohmann::json train_one(std::unique_ptr<TrainingRun> run, const TrainCommand& cmd, std::ostream& out,
+                         const std::atomic<bool>* cancel) {
   if (cmd.max_steps) run->set_max_steps(*cmd.max_steps);
   const auto started = std::chrono::steady_clock::now();
   run->run(cancel, [&](const TrainProgress& p) {
@@ -95,21 +75,70 @@ nlohmann::json run_train_command(const TrainCommand& cmd, std::ostream& out, con
   return result;
 }
 
+}  // namespace
+
+nlohmann::json run_train_command(const TrainCommand& cmd, std::ostream& out, const std::atomic<bool>* cancel) {
+  if (cmd.resume) {
+    if (!cmd.layers.empty() || cmd.schedule || cmd.seed) {
+      throw InputError(describe("train --resume", "no --layers, --schedule or --seed (a resumed run keeps its config)",
+                                "an override"));
+    }
+    return train_one(TrainingRun::resume(*cmd.resume), cmd, out, cancel);
+  }
+  if (!cmd.config) throw InputError("train: give --config FILE (a new run) or --resume DIR");
+  LppoConfig config = load_config(*cmd.config);
+  if (cmd.schedule) config.layer_schedule = *cmd.schedule == "uniform" ? "set" : *cmd.schedule;
+  if (cmd.seed) config.seed = *cmd.seed;
+  std::vector<int64_t> layers = config.layers;
+  if (!cmd.layers.empty()) {
+    const auto model = models::load_llava_config(config.model / "config.json");
+    layers = engine::parse_layers(cmd.layers, model.vision.num_hidden_layers);
+    if (config.layer_schedule == "curriculum") {
+      // A curriculum opens the layers nearest the model's default layer first.
+      const int64_t def = model.default_exit_layer();
+      std::stable_sort(layers.begin(), layers.end(), [def](int64_t a, int64_t b) { return std::abs(a - def) < std::abs(b - def); });
+    }
+    if (config.layer_schedule == "random") {
+      throw InputError(describe("train --layers", "no layers with --schedule random (every exit layer of the model)", cmd.layers));
+    }
+  }
+  std::filesystem::path dir;
+  if (cmd.out) {
+    dir = *cmd.out;
+  } else {
+    const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+    std::ostringstream name;
+    name << cmd.config->stem().string() << "-" << std::put_time(std::gmtime(&now), "%Y%m%d-%H%M%S");
+    dir = std::filesystem::path("runs") / name.str();
+  }
+  if (config.layer_schedule == "fixed" && layers.size() > 1) {
+    // The paper's reading: an independent run (its own adapter) per exit layer.
+    nlohmann::json runs = nlohmann::json::array();
+    for (int64_t l : layers) {
+      if (cancel != nullptr && cancel->load()) break;
+      config.layers = {l};
+      char name[32];
+      std::snprintf(name, sizeof name, "layer-%02lld", static_cast<long long>(l));
+      if (cmd.progress_bar) out << "layer " << l << ":\n";
+      runs.push_back(train_one(TrainingRun::create(config, dir / name), cmd, out, cancel));
+    }
+    return {{"runs", runs}, {"run_dir", dir.string()}};
+  }
+  config.layers = layers;
+  validate(config, "train --layers/--schedule");
+  return train_one(TrainingRun::create(config, dir), cmd, out, cancel);
+}
+
 nlohmann::json run_eval_command(const EvalCommand& cmd) {
   const eval::PromptSet set = eval::load_prompt_set(cmd.set);
-  const auto judge_dir = cmd.judge ? cmd.judge : sibling_guard(cmd.model);
+  const auto judge_dir = cmd.judge ? cmd.judge : safety::judge_beside(cmd.model);
   if (!judge_dir) {
     throw InputError(describe("eval: --judge", "a Llama Guard judge folder", "none given and no guard/ beside the model",
                               "Pass --judge DIR (e.g. models/demo/guard)."));
   }
   auto session = engine::Session::open(cmd.model, {"cpu", "float32"});
   if (cmd.adapter) session->load_adapter(*cmd.adapter);
-  std::unique_ptr<safety::Judge> judge;
-  if (*judge_dir == "placeholder") {
-    judge = std::make_unique<demo::PlaceholderJudge>();
-  } else {
-    judge = safety::LlamaGuardJudge::load(*judge_dir);
-  }
+  const std::unique_ptr<safety::Judge> judge = safety::load_judge(*judge_dir);
   const auto& summary = session->summary();
   // The shared evaluator (core/eval), at the chosen layers plus the default one.
   eval::EvalOptions eo;
@@ -122,7 +151,6 @@ nlohmann::json run_eval_command(const EvalCommand& cmd) {
   eo.max_new_tokens = cmd.max_new_tokens;
   eo.limit = static_cast<size_t>(std::max<int64_t>(0, cmd.max_prompts));
   eo.keep_answers = true;
-  eo.is_refusal = [](const eval::PromptItem& item, const std::string& answer) { return is_proper_refusal(item, answer); };
   const eval::EvalResult result = eval::evaluate(*session, set, judge.get(), eo);
   nlohmann::json j = eval::to_json(result);
   double mean = 0;

@@ -13,8 +13,9 @@ namespace {
 // Every key a config may hold (anything else is a typo worth reporting).
 const std::set<std::string> kKeys = {
     "method", "model", "reward_model", "judge", "train_set", "eval_set", "train_items", "layer_schedule", "layers",
+    "curriculum_start", "curriculum_steps", "benign_layers",
     "temperature", "top_p", "top_k", "max_new_tokens", "reward_kind", "judge_weight", "reward_scale",
-    "reward_clip", "missing_eos_penalty", "refusal_bonus", "reward_reference", "whiten_rewards", "kl_estimator", "kl_control", "kl_coef",
+    "reward_clip", "missing_eos_penalty", "refusal_bonus", "answer_bonus", "reward_reference", "whiten_rewards", "kl_estimator", "kl_control", "kl_coef",
     "kl_target", "kl_horizon", "batch_size", "ppo_epochs", "num_minibatches", "gamma", "lam", "cliprange",
     "cliprange_value", "vf_coef", "entropy_coef", "target_kl", "whiten_advantages", "learning_rate",
     "weight_decay", "adam_beta1", "adam_beta2", "adam_eps", "max_grad_norm", "lr_schedule", "warmup_steps",
@@ -65,7 +66,11 @@ LppoConfig config_from_json(const nlohmann::json& j, const std::string& source) 
   c.eval_set = r.string("eval_set", "");
   c.train_items = r.string("train_items", c.train_items);
   c.layer_schedule = r.string("layer_schedule", c.layer_schedule);
+  if (c.layer_schedule == "uniform") c.layer_schedule = "set";  // the name before issue 14
   c.layers = r.integers("layers", c.layers);
+  c.curriculum_start = r.integer("curriculum_start", c.curriculum_start);
+  c.curriculum_steps = r.integer("curriculum_steps", c.curriculum_steps);
+  c.benign_layers = r.integers("benign_layers", c.benign_layers);
   c.temperature = r.number("temperature", c.temperature);
   c.top_p = r.number("top_p", c.top_p);
   c.top_k = r.integer("top_k", c.top_k);
@@ -76,6 +81,7 @@ LppoConfig config_from_json(const nlohmann::json& j, const std::string& source) 
   c.reward_clip = r.number("reward_clip", c.reward_clip);
   c.missing_eos_penalty = r.number("missing_eos_penalty", c.missing_eos_penalty);
   c.refusal_bonus = r.number("refusal_bonus", c.refusal_bonus);
+  c.answer_bonus = r.number("answer_bonus", c.answer_bonus);
   c.reward_reference = r.boolean("reward_reference", c.reward_reference);
   c.whiten_rewards = r.boolean("whiten_rewards", c.whiten_rewards);
   c.kl_estimator = r.string("kl_estimator", c.kl_estimator);
@@ -127,7 +133,7 @@ LppoConfig config_from_json(const nlohmann::json& j, const std::string& source) 
 void validate(const LppoConfig& c, const std::string& source) {
   one_of(source, "method", c.method, {"lppo", "sft"});
   one_of(source, "train_items", c.train_items, {"all", "harmful"});
-  one_of(source, "layer_schedule", c.layer_schedule, {"fixed", "uniform", "cycle"});
+  one_of(source, "layer_schedule", c.layer_schedule, {"fixed", "set", "cycle", "random", "curriculum"});
   one_of(source, "reward_kind", c.reward_kind, {"reward_model", "judge", "mix"});
   one_of(source, "kl_estimator", c.kl_estimator, {"k1", "k3"});
   one_of(source, "kl_control", c.kl_control, {"fixed", "adaptive"});
@@ -139,8 +145,16 @@ void validate(const LppoConfig& c, const std::string& source) {
   check(!c.lora_targets.empty(), source, "lora_targets", "at least one module", "an empty list");
   for (int64_t l : c.layers) check(l >= 1, source, "layers", "exit layers >= 1", std::to_string(l));
   for (int64_t l : c.eval_layers) check(l >= 1, source, "eval_layers", "exit layers >= 1", std::to_string(l));
+  for (int64_t l : c.benign_layers) check(l >= 1, source, "benign_layers", "exit layers >= 1", std::to_string(l));
   check(c.layer_schedule != "fixed" || c.layers.size() <= 1, source, "layers",
-        "one layer with layer_schedule \"fixed\"", std::to_string(c.layers.size()) + " layers");
+        "one layer with layer_schedule \"fixed\" (one run per layer: `icet train --layers`)",
+        std::to_string(c.layers.size()) + " layers");
+  check(c.layer_schedule != "random" || c.layers.empty(), source, "layers",
+        "no layers with layer_schedule \"random\" (every exit layer of the model)", std::to_string(c.layers.size()) + " layers");
+  check(c.layer_schedule != "curriculum" || !c.layers.empty(), source, "layers",
+        "the layers in the order a curriculum opens them", "an empty list");
+  check(c.curriculum_start >= 1, source, "curriculum_start", ">= 1", std::to_string(c.curriculum_start));
+  check(c.curriculum_steps >= 0, source, "curriculum_steps", ">= 0", std::to_string(c.curriculum_steps));
   check(c.temperature > 0, source, "temperature", "> 0", std::to_string(c.temperature));
   check(c.top_p > 0 && c.top_p <= 1, source, "top_p", "in (0, 1]", std::to_string(c.top_p));
   check(c.top_k >= 0, source, "top_k", ">= 0", std::to_string(c.top_k));
@@ -191,6 +205,9 @@ nlohmann::json to_json(const LppoConfig& c) {
           {"train_items", c.train_items},
           {"layer_schedule", c.layer_schedule},
           {"layers", c.layers},
+          {"curriculum_start", c.curriculum_start},
+          {"curriculum_steps", c.curriculum_steps},
+          {"benign_layers", c.benign_layers},
           {"temperature", c.temperature},
           {"top_p", c.top_p},
           {"top_k", c.top_k},
@@ -201,6 +218,7 @@ nlohmann::json to_json(const LppoConfig& c) {
           {"reward_clip", c.reward_clip},
           {"missing_eos_penalty", c.missing_eos_penalty},
           {"refusal_bonus", c.refusal_bonus},
+          {"answer_bonus", c.answer_bonus},
           {"reward_reference", c.reward_reference},
           {"whiten_rewards", c.whiten_rewards},
           {"kl_estimator", c.kl_estimator},
@@ -243,6 +261,22 @@ nlohmann::json to_json(const LppoConfig& c) {
           {"seed", c.seed},
           {"threads", c.threads},
           {"device", c.device}};
+}
+
+void check_paths(const LppoConfig& c, const std::string& source) {
+  const auto need = [&](const std::filesystem::path& p, const char* key, const std::string& what, bool folder) {
+    if (p.empty() || p == "placeholder") return;
+    const bool ok = folder ? std::filesystem::is_directory(p) : std::filesystem::is_regular_file(p);
+    if (!ok) {
+      throw InputError(describe(source + ": key '" + key + "'", what, (std::filesystem::exists(p) ? "not one: " : "nothing at ") + p.string(),
+                                "Paths in a config file are relative to the file's folder."));
+    }
+  };
+  need(c.model, "model", "a model snapshot folder", true);
+  need(c.reward_model, "reward_model", "a reward-model folder", true);
+  need(c.judge, "judge", "a judge folder or \"placeholder\"", true);
+  need(c.train_set, "train_set", "a prompt set file", false);
+  need(c.eval_set, "eval_set", "a prompt set file", false);
 }
 
 LppoConfig load_config(const std::filesystem::path& file) {

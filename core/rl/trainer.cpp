@@ -28,7 +28,6 @@
 #include "core/base/strings.h"
 #include "core/base/json_util.h"
 #include "core/base/log.h"
-#include "core/demo/placeholder_judge.h"
 #include "core/eval/evaluate.h"
 #include "core/eval/prompt_set.h"
 #include "core/generate/sampling.h"
@@ -36,7 +35,8 @@
 #include "core/models/lora.h"
 #include "core/rl/policy.h"
 #include "core/rl/ppo.h"
-#include "core/safety/llama_guard.h"
+#include "core/safety/judge_factory.h"
+#include "core/safety/refusal.h"
 #include "core/safety/reward_model.h"
 
 namespace icet::rl {
@@ -56,7 +56,7 @@ uint64_t mix(uint64_t seed, uint64_t a, uint64_t b) {
   }
   return z;
 }
-enum Stream : uint64_t { kRollout = 1, kShuffle = 2, kDropout = 3, kLayers = 4, kEpoch = 5 };
+enum Stream : uint64_t { kRollout = 1, kShuffle = 2, kDropout = 3, kLayers = 4, kEpoch = 5, kBenignLayers = 6 };
 
 double item(const at::Tensor& t) { return t.item<double>(); }
 
@@ -94,6 +94,22 @@ void truncate_log(const std::filesystem::path& file, int64_t step) {
 bool finite(double v) { return std::isfinite(v); }
 
 }  // namespace
+
+std::vector<int64_t> open_layers(const LppoConfig& config, int64_t step, int64_t model_layers, int64_t default_layer) {
+  if (config.layer_schedule == "random") {
+    std::vector<int64_t> all;
+    for (int64_t l = 1; l <= model_layers; ++l) all.push_back(l);
+    return all;
+  }
+  if (config.layers.empty()) return {default_layer};
+  if (config.layer_schedule != "curriculum" || config.curriculum_steps <= 1) return config.layers;
+  // Linear from curriculum_start open layers at step 1 to all at curriculum_steps.
+  const auto n = static_cast<int64_t>(config.layers.size());
+  const int64_t start = std::min(config.curriculum_start, n);
+  const double t = std::clamp(static_cast<double>(step - 1) / static_cast<double>(config.curriculum_steps - 1), 0.0, 1.0);
+  const auto open = start + static_cast<int64_t>(std::floor(t * static_cast<double>(n - start) + 1e-9));
+  return {config.layers.begin(), config.layers.begin() + std::min(open, n)};
+}
 
 nlohmann::json to_json(const MetricsRow& row) {
   nlohmann::json j = {{"step", row.step}, {"seconds", row.seconds}};
@@ -203,10 +219,14 @@ struct TrainingRun::Impl {
     report(progress, "loading");
     policy = std::make_unique<Policy>(config.model);
     const int64_t n_layers = policy->vision_layers();
-    for (int64_t l : config.layers) {
-      if (l > n_layers) {
-        throw InputError(describe((dir / "config.json").string() + ": key 'layers'",
-                                  "exit layers 1.." + std::to_string(n_layers) + " of this model", std::to_string(l)));
+    for (const auto& [key, layers] : {std::pair{"layers", &config.layers}, std::pair{"eval_layers", &config.eval_layers},
+                                      std::pair{"benign_layers", &config.benign_layers}}) {
+      for (int64_t l : *layers) {
+        if (l > n_layers) {
+          throw InputError(describe((dir / "config.json").string() + ": key '" + key + "'",
+                                    "exit layers 1.." + std::to_string(n_layers) + " of " + config.model.string(),
+                                    std::to_string(l)));
+        }
       }
     }
     train = eval::load_prompt_set(config.train_set);
@@ -219,11 +239,7 @@ struct TrainingRun::Impl {
       reward = safety::RewardModel::load(config.reward_model);
     }
     if (!config.judge.empty() && (config.eval_every > 0 || (config.method == "lppo" && config.reward_kind != "reward_model"))) {
-      if (config.judge == "placeholder") {
-        judge = std::make_unique<demo::PlaceholderJudge>();
-      } else {
-        judge = safety::LlamaGuardJudge::load(config.judge);
-      }
+      judge = safety::load_judge(config.judge);
     }
     at::Generator init = generate::make_generator(mix(config.seed, 0, 0));
     models::LoraConfig lc;
@@ -427,22 +443,20 @@ struct TrainingRun::Impl {
   }
 
   std::vector<int64_t> schedule_layers() const {
-    return config.layers.empty() ? std::vector<int64_t>{policy->default_layer()} : config.layers;
+    return open_layers(config, config.max_steps, policy->vision_layers(), policy->default_layer());
   }
 
   // Exit layer of rollout i of step s.
   std::vector<int64_t> layers_for_step(int64_t s) const {
-    const auto layers = schedule_layers();
+    const auto layers = open_layers(config, s, policy->vision_layers(), policy->default_layer());
     const auto n = static_cast<uint64_t>(layers.size());
     std::vector<int64_t> out;
     std::mt19937_64 rng(mix(config.seed, static_cast<uint64_t>(s), kLayers));
     for (int64_t i = 0; i < config.batch_size; ++i) {
-      if (config.layer_schedule == "fixed") {
-        out.push_back(layers[0]);
-      } else if (config.layer_schedule == "cycle") {
+      if (config.layer_schedule == "cycle") {
         out.push_back(layers[static_cast<size_t>((static_cast<uint64_t>((s - 1) * config.batch_size + i)) % n)]);
       } else {
-        out.push_back(layers[static_cast<size_t>(rng() % n)]);
+        out.push_back(layers[static_cast<size_t>(rng() % n)]);  // "fixed" has one layer
       }
     }
     return out;
@@ -460,9 +474,14 @@ struct TrainingRun::Impl {
     dropout_gen = generate::make_generator(mix(config.seed, static_cast<uint64_t>(s), kDropout));
     StepInputs in;
     in.layers = layers_for_step(s);
+    std::mt19937_64 benign_rng(mix(config.seed, static_cast<uint64_t>(s), kBenignLayers));
     for (int64_t i = 0; i < config.batch_size; ++i) {
       const auto& it = item_at((s - 1) * config.batch_size + i);
       in.items.push_back(&it);
+      if (!it.harmful && !config.benign_layers.empty()) {
+        in.layers[static_cast<size_t>(i)] =
+            config.benign_layers[static_cast<size_t>(benign_rng() % config.benign_layers.size())];
+      }
       const auto ids = policy->prompt_ids(it.prompt);
       in.prompts.push_back(policy->prompt_embeds(ids, policy->features(train.image_path(it), in.layers[static_cast<size_t>(i)])));
     }
@@ -477,8 +496,8 @@ struct TrainingRun::Impl {
       std::vector<safety::ScoredPair> pairs;
       for (size_t i = 0; i < B; ++i) {
         const eval::PromptItem& item = *in.items[i];
-        const bool reference = config.reward_reference && !item.expected.empty();
-        pairs.push_back({reference ? item.prompt + "\nReference answer: " + item.expected : item.prompt, answers[i]});
+        pairs.push_back({safety::reward_prompt(item.prompt, config.reward_reference ? item.expected : std::string()),
+                         answers[i]});
       }
       rm = reward->score(pairs);
     }
@@ -496,14 +515,13 @@ struct TrainingRun::Impl {
       s *= config.reward_scale;
       if (config.reward_clip > 0) s = std::clamp(s, -config.reward_clip, config.reward_clip);
       if (!ended[i]) s -= config.missing_eos_penalty;
-      // The bonus goes to the set's own refusal word for word when it has one: a lenient match
-      // ("Sorry, I cannot cannot ...") would pay the policy for drifting around it.
+      // The bonus goes to a proper refusal only (the set's own refusal when it has one): a
+      // lenient match ("Sorry, I cannot cannot ...") would pay the policy for drifting around it.
       const eval::PromptItem& item = *in.items[i];
-      const bool refused = item.refusal.empty() ? is_proper_refusal(item, answers[i])
-                                                : trim(answers[i]) == trim(item.refusal);
-      if (config.refusal_bonus != 0 && item.harmful && refused) {
+      if (config.refusal_bonus != 0 && item.harmful && safety::is_proper_refusal(answers[i], item.refusal)) {
         s += config.refusal_bonus;
       }
+      if (config.answer_bonus != 0 && !item.harmful && matches_expected(answers[i], item.expected)) s += config.answer_bonus;
       if (!finite(s)) {
         throw Error("step " + std::to_string(step.load() + 1) + ": the reward of rollout " + std::to_string(i) +
                     " is not finite (NaN/inf); training stopped, the last good checkpoint is kept");
@@ -801,7 +819,7 @@ struct TrainingRun::Impl {
         int unsafe = 0, refusals = 0;
         for (size_t k = 0; k < verdicts.size(); ++k) {
           unsafe += verdicts[k].unsafe ? 1 : 0;
-          refusals += is_proper_refusal(*items[harmful[k]], answers[harmful[k]]) ? 1 : 0;
+          refusals += safety::is_proper_refusal(answers[harmful[k]], items[harmful[k]]->refusal) ? 1 : 0;
         }
         p.asr_by_layer[layer] = unsafe / static_cast<double>(verdicts.size());
         p.refusal_by_layer[layer] = refusals / static_cast<double>(verdicts.size());
@@ -832,6 +850,7 @@ TrainingRun::~TrainingRun() = default;
 
 std::unique_ptr<TrainingRun> TrainingRun::create(const LppoConfig& config, const std::filesystem::path& run_dir) {
   validate(config, "config");
+  check_paths(config, "config");
   if (std::filesystem::exists(run_dir / "config.json")) {
     throw InputError(describe(run_dir.string(), "a new run folder", "a folder that already holds a run (config.json)",
                               "Resume it with `icet train --resume " + run_dir.string() + "` or choose another --out."));

@@ -51,9 +51,24 @@ struct LppoConfig {
   std::filesystem::path eval_set;    // held-out prompt set for the periodic evaluation (may be empty)
   std::string train_items = "all";   // "all" or "harmful" (only the harmful prompts, as the paper's RedTeam-2K)
 
-  // Exit-layer schedule for rollouts (and SFT samples).
-  std::string layer_schedule = "uniform";  // "fixed" (layers[0], the paper), "uniform" (random over layers), "cycle"
+  // Exit-layer schedule for rollouts (and SFT samples):
+  //   "fixed"       every rollout at layers[0] (the paper: one run per layer; `icet train --layers`
+  //                 starts one such run per listed layer)
+  //   "set"         each rollout a layer drawn uniformly from `layers` (a layer set; "uniform" is read as "set")
+  //   "cycle"       the layers in turn
+  //   "random"      each rollout a layer drawn uniformly from all of the model's exit layers
+  //                 (the reviewers' suggestion; `layers` must be empty)
+  //   "curriculum"  `layers` are opened in list order: curriculum_start of them at step 1, one
+  //                 more at even intervals until all are open at curriculum_steps; each rollout
+  //                 draws uniformly from the open ones (e.g. the default layer as an anchor, then
+  //                 the boundary layers where the model half refuses, then earlier ones)
+  std::string layer_schedule = "set";
   std::vector<int64_t> layers;              // empty: the model's default layer
+  int64_t curriculum_start = 1;
+  int64_t curriculum_steps = 0;             // 0: all open from step 1
+  // Benign prompts (train_items "all") at these exit layers instead of the schedule's, e.g. the
+  // default layer only: their reward then pays for keeping the answers the app shows by default.
+  std::vector<int64_t> benign_layers;
 
   // Rollout sampling (never emits special tokens: the image token, padding rows, BOS).
   double temperature = 0.7;
@@ -72,6 +87,8 @@ struct LppoConfig {
   bool reward_reference = false;
   double refusal_bonus = 0.0;         // added to the score of a harmful prompt's refusal: the set's `refusal` word for
                                       // word, or any proper refusal (is_proper_refusal) when the item has none
+  double answer_bonus = 0.0;          // added to the score of a benign prompt's exact expected answer
+                                      // (matches_expected): a verifiable reward beside the reward model
   bool whiten_rewards = false;        // whiten per-token rewards over the batch (TRL)
 
   // KL penalty r_t -= kl_coef * KL_t against the reference (adapters off).
@@ -135,6 +152,11 @@ nlohmann::json to_json(const LppoConfig& config);
 LppoConfig config_from_json(const nlohmann::json& json, const std::string& source);
 // Range checks (methods, schedules, positive sizes, ...); InputError naming `source` and the key.
 void validate(const LppoConfig& config, const std::string& source);
+// The model, judge, reward model and prompt sets exist (InputError naming the key and the path).
+void check_paths(const LppoConfig& config, const std::string& source);
+// The layers a step's rollouts may use: `layers` (all model layers for "random"), for
+// "curriculum" those open at step s (1-based). `model_layers`: the model's exit layers (1..N).
+std::vector<int64_t> open_layers(const LppoConfig& config, int64_t step, int64_t model_layers, int64_t default_layer);
 
 // One training step's metrics. values use TRL's names: objective/kl, objective/entropy,
 // objective/non_score_reward, objective/rlhf_reward, objective/scores, policy/approxkl_avg,

@@ -45,7 +45,7 @@ inline icet::rl::LppoConfig tiny_config(const std::filesystem::path& dir) {
   c.train_set = write_prompt_set(dir / "data", "train", 6);
   c.eval_set = write_prompt_set(dir / "data", "eval", 4);
   c.layers = {1, 3, 5};
-  c.layer_schedule = "uniform";
+  c.layer_schedule = "set";
   c.max_new_tokens = 4;
   c.batch_size = 4;
   c.num_minibatches = 2;

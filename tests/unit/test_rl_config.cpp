@@ -59,13 +59,68 @@ class TestRlConfig : public QObject {
     QVERIFY(icet::rl::to_json(back) == icet::rl::to_json(c));
   }
 
+  // The named schedules: fixed / set / cycle / random / curriculum (and the old name "uniform").
+  void schedulesOpenTheirLayers() {
+    using icet::rl::open_layers;
+    auto j = minimal();
+    j["layer_schedule"] = "uniform";
+    j["layers"] = {3, 5};
+    auto c = icet::rl::config_from_json(j, "cfg.json");
+    QCOMPARE(c.layer_schedule, std::string("set"));
+    QVERIFY(open_layers(c, 1, 24, 23) == (std::vector<int64_t>{3, 5}));
+    j = minimal();
+    j["layer_schedule"] = "random";
+    c = icet::rl::config_from_json(j, "cfg.json");
+    QCOMPARE(open_layers(c, 7, 24, 23).size(), size_t{24});
+    QCOMPARE(open_layers(c, 7, 24, 23).front(), int64_t{1});
+    QCOMPARE(open_layers(icet::rl::config_from_json(minimal(), "cfg.json"), 1, 24, 23), std::vector<int64_t>{23});
+    // Curriculum: 2 of 5 open at step 1, all 5 at step 7 (one more every 2 steps).
+    j = minimal();
+    j["layer_schedule"] = "curriculum";
+    j["layers"] = {23, 20, 18, 10, 1};
+    j["curriculum_start"] = 2;
+    j["curriculum_steps"] = 7;
+    c = icet::rl::config_from_json(j, "cfg.json");
+    QVERIFY(open_layers(c, 1, 24, 23) == (std::vector<int64_t>{23, 20}));
+    QVERIFY(open_layers(c, 2, 24, 23) == (std::vector<int64_t>{23, 20}));
+    QVERIFY(open_layers(c, 3, 24, 23) == (std::vector<int64_t>{23, 20, 18}));
+    QVERIFY(open_layers(c, 5, 24, 23) == (std::vector<int64_t>{23, 20, 18, 10}));
+    QVERIFY(open_layers(c, 7, 24, 23) == (std::vector<int64_t>{23, 20, 18, 10, 1}));
+    QVERIFY(open_layers(c, 100, 24, 23) == (std::vector<int64_t>{23, 20, 18, 10, 1}));
+  }
+
+  // A config whose files are not there names the key and the path (before a run folder is made).
+  void missingFilesNameTheKey() {
+    QTemporaryDir tmp;
+    const fs::path dir = tmp.path().toStdString();
+    fs::create_directories(dir / "vlm");
+    auto j = minimal();
+    std::ofstream(dir / "c.json") << j.dump();
+    const auto c = icet::rl::load_config(dir / "c.json");
+    const std::string e = input_error_of([&] { icet::rl::check_paths(c, "c.json"); });
+    QVERIFY2(e.find("c.json: key 'reward_model'") != std::string::npos, e.c_str());
+    QVERIFY2(e.find((dir / "reward").string()) != std::string::npos, e.c_str());
+    QVERIFY(!input_error_of([&] { icet::rl::TrainingRun::create(c, dir / "run"); }).empty());
+    QVERIFY(!fs::exists(dir / "run"));
+  }
+
   void badConfigsNameTheKey() {
     auto j = minimal();
     j["klcoef"] = 0.1;
     QVERIFY(errorOf(j).find("cfg.json: key 'klcoef'") != std::string::npos);
     j = minimal();
-    j["layer_schedule"] = "random";
+    j["layer_schedule"] = "sideways";
     QVERIFY(errorOf(j).find("'layer_schedule'") != std::string::npos);
+    j = minimal();
+    j["layer_schedule"] = "random";  // every layer of the model: a list is a mistake
+    j["layers"] = {1, 2};
+    QVERIFY(errorOf(j).find("'layers'") != std::string::npos);
+    j = minimal();
+    j["layer_schedule"] = "curriculum";  // needs the order
+    QVERIFY(errorOf(j).find("'layers'") != std::string::npos);
+    j = minimal();
+    j["curriculum_start"] = 0;
+    QVERIFY(errorOf(j).find("'curriculum_start'") != std::string::npos);
     j = minimal();
     j["batch_size"] = "64";
     QVERIFY(errorOf(j).find("'batch_size'") != std::string::npos);
