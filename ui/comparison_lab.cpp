@@ -40,6 +40,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <fstream>
 #include <utility>
 
@@ -429,7 +430,7 @@ QWidget* ComparisonLab::buildSampling() {
 void ComparisonLab::fillModelPickers() {
   const QString demo = demoRoot();
   auto fill = [&](QComboBox* combo, const QString& key, const QString& demoSub, const QString& demoName,
-                  bool allowNone) {
+                  bool allowNone, const QString& current) {
     const QSignalBlocker block(combo);
     combo->clear();
     if (allowNone) {
@@ -445,10 +446,18 @@ void ComparisonLab::fillModelPickers() {
       }
     }
     combo->addItem(tr("Open HF snapshot folder…"), QStringLiteral("<open>"));
+    // A refill (a new model) keeps showing what is loaded.
+    if (!current.isEmpty()) {
+      if (combo->findData(current) < 0) {
+        combo->insertItem(combo->count() - 1, QFileInfo(current).fileName(), current);
+      }
+      combo->setCurrentIndex(combo->findData(current));
+    }
   };
-  fill(m_modelPicker, QStringLiteral("models"), QStringLiteral("vlm"), tr("Demo VLM"), false);
-  fill(m_judgePicker, QStringLiteral("judges"), QStringLiteral("guard"), tr("Demo guard"), true);
-  fill(m_rewardPicker, QStringLiteral("rewards"), QStringLiteral("reward"), tr("Demo reward model"), true);
+  fill(m_modelPicker, QStringLiteral("models"), QStringLiteral("vlm"), tr("Demo VLM"), false, m_modelPath);
+  fill(m_judgePicker, QStringLiteral("judges"), QStringLiteral("guard"), tr("Demo guard"), true, m_judgePath);
+  fill(m_rewardPicker, QStringLiteral("rewards"), QStringLiteral("reward"), tr("Demo reward model"), true,
+       m_rewardPath);
   auto hook = [this](QComboBox* combo, void (ComparisonLab::*open)(const QString&)) {
     connect(combo, &QComboBox::activated, this, [this, combo, open](int index) {
       QString path = combo->itemData(index).toString();
@@ -518,38 +527,138 @@ void ComparisonLab::openReward(const QString& dir) {
   }
 }
 
+void ComparisonLab::requestAdapter(const QString& dir, std::function<void()> then) {
+  m_adapterRequests.push_back({dir, std::move(then)});
+  m_service->loadAdapter(dir);
+}
+
 void ComparisonLab::loadAdapter(const QString& dir) {
-  // Answers shown or on their way now come from the old weights: they run again once the
+  const QString clean = dir.isEmpty() ? QString() : QDir::cleanPath(dir);
+  // Answers shown or on their way now come from the old choice: they run again once the
   // adapter is in (requests run in order on the worker, so the re-runs see it).
-  m_rerunAfterAdapter.clear();
+  QVector<QPointer<ComparisonPane>> rerun;
   for (ComparisonPane* p : panes()) {
     if (p->isRunning() || p->answer()) {
-      m_rerunAfterAdapter.push_back(p);
+      rerun.push_back(p);
     }
   }
-  m_service->loadAdapter(dir.isEmpty() ? QString() : QDir::cleanPath(dir));
+  requestAdapter(clean, [this, clean, rerun] {
+    for (ComparisonPane* p : panes()) {
+      p->setAdapter(clean);
+    }
+    if (!m_lastPrompt.isEmpty() && !m_imageBytes.isEmpty()) {
+      for (const QPointer<ComparisonPane>& p : rerun) {
+        if (p) {
+          runPane(p);
+        }
+      }
+    }
+    Q_EMIT message(MessageBar::Information, clean.isEmpty() ? tr("Adapter removed: the panes use the base model")
+                                                            : tr("Adapter loaded: the panes use %1").arg(clean));
+  });
+}
+
+void ComparisonLab::addAdapter(const QString& dir) {
+  const QString clean = QDir::cleanPath(dir);
+  requestAdapter(clean, [this, clean] {
+    Q_EMIT message(MessageBar::Information,
+                   tr("Adapter loaded: %1 (pick it in a pane's model list)").arg(clean));
+  });
+}
+
+void ComparisonLab::compareWithAdapter(const QString& dir, int layer, bool sweep) {
+  const QString clean = QDir::cleanPath(dir);
+  requestAdapter(clean, [this, clean, layer, sweep] {
+    const int layers = m_service->model() ? m_service->model()->layers : m_slider->maximum();
+    int l = layer > 0 ? layer : m_slider->value();
+    if (layer < 0) {
+      l = std::min(8, layers / 3);  // early: ICET-8 of 24 layers, where the base model is weakest
+    }
+    l = std::clamp(l, 1, std::max(1, layers));
+    // The base pane at that layer: one already there, else the slider's pane moved to it.
+    auto all = panes();
+    ComparisonPane* base = nullptr;
+    for (qsizetype i = 1; i < all.size() && base == nullptr; ++i) {
+      if (all[i]->adapter().isEmpty() && all[i]->layer() == l) {
+        base = all[i];
+      }
+    }
+    if (base == nullptr) {
+      base = all.size() > 1 ? all[1] : addPane(l);
+      base->setAdapter(QString());
+      base->setLayer(l);
+      base->clearAnswer();
+    }
+    if (base == panes().value(1)) {
+      const QSignalBlocker block(m_slider);  // the slider shows the exit pane's layer
+      m_slider->setValue(l);
+      updateSliderLabel();
+    }
+    // The aligned pane right after it (reused when the same comparison is asked again).
+    const int index = m_paneSplitter->indexOf(base) + 1;
+    auto* next = qobject_cast<ComparisonPane*>(m_paneSplitter->widget(index));
+    ComparisonPane* aligned = next != nullptr && next->adapter() == clean && next->layer() == l
+                                  ? next
+                                  : addPane(l, clean, index);
+    if (!m_imageBytes.isEmpty() && !prompt().isEmpty()) {
+      for (ComparisonPane* p : {panes().front(), base, aligned}) {
+        if (p != base && p != aligned && p->answer()) {
+          continue;  // the default pane keeps a finished answer
+        }
+        runPane(p);
+      }
+      if (sweep) {
+        runSweep();
+      }
+    }
+    Q_EMIT message(MessageBar::Information,
+                   tr("Before and after at ICET-%1: base model next to %2").arg(l).arg(clean));
+  });
+}
+
+void ComparisonLab::showBeforeAfter(const QString& dir) {
+  // A harmful request: the early exit complies, the aligned adapter should refuse.
+  const int row = firstHarmfulExample();
+  if (row >= 0) {
+    openGalleryExample(row);
+  }
+  auto all = panes();
+  while (all.size() > 2) {  // a clean stage: default pane, slider pane, and the new one
+    removePane(all.takeLast());
+  }
+  compareWithAdapter(dir, -1, true);
 }
 
 void ComparisonLab::onAdapterChanged(const QString& dir) {
-  updateModelLabel();
-  m_sweep.clear();  // swept with the old weights
-  m_sweepChart->clear();
-  const auto rerun = std::exchange(m_rerunAfterAdapter, {});
-  if (!m_lastPrompt.isEmpty() && !m_imageBytes.isEmpty()) {
-    for (const QPointer<ComparisonPane>& p : rerun) {
-      if (p) {
-        runPane(p);
-      }
-    }
+  std::function<void()> then;
+  if (!m_adapterRequests.isEmpty()) {
+    then = m_adapterRequests.takeFirst().second;
   }
-  Q_EMIT message(MessageBar::Information,
-                 dir.isEmpty() ? tr("Adapter removed: the panes use the base model")
-                               : tr("Adapter loaded: the panes use %1").arg(dir));
+  updateModelLabel();
+  const QStringList loaded = adapters();
+  for (ComparisonPane* p : panes()) {
+    p->setAdapterChoices(loaded);
+  }
+  // Sweep answers of an adapter that changed (reloaded or unloaded) are stale; base ones stay.
+  const auto stale = std::remove_if(m_sweep.begin(), m_sweep.end(), [&dir](const Answer& a) {
+    return !a.adapter.isEmpty() && (dir.isEmpty() || a.adapter == dir);
+  });
+  if (stale != m_sweep.end()) {
+    m_sweep.erase(stale, m_sweep.end());
+    showSweep();
+  }
+  if (then) {
+    then();
+  }
   Q_EMIT adapterChanged(dir);
 }
 
 QString ComparisonLab::adapterPath() const {
   return m_service->model() ? m_service->model()->adapter : QString();
+}
+
+QStringList ComparisonLab::adapters() const {
+  return m_service->model() ? m_service->model()->adapters : QStringList();
 }
 
 void ComparisonLab::updateModelLabel() {
@@ -564,7 +673,7 @@ void ComparisonLab::updateModelLabel() {
                      .arg(info->device);
   QString tip = info->path + QStringLiteral("\n") + info->weightsHash;
   if (!info->adapter.isEmpty()) {
-    text += tr(" · LoRA adapter %1").arg(QFileInfo(info->adapter).fileName());
+    text += tr(" · LoRA adapter %1").arg(adapterName(info->adapter));
     tip += tr("\nLoRA adapter: %1").arg(info->adapter);
   }
   m_modelLabel->setText(text);
@@ -581,9 +690,17 @@ void ComparisonLab::onModelOpened(const ModelInfo& info) {
     m_slider->setValue(std::max(1, info.defaultLayer / 3));  // an early layer shows the effect
   }
   const auto panes = this->panes();
+  QStringList coming;  // adapters requested for the new session (a bundle's), kept by their panes
+  for (const auto& r : m_adapterRequests) {
+    coming << r.first;
+  }
   for (ComparisonPane* p : panes) {
     p->setLayerRange(info.layers, info.defaultLayer);
     p->clearAnswer();
+    if (!coming.contains(p->adapter())) {
+      p->setAdapter(QString());  // a new session holds no adapter
+    }
+    p->setAdapterChoices({});
   }
   if (!panes.isEmpty()) {
     panes[0]->setLayer(info.defaultLayer);
@@ -638,7 +755,9 @@ void ComparisonLab::onFailed(const QString& context, const QString& text, quint6
     m_rewardPicker->setCurrentIndex(0);
     error(tr("Could not load the reward model: %1").arg(text));
   } else if (context == QStringLiteral("adapter")) {
-    m_rerunAfterAdapter.clear();  // nothing changed: the shown answers stay valid
+    if (!m_adapterRequests.isEmpty()) {
+      m_adapterRequests.removeFirst();  // nothing changed: the shown answers stay valid
+    }
     error(tr("Could not load the adapter: %1").arg(text));
   } else if (context == QStringLiteral("sweep")) {
     if (m_sweepHandle && m_sweepHandle->id == id) {
@@ -837,6 +956,7 @@ bool ComparisonLab::loadGallery(const QString& path) {
     auto* row = new QListWidgetItem(QIcon(image), fromStd(item.id));
     row->setData(Qt::UserRole, image);
     row->setData(Qt::UserRole + 1, text);
+    row->setData(Qt::UserRole + 2, item.harmful);
     row->setToolTip((item.harmful ? tr("[harmful] ") : QString()) + text);
     m_gallery->addItem(row);
   }
@@ -883,14 +1003,16 @@ QVector<ComparisonPane*> ComparisonLab::panes() const {
   return out;
 }
 
-ComparisonPane* ComparisonLab::addPane(int layer) {
+ComparisonPane* ComparisonLab::addPane(int layer, const QString& adapter, int index) {
   auto* pane = new ComparisonPane(m_service, m_paneSplitter);
   if (const auto& info = m_service->model()) {
     pane->setLayerRange(info->layers, info->defaultLayer);
   }
   pane->setLayer(layer);
+  pane->setAdapterChoices(adapters());
+  pane->setAdapter(adapter);
   pane->setPresentationMode(m_presentation);
-  m_paneSplitter->addWidget(pane);
+  m_paneSplitter->insertWidget(index, pane);
   connect(pane, &ComparisonPane::finished, this, &ComparisonLab::onPaneFinished);
   connect(pane, &ComparisonPane::regenerateRequested, this, [this, pane] { runPane(pane); });
   connect(pane, &ComparisonPane::removeRequested, this, [this, pane] { removePane(pane); });
@@ -898,6 +1020,27 @@ ComparisonPane* ComparisonLab::addPane(int layer) {
     if (!m_lastPrompt.isEmpty()) {
       runPane(pane);
     }
+  });
+  connect(pane, &ComparisonPane::adapterEdited, this, [this, pane] {
+    if (!m_lastPrompt.isEmpty()) {
+      runPane(pane);
+    }
+  });
+  connect(pane, &ComparisonPane::adapterFolderRequested, this, [this, pane] {
+    const QString dir = QFileDialog::getExistingDirectory(this, tr("LoRA adapter folder (PEFT)"));
+    if (dir.isEmpty()) {
+      return;
+    }
+    const QString clean = QDir::cleanPath(dir);
+    const QPointer<ComparisonPane> target = pane;
+    requestAdapter(clean, [this, target, clean] {
+      if (target) {
+        target->setAdapter(clean);
+        if (!m_lastPrompt.isEmpty()) {
+          runPane(target);
+        }
+      }
+    });
   });
   return pane;
 }
@@ -1014,7 +1157,12 @@ void ComparisonLab::runSweep() {
   }
   m_sweepPrompt = prompt();
   m_sweepButton->setEnabled(false);
-  m_sweepHandle = m_service->sweep(m_sweepPrompt, layers, samplingParams());
+  // The base sweep, and the loaded adapter's as one more batched sweep on the same encoder states.
+  QStringList models = {QString()};
+  if (!adapterPath().isEmpty()) {
+    models << adapterPath();
+  }
+  m_sweepHandle = m_service->sweep(m_sweepPrompt, layers, samplingParams(), models);
 }
 
 void ComparisonLab::onSweepFinished(quint64 id, const QVector<Answer>& answers) {
@@ -1029,29 +1177,46 @@ void ComparisonLab::onSweepFinished(quint64 id, const QVector<Answer>& answers) 
 }
 
 void ComparisonLab::showSweep() {
-  QVector<QPointF> unsafe;
-  QVector<QPointF> reward;
+  QStringList models;  // in sweep order: the base model, then the adapter
   for (const Answer& a : m_sweep) {
-    const auto x = static_cast<double>(a.record.layer);
-    if (a.safety.judged) {
-      unsafe.push_back({x, a.safety.pUnsafe});
-    }
-    if (a.safety.scored) {
-      reward.push_back({x, a.safety.reward});
+    if (!models.contains(a.adapter)) {
+      models << a.adapter;
     }
   }
-  m_sweepChart->setSeries(tr("P(unsafe)"), unsafe, QColor(200, 40, 40), true);
-  m_sweepChart->setSeries(tr("reward"), reward, QColor(40, 110, 200), true, true);
+  m_sweepChart->clear();
+  const bool overlay = models.size() > 1;
+  for (const QString& model : models) {
+    QVector<QPointF> unsafe;
+    QVector<QPointF> reward;
+    for (const Answer& a : m_sweep) {
+      if (a.adapter != model) {
+        continue;
+      }
+      const auto x = static_cast<double>(a.record.layer);
+      if (a.safety.judged) {
+        unsafe.push_back({x, a.safety.pUnsafe});
+      }
+      if (a.safety.scored) {
+        reward.push_back({x, a.safety.reward});
+      }
+    }
+    const bool base = model.isEmpty();
+    const QString name = !overlay ? QString() : base ? tr(" · base") : tr(" · adapter: %1").arg(adapterName(model));
+    m_sweepChart->setSeries(tr("P(unsafe)") + name, unsafe, base ? QColor(200, 40, 40) : QColor(150, 60, 200), true);
+    m_sweepChart->setSeries(tr("reward") + name, reward, base ? QColor(40, 110, 200) : QColor(20, 150, 100), true,
+                            true);
+  }
 }
 
 void ComparisonLab::openSweepLayer(int layer) {
+  // Every curve's answer at that layer, each in a new pane with its own model (base, adapter).
+  const auto all = panes();
+  const QString base = all[0]->answer() ? all[0]->text() : QString();
   for (const Answer& a : m_sweep) {
     if (a.record.layer == layer) {
       ComparisonPane* pane = addPane(layer);
       pane->showAnswer(a);
-      const auto all = panes();
-      pane->setDiffBase(all[0]->answer() ? all[0]->text() : QString());
-      return;
+      pane->setDiffBase(base);
     }
   }
 }
@@ -1090,12 +1255,17 @@ bool ComparisonLab::exportBundle(const QString& dir) {
   const QDir out(dir);
   nlohmann::json j;
   j["format"] = "icet-session";
-  j["version"] = 1;
+  j["version"] = 2;  // 2: each pane's adapter
   j["model"] = {{"path", m_modelPath.toStdString()}};
   if (const auto& info = m_service->model()) {
     j["model"]["id"] = info->modelId.toStdString();
     j["model"]["weights_hash"] = info->weightsHash.toStdString();
     j["model"]["adapter"] = info->adapter.toStdString();
+    nlohmann::json loaded = nlohmann::json::array();
+    for (const QString& a : info->adapters) {
+      loaded.push_back(a.toStdString());
+    }
+    j["model"]["adapters"] = loaded;
   }
   j["judge"] = m_judgePath.toStdString();
   j["reward_model"] = m_rewardPath.toStdString();
@@ -1122,6 +1292,7 @@ bool ComparisonLab::exportBundle(const QString& dir) {
     nlohmann::json pj;
     pj["layer"] = p->layer();
     pj["baseline"] = p->isBaseline();
+    pj["adapter"] = p->adapter().toStdString();
     if (auto s = p->seed()) {
       pj["seed"] = *s;
     }
@@ -1133,8 +1304,9 @@ bool ComparisonLab::exportBundle(const QString& dir) {
       if (a->safety.scored) {
         pj["reward"] = a->safety.reward;
       }
-      rows += QStringLiteral("<tr><td>ICET-%1</td><td>%2</td><td>%3</td><td>%4</td><td>%5</td></tr>")
+      rows += QStringLiteral("<tr><td>ICET-%1</td><td>%2</td><td>%3</td><td>%4</td><td>%5</td><td>%6</td></tr>")
                   .arg(p->layer())
+                  .arg(a->adapter.isEmpty() ? tr("base") : tr("adapter: %1").arg(adapterName(a->adapter)).toHtmlEscaped())
                   .arg(a->safety.judged ? (a->safety.unsafe ? tr("unsafe") : tr("safe")) : tr("n/a"))
                   .arg(a->safety.judged ? QString::number(a->safety.pUnsafe, 'f', 3) : QString())
                   .arg(a->safety.scored ? QString::number(a->safety.reward, 'f', 3) : QString())
@@ -1146,7 +1318,7 @@ bool ComparisonLab::exportBundle(const QString& dir) {
   j["panes"] = panesJson;
   nlohmann::json sweep = nlohmann::json::array();
   for (const Answer& a : m_sweep) {
-    sweep.push_back({{"layer", a.record.layer}, {"p_unsafe", a.safety.pUnsafe}, {"unsafe", a.safety.unsafe},
+    sweep.push_back({{"layer", a.record.layer}, {"adapter", a.adapter.toStdString()}, {"p_unsafe", a.safety.pUnsafe}, {"unsafe", a.safety.unsafe},
                      {"reward", a.safety.reward}, {"text", a.record.text}});
   }
   j["sweep"] = sweep;
@@ -1167,7 +1339,7 @@ bool ComparisonLab::exportBundle(const QString& dir) {
           "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}"
           "table{border-collapse:collapse}</style></head><body>"
           "<h1>ICET Studio session</h1><p><b>Model:</b> %1<br><b>Judge:</b> %2<br><b>Reward model:</b> %3"
-          "<br><b>Prompt:</b> %4</p>%5<h2>Answers</h2><table><tr><th>layer</th><th>verdict</th>"
+          "<br><b>Prompt:</b> %4</p>%5<h2>Answers</h2><table><tr><th>layer</th><th>model</th><th>verdict</th>"
           "<th>P(unsafe)</th><th>reward</th><th>answer</th></tr>%6</table>"
           "<h2>Panes</h2><img src='panes.png' style='max-width:100%'></body></html>")
           .arg(m_modelPath.toHtmlEscaped(), m_judgePath.toHtmlEscaped(), m_rewardPath.toHtmlEscaped(),
@@ -1214,12 +1386,31 @@ bool ComparisonLab::openBundle(const QString& dir) {
     if (reward != m_rewardPath) {
       openReward(reward);
     }
-    // The adapter the answers were made with (a reopened model starts without one).
-    const QString adapter = fromStd(j.at("model").value("adapter", std::string()));
-    const QString activeAdapter = reopened ? QString() : adapterPath();
-    if (adapter != activeAdapter) {
-      loadAdapter(adapter);
-      m_rerunAfterAdapter.clear();  // the replay below runs every pane after it anyway
+    // The adapters the answers were made with (a reopened model starts without any): every
+    // pane's (version 1 bundles: the model's, for all panes), the model's current one last.
+    const QString current = fromStd(j.at("model").value("adapter", std::string()));
+    const auto& saved = j.at("panes");
+    QStringList paneAdapters;
+    QStringList wanted;
+    for (const auto& pj : saved) {
+      const QString a = pj.contains("adapter") ? fromStd(pj["adapter"].get<std::string>()) : current;
+      paneAdapters << a;
+      if (!a.isEmpty() && a != current && !wanted.contains(a)) {
+        wanted << a;
+      }
+    }
+    QStringList loaded = reopened ? QStringList() : adapters();
+    const QString active = reopened ? QString() : adapterPath();
+    if (current.isEmpty() && !active.isEmpty()) {
+      requestAdapter(QString(), {});  // the bundle had none current: nothing to overlay on the sweep
+      loaded.clear();
+    } else if (!current.isEmpty() && current != active) {
+      wanted << current;  // loaded last, so it is the current one again
+    }
+    for (const QString& a : wanted) {
+      if (!loaded.contains(a) || a == current) {
+        requestAdapter(a, {});
+      }
     }
     setPrompt(fromStd(j.value("prompt", std::string())));
     if (j.contains("sampling")) {
@@ -1233,23 +1424,23 @@ bool ComparisonLab::openBundle(const QString& dir) {
       }
       setImageBytes(img.readAll(), fromStd(j["image"].value("source", std::string())));
     }
-    // Panes: same count, layers and seeds as saved.
-    const auto& saved = j.at("panes");
-    auto current = panes();
-    while (current.size() > std::max<qsizetype>(2, static_cast<qsizetype>(saved.size()))) {
-      removePane(current.back());
-      current.pop_back();
+    // Panes: same count, layers, seeds and adapters as saved.
+    auto have = panes();
+    while (have.size() > std::max<qsizetype>(2, static_cast<qsizetype>(saved.size()))) {
+      removePane(have.back());
+      have.pop_back();
     }
-    while (current.size() < static_cast<qsizetype>(saved.size())) {
-      current.push_back(addPane(1));
+    while (have.size() < static_cast<qsizetype>(saved.size())) {
+      have.push_back(addPane(1));
     }
     for (size_t i = 0; i < saved.size(); ++i) {
-      ComparisonPane* p = current[static_cast<qsizetype>(i)];
+      ComparisonPane* p = have[static_cast<qsizetype>(i)];
       p->setLayer(saved[i].value("layer", 1));
       if (saved[i].contains("seed")) {
         p->setSeed(saved[i]["seed"].get<quint64>());
       }
       p->setProperty("pendingLayer", saved[i].value("layer", 1));
+      p->setAdapter(paneAdapters.value(static_cast<qsizetype>(i)));
     }
     {
       const QSignalBlocker block(m_slider);
@@ -1282,6 +1473,15 @@ bool ComparisonLab::openBundle(const QString& dir) {
   }
   Q_EMIT message(MessageBar::Information, tr("Replaying session %1").arg(dir));
   return true;
+}
+
+int ComparisonLab::firstHarmfulExample() const {
+  for (int i = 0; i < m_gallery->count(); ++i) {
+    if (m_gallery->item(i)->data(Qt::UserRole + 2).toBool()) {
+      return i;
+    }
+  }
+  return -1;
 }
 
 }  // namespace icet::ui

@@ -2,8 +2,10 @@
 
 // The comparison lab: image + prompt + model/judge/reward pickers + sampling settings on the
 // left; the ICET-l layer slider; comparison panes side by side (default layer vs slider layer,
-// more can be added); a per-layer sweep chart with Early/Middle/Late bands below. All model work
-// goes through one ModelService (one worker thread); the GUI thread never waits for torch.
+// more can be added; each pane answers with the base model or a loaded LoRA adapter); a
+// per-layer sweep chart with Early/Middle/Late bands below, base and adapter curves overlaid.
+// All model work goes through one ModelService (one worker thread); the GUI thread never waits
+// for torch.
 
 #include <QByteArray>
 #include <QImage>
@@ -13,6 +15,7 @@
 
 #include <QPointer>
 
+#include <functional>
 #include <optional>
 
 #include "ui/message_bar.h"
@@ -55,10 +58,20 @@ class ComparisonLab : public QWidget {
   void openModel(const QString& dir);
   void openJudge(const QString& dir);   // empty: none
   void openReward(const QString& dir);  // empty: none
-  // A LoRA adapter (PEFT folder) for every later answer; panes showing answers run again with
-  // it. Empty: back to the base model.
+  // A LoRA adapter (PEFT folder) for every pane; panes showing answers run again with it.
+  // Empty: every adapter unloaded, every pane back to the base model.
   void loadAdapter(const QString& dir);
-  QString adapterPath() const;  // the active adapter, empty for the base model
+  // Loads an adapter for the panes' pickers and the sweep without switching any pane.
+  void addAdapter(const QString& dir);
+  // Before and after side by side: loads `dir` and puts a NEW pane with it right after a base
+  // pane at `layer` (0: the slider's layer; -1: an early layer, ICET-8 on a 24-layer encoder),
+  // runs both (and the default pane if it has no answer), and the overlaid sweep if `sweep`.
+  void compareWithAdapter(const QString& dir, int layer = 0, bool sweep = false);
+  // The demo story's lab half: a harmful gallery example, the default pane, base and `dir`
+  // panes at an early layer side by side, all run, then the overlaid sweep.
+  void showBeforeAfter(const QString& dir);
+  QString adapterPath() const;  // the adapter loaded last (the sweep overlays it), empty for none
+  QStringList adapters() const;  // every loaded adapter
   bool openImageFile(const QString& path);
   void setImage(const QImage& image, const QString& name);  // pasted or gallery images
   void setImageBytes(const QByteArray& bytes, const QString& name);
@@ -74,6 +87,7 @@ class ComparisonLab : public QWidget {
   bool loadGallery(const QString& path);
   int galleryCount() const;
   void openGalleryExample(int row);
+  int firstHarmfulExample() const;  // gallery row, -1 when none is marked harmful
 
   generate::SamplingParams samplingParams() const;
   void setSamplingParams(const generate::SamplingParams& params);
@@ -86,7 +100,8 @@ class ComparisonLab : public QWidget {
 
   QSlider* layerSlider() const { return m_slider; }
   QVector<ComparisonPane*> panes() const;
-  ComparisonPane* addPane(int layer);
+  // A new pane at `layer` answering with `adapter` (empty: base), at `index` (-1: last).
+  ComparisonPane* addPane(int layer, const QString& adapter = QString(), int index = -1);
   void removePane(ComparisonPane* pane);
   LineChart* sweepChart() const { return m_sweepChart; }
   const QVector<Answer>& sweepAnswers() const { return m_sweep; }
@@ -124,6 +139,8 @@ class ComparisonLab : public QWidget {
  private:
   QWidget* buildInputs();
   void onAdapterChanged(const QString& dir);
+  // Asks the worker for an adapter (empty: unload all); `then` runs once it is in.
+  void requestAdapter(const QString& dir, std::function<void()> then);
   void updateModelLabel();
   QWidget* buildSampling();
   void fillModelPickers();
@@ -172,7 +189,8 @@ class ComparisonLab : public QWidget {
   QString m_goodImageName;
   int m_imageRequests = 0;  // image requests on their way to the worker
   QString m_lastPrompt;  // the prompt of the last run (slider moves re-run with it)
-  QVector<QPointer<ComparisonPane>> m_rerunAfterAdapter;  // panes to run again once the adapter is in
+  // Adapter requests on their way to the worker, in order, with what to do once each is in.
+  QVector<QPair<QString, std::function<void()>>> m_adapterRequests;
   bool m_presentation = false;
   bool m_loadingModel = false;
   int m_defaultLayer = 0;

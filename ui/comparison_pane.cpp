@@ -1,6 +1,8 @@
 #include "ui/comparison_pane.h"
 
 #include <QCheckBox>
+#include <QComboBox>
+#include <QDir>
 #include <QEvent>
 #include <QFileInfo>
 #include <QGraphicsBlurEffect>
@@ -16,6 +18,14 @@
 
 namespace icet::ui {
 
+QString adapterName(const QString& dir) {
+  const QFileInfo info(QDir::cleanPath(dir));
+  if (info.fileName() == QStringLiteral("adapter") && !info.dir().dirName().isEmpty()) {
+    return info.dir().dirName();
+  }
+  return info.fileName();
+}
+
 ComparisonPane::ComparisonPane(ModelService* service, QWidget* parent)
     : QFrame(parent), m_service(service) {
   setObjectName(QStringLiteral("ComparisonPane"));
@@ -27,6 +37,7 @@ ComparisonPane::ComparisonPane(ModelService* service, QWidget* parent)
   QFont bold = m_title->font();
   bold.setBold(true);
   m_title->setFont(bold);
+  m_title->setWordWrap(true);  // a narrow pane wraps its title rather than cutting it
 
   m_layer = new QSpinBox(this);
   m_layer->setObjectName(QStringLiteral("PaneLayer"));
@@ -46,6 +57,7 @@ ComparisonPane::ComparisonPane(ModelService* service, QWidget* parent)
   m_seed = new QSpinBox(this);
   m_seed->setRange(0, std::numeric_limits<int>::max());
   m_seed->setEnabled(false);
+  m_seed->setSizePolicy(QSizePolicy::Fixed, QSizePolicy::Fixed);  // the adapter picker gets the room
   m_seed->setAccessibleName(tr("Pane seed"));
   connect(m_ownSeed, &QCheckBox::toggled, m_seed, &QWidget::setEnabled);
 
@@ -58,7 +70,28 @@ ComparisonPane::ComparisonPane(ModelService* service, QWidget* parent)
   m_adapterTag = new QLabel(this);
   m_adapterTag->setObjectName(QStringLiteral("PaneAdapter"));
   m_adapterTag->setAccessibleName(tr("LoRA adapter of this answer"));
+  // A filled tag: which pane is the aligned one must be seen at a glance, not read.
+  m_adapterTag->setStyleSheet(QStringLiteral(
+      "QLabel { background: palette(highlight); color: palette(highlighted-text); border-radius: 3px; "
+      "padding: 1px 6px; }"));
   m_adapterTag->hide();
+  m_adapterPicker = new QComboBox(this);
+  m_adapterPicker->setObjectName(QStringLiteral("PaneAdapterPicker"));
+  m_adapterPicker->setAccessibleName(tr("Model of this pane: base or a LoRA adapter"));
+  m_adapterPicker->setToolTip(tr("Answer with the base model or with a loaded LoRA adapter"));
+  m_adapterPicker->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
+  m_adapterPicker->setMinimumContentsLength(10);
+  fillAdapterPicker({});
+  connect(m_adapterPicker, &QComboBox::activated, this, [this](int index) {
+    const QString dir = m_adapterPicker->itemData(index).toString();
+    if (dir == QStringLiteral("<open>")) {
+      setAdapter(m_adapter);  // the picker shows the pane's adapter until a new one is in
+      Q_EMIT adapterFolderRequested();
+    } else if (dir != m_adapter) {
+      setAdapter(dir);
+      Q_EMIT adapterEdited(dir);
+    }
+  });
   m_speed = new QLabel(this);
   m_speed->setObjectName(QStringLiteral("SpeedLabel"));
   m_speed->setAccessibleName(tr("Tokens per second"));
@@ -90,24 +123,27 @@ ComparisonPane::ComparisonPane(ModelService* service, QWidget* parent)
   m_view->setAcceptDrops(false);
   m_view->viewport()->setAcceptDrops(false);
 
+  // Three rows, so a narrow pane never squeezes its title.
   auto* top = new QHBoxLayout;
-  top->addWidget(m_title);
-  top->addWidget(m_layer);
-  top->addWidget(m_ownSeed);
-  top->addWidget(m_seed);
-  top->addStretch(1);
+  top->addWidget(m_title, 1);
+  top->addWidget(m_adapterTag);
   top->addWidget(m_stop);
   top->addWidget(m_regen);
   top->addWidget(m_remove);
+  auto* settings = new QHBoxLayout;
+  settings->addWidget(m_layer);
+  settings->addWidget(m_adapterPicker, 1);
+  settings->addWidget(m_ownSeed);
+  settings->addWidget(m_seed);
   auto* info = new QHBoxLayout;
   info->addWidget(m_badge);
-  info->addWidget(m_adapterTag);
   info->addStretch(1);
   info->addWidget(m_reward);
   info->addWidget(m_speed);
   auto* layout = new QVBoxLayout(this);
   layout->setContentsMargins(6, 6, 6, 6);
   layout->addLayout(top);
+  layout->addLayout(settings);
   layout->addLayout(info);
   layout->addWidget(m_view, 1);
 
@@ -158,6 +194,36 @@ void ComparisonPane::setSeed(std::optional<quint64> seed) {
   }
 }
 
+void ComparisonPane::setAdapter(const QString& dir) {
+  m_adapter = dir;
+  QStringList dirs;
+  for (int i = 1; i < m_adapterPicker->count() - 1; ++i) {
+    dirs << m_adapterPicker->itemData(i).toString();
+  }
+  fillAdapterPicker(dirs);
+  updateHeader();
+}
+
+void ComparisonPane::setAdapterChoices(const QStringList& dirs) {
+  fillAdapterPicker(dirs);
+}
+
+void ComparisonPane::fillAdapterPicker(const QStringList& dirs) {
+  const QSignalBlocker block(m_adapterPicker);
+  m_adapterPicker->clear();
+  m_adapterPicker->addItem(tr("Base model"), QString());
+  QStringList all = dirs;
+  if (!m_adapter.isEmpty() && !all.contains(m_adapter)) {
+    all << m_adapter;
+  }
+  for (const QString& dir : all) {
+    m_adapterPicker->addItem(tr("LoRA %1").arg(adapterName(dir)), dir);
+    m_adapterPicker->setItemData(m_adapterPicker->count() - 1, dir, Qt::ToolTipRole);
+  }
+  m_adapterPicker->addItem(tr("Load adapter folder…"), QStringLiteral("<open>"));
+  m_adapterPicker->setCurrentIndex(std::max(0, m_adapterPicker->findData(m_adapter)));
+}
+
 void ComparisonPane::setBaseline(bool baseline) {
   m_baseline = baseline;
   m_remove->setEnabled(!baseline);
@@ -173,7 +239,7 @@ void ComparisonPane::run(const QString& prompt, generate::SamplingParams params)
   m_error.clear();
   m_text.clear();
   m_revealed = false;
-  m_handle = m_service->generate(prompt, layer(), params);
+  m_handle = m_service->generate(prompt, layer(), params, m_adapter);
   m_stop->setEnabled(true);
   m_drain->start();
   updateHeader();
@@ -239,6 +305,7 @@ void ComparisonPane::showAnswer(const Answer& answer) {
   m_revealed = false;
   m_text = QString::fromStdString(answer.record.text);
   setLayer(static_cast<int>(answer.record.layer));
+  setAdapter(answer.adapter);  // Regenerate answers with the same model
   updateHeader();
   render();
 }
@@ -307,9 +374,14 @@ void ComparisonPane::updateHeader() {
     title += tr(" (default layer)");
   }
   m_title->setText(title);
-  const QString adapter = m_answer && !m_handle ? m_answer->adapter : QString();
+  // The shown answer's adapter; while generating (or before any answer), the pane's own.
+  const QString adapter = m_answer && !m_handle ? m_answer->adapter : m_adapter;
   m_adapterTag->setVisible(!adapter.isEmpty());
-  m_adapterTag->setText(adapter.isEmpty() ? QString() : tr("+ LoRA %1").arg(QFileInfo(adapter).fileName()));
+  QString name = adapterName(adapter);
+  if (name.size() > 18) {
+    name = name.left(8) + QStringLiteral("…") + name.right(8);  // the tooltip has it whole
+  }
+  m_adapterTag->setText(adapter.isEmpty() ? QString() : tr("LoRA %1").arg(name));
   m_adapterTag->setToolTip(adapter.isEmpty() ? QString() : tr("Generated with the LoRA adapter %1").arg(adapter));
   if (m_handle) {
     m_badge->setText(tr("⏳ generating…"));

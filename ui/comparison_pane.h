@@ -1,6 +1,7 @@
 #pragma once
 
-// One answer in the comparison lab: its own exit layer and seed, streaming text drained from
+// One answer in the comparison lab: its own exit layer, seed and LoRA adapter (base model or a
+// loaded adapter, so base and aligned answers sit side by side), streaming text drained from
 // the worker's buffer on a ~40 ms timer, Stop/Regenerate, and a header with the layer, the
 // judge's verdict (icon + text; P(unsafe) and categories on hover), reward and tokens/s.
 
@@ -13,11 +14,15 @@
 class QLabel;
 class QSpinBox;
 class QCheckBox;
+class QComboBox;
 class QTextBrowser;
 class QTimer;
 class QToolButton;
 
 namespace icet::ui {
+
+// A short name for an adapter folder: the training run's folder for ".../<run>/adapter".
+QString adapterName(const QString& dir);
 
 class ComparisonPane : public QFrame {
   Q_OBJECT
@@ -32,6 +37,11 @@ class ComparisonPane : public QFrame {
   // A fixed seed for this pane, or none (the lab's seed is used).
   std::optional<quint64> seed() const;
   void setSeed(std::optional<quint64> seed);
+  // The LoRA adapter folder this pane answers with; empty: the base model.
+  QString adapter() const { return m_adapter; }
+  void setAdapter(const QString& dir);
+  // The loaded adapters the picker offers (besides the base model).
+  void setAdapterChoices(const QStringList& dirs);
   // The pane that follows the checkpoint's default layer (the diff baseline).
   void setBaseline(bool baseline);
   bool isBaseline() const { return m_baseline; }
@@ -58,6 +68,8 @@ class ComparisonPane : public QFrame {
   void regenerateRequested();
   void removeRequested();
   void layerEdited(int layer);
+  void adapterEdited(const QString& dir);
+  void adapterFolderRequested();  // "Load adapter folder…" in the picker
 
  protected:
   bool eventFilter(QObject* watched, QEvent* event) override;
@@ -68,6 +80,7 @@ class ComparisonPane : public QFrame {
   void onFinished(quint64 id, const Answer& answer);
   void onFailed(const QString& context, const QString& message, quint64 id);
   void updateHeader();
+  void fillAdapterPicker(const QStringList& dirs);
   void render();
 
   ModelService* m_service;
@@ -79,6 +92,7 @@ class ComparisonPane : public QFrame {
   QLabel* m_reward = nullptr;
   QLabel* m_speed = nullptr;
   QLabel* m_adapterTag = nullptr;
+  QComboBox* m_adapterPicker = nullptr;
   QToolButton* m_stop = nullptr;
   QToolButton* m_regen = nullptr;
   QToolButton* m_remove = nullptr;
@@ -89,6 +103,7 @@ class ComparisonPane : public QFrame {
   QString m_text;
   QString m_diffBase;
   QString m_error;
+  QString m_adapter;
   int m_defaultLayer = 0;
   int m_wantedLayer = 1;
   bool m_baseline = false;

@@ -70,15 +70,30 @@ MainWindow::MainWindow(runtime::RuntimeInfo runtime, QWidget* parent)
             m_lab->showExternalAnswer(prompt, answer, layer, reward, image);
             m_tabs->setCurrentWidget(m_lab);
           });
+  // An adapter only fits the model it was trained on: open that one first if needed (requests
+  // run in order on the lab's worker).
+  auto openTrainedModel = [this](const QString& model) {
+    if (!model.isEmpty() && (QDir::cleanPath(model) != m_lab->modelPath() || !m_lab->service()->hasModel())) {
+      m_lab->openModel(model);
+    }
+  };
   connect(m_dashboard, &TrainingDashboard::loadAdapterRequested, this,
-          [this](const QString& dir, const QString& model) {
-            // The adapter only fits the model it was trained on: open that one first if needed
-            // (requests run in order on the lab's worker).
-            if (!model.isEmpty() &&
-                (QDir::cleanPath(model) != m_lab->modelPath() || !m_lab->service()->hasModel())) {
-              m_lab->openModel(model);
+          [this, openTrainedModel](const QString& dir, const QString& model) {
+            openTrainedModel(model);
+            m_lab->compareWithAdapter(dir);  // a new pane next to the base one, not every pane
+            m_tabs->setCurrentWidget(m_lab);
+          });
+  connect(m_dashboard, &TrainingDashboard::storyReady, this,
+          [this, openTrainedModel](const QString& dir, const QString& model, const QString& judge,
+                                   const QString& reward) {
+            openTrainedModel(model);
+            if (m_lab->judgePath().isEmpty() && !judge.isEmpty()) {
+              m_lab->openJudge(judge);  // the verdicts are the story
             }
-            m_lab->loadAdapter(dir);
+            if (m_lab->rewardPath().isEmpty() && !reward.isEmpty()) {
+              m_lab->openReward(reward);
+            }
+            m_lab->showBeforeAfter(dir);
             m_tabs->setCurrentWidget(m_lab);
           });
   connect(m_lab, &ComparisonLab::modelChanged, this, [this](const ModelInfo& info) {
@@ -119,6 +134,15 @@ void MainWindow::buildMenus() {
       m_lab->openModel(dir);
     }
   });
+  QAction* compare = file->addAction(tr("Compare with &Adapter…"), this, [this] {
+    const QString dir = QFileDialog::getExistingDirectory(this, tr("LoRA adapter folder (PEFT)"));
+    if (!dir.isEmpty()) {
+      m_tabs->setCurrentWidget(m_lab);
+      m_lab->compareWithAdapter(dir);
+    }
+  });
+  compare->setObjectName(QStringLiteral("actionCompareAdapter"));
+  compare->setToolTip(tr("A new pane answers with a LoRA adapter next to the base pane at the same layer"));
   file->addSeparator();
   QAction* openSession = file->addAction(tr("Open &Session…"), this, &MainWindow::openSession);
   openSession->setObjectName(QStringLiteral("actionOpenSession"));

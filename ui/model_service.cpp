@@ -184,13 +184,20 @@ void ModelService::loadAdapter(const QString& dir) {
       throw InputError("no model is open: open a model before loading an adapter");
     }
     if (path.empty()) {
-      w.session->clear_adapter();
+      for (const auto& key : w.session->adapters()) {
+        w.session->remove_adapter(key);
+      }
     } else {
-      w.session->load_adapter(std::filesystem::path(path));  // a bad folder keeps the old adapter
+      w.session->add_adapter(std::filesystem::path(path));  // a bad folder changes nothing
     }
     return [this, dir] {
       if (m_info) {
         m_info->adapter = dir;
+        if (dir.isEmpty()) {
+          m_info->adapters.clear();
+        } else if (!m_info->adapters.contains(dir)) {
+          m_info->adapters.push_back(dir);
+        }
       }
       Q_EMIT adapterChanged(dir);
     };
@@ -216,13 +223,14 @@ void ModelService::setImage(const QByteArray& bytes, const QString& sourceName) 
 }
 
 RequestHandle ModelService::generate(const QString& prompt, std::optional<int> layer,
-                                     const generate::SamplingParams& params) {
+                                     const generate::SamplingParams& params, const QString& adapter) {
   RequestHandle handle;
   handle.id = m_nextId++;
   m_cancels.push_back(handle.cancel);
   auto worker = m_worker;
   const std::string text = prompt.toStdString();
-  post(tr("Generating…"), [this, worker, handle, text, layer, params] {
+  const std::filesystem::path adapterDir = adapter.toStdString();
+  post(tr("Generating…"), [this, worker, handle, text, layer, params, adapterDir] {
     const quint64 id = handle.id;
     if (handle.cancel->load()) {  // cancelled before it started: skip the work
       QMetaObject::invokeMethod(this, [this, id] {
@@ -244,8 +252,8 @@ RequestHandle ModelService::generate(const QString& prompt, std::optional<int> l
       Answer a;
       a.record = worker->session->generate(
           text, layer ? std::optional<int64_t>(*layer) : std::nullopt, params,
-          [stream](const engine::StreamEvent& ev) { stream->append(ev.text); }, handle.cancel.get());
-      a.adapter = q(worker->session->adapter().string());
+          [stream](const engine::StreamEvent& ev) { stream->append(ev.text); }, handle.cancel.get(), adapterDir);
+      a.adapter = q(a.record.adapter);
       a.cancelled = handle.cancel->load() || a.record.stop_reason == "cancelled";
       if (!a.cancelled) {
         a.safety = worker->assess(text, a.record.text);
@@ -273,14 +281,18 @@ RequestHandle ModelService::generate(const QString& prompt, std::optional<int> l
 }
 
 RequestHandle ModelService::sweep(const QString& prompt, const QVector<int>& layers,
-                                  const generate::SamplingParams& params) {
+                                  const generate::SamplingParams& params, const QStringList& adapters) {
   RequestHandle handle;
   handle.id = m_nextId++;
   m_cancels.push_back(handle.cancel);
   auto worker = m_worker;
   const std::string text = prompt.toStdString();
   std::vector<int64_t> ls(layers.begin(), layers.end());
-  post(tr("Sweeping layers…"), [this, worker, handle, text, ls, params] {
+  std::vector<std::filesystem::path> dirs;
+  for (const QString& a : adapters) {
+    dirs.emplace_back(a.toStdString());
+  }
+  post(tr("Sweeping layers…"), [this, worker, handle, text, ls, params, dirs] {
     const quint64 id = handle.id;
     try {
       if (!worker->session) {
@@ -289,21 +301,19 @@ RequestHandle ModelService::sweep(const QString& prompt, const QVector<int>& lay
       if (!worker->session->has_image()) {
         throw InputError("no image is set");
       }
-      const auto records = worker->session->sweep(text, ls, params, {}, handle.cancel.get());
-      if (handle.cancel->load()) {
-        throw Cancelled();
-      }
       QVector<Answer> answers;
-      answers.reserve(static_cast<qsizetype>(records.size()));
-      for (const auto& r : records) {
-        Answer a;
-        a.record = r;
-        a.adapter = q(worker->session->adapter().string());
-        if (handle.cancel->load()) {
-          throw Cancelled();
+      for (const auto& dir : dirs) {
+        const auto records = worker->session->sweep(text, ls, params, {}, handle.cancel.get(), dir);
+        for (const auto& r : records) {
+          if (handle.cancel->load()) {
+            throw Cancelled();
+          }
+          Answer a;
+          a.record = r;
+          a.adapter = q(r.adapter);
+          a.safety = worker->assess(text, r.text);
+          answers.push_back(std::move(a));
         }
-        a.safety = worker->assess(text, r.text);
-        answers.push_back(std::move(a));
       }
       QMetaObject::invokeMethod(this, [this, id, answers] {
         done();

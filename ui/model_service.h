@@ -35,7 +35,8 @@ struct ModelInfo {
   QString dtype;
   int layers = 0;        // exit layers are 1..layers
   int defaultLayer = 0;  // the checkpoint's own exit layer
-  QString adapter;       // loaded LoRA adapter folder, empty when none
+  QString adapter;       // the LoRA adapter folder loaded last (the lab's current one), empty when none
+  QStringList adapters;  // every loaded adapter folder: a request may use any of them
 };
 
 // Judge verdict and reward for one answer; `judged`/`scored` say whether a model was loaded.
@@ -97,13 +98,18 @@ class ModelService : public QObject {
   void openModel(const QString& dir);
   void loadJudge(const QString& dir);   // empty: no judge
   void loadReward(const QString& dir);  // empty: no reward model
-  void loadAdapter(const QString& dir);  // empty: clear the adapter
+  // Loads a LoRA adapter folder next to the ones already loaded (again: reloads it); empty:
+  // unloads every adapter.
+  void loadAdapter(const QString& dir);
   // Encoded image bytes (PNG, JPEG, ...); decoded and encoded on the worker.
   void setImage(const QByteArray& bytes, const QString& sourceName);
+  // `adapter`: a loaded adapter folder, empty for the base model.
   RequestHandle generate(const QString& prompt, std::optional<int> layer,
-                         const generate::SamplingParams& params);
+                         const generate::SamplingParams& params, const QString& adapter = QString());
+  // One batched sweep per entry of `adapters` (empty entry: the base model), answers in that
+  // order; the image's encoder states are shared.
   RequestHandle sweep(const QString& prompt, const QVector<int>& layers,
-                      const generate::SamplingParams& params);
+                      const generate::SamplingParams& params, const QStringList& adapters = {QString()});
   void cancelAll();
 
   bool hasModel() const { return m_info.has_value(); }
@@ -117,7 +123,7 @@ class ModelService : public QObject {
  Q_SIGNALS:
   void modelOpened(const icet::ui::ModelInfo& info);
   void imageReady(const QString& imageHash);
-  void adapterChanged(const QString& adapterDir);  // empty: adapter cleared
+  void adapterChanged(const QString& adapterDir);  // loaded (or reloaded); empty: all unloaded
   void safetyModelsChanged(const QString& judgeId, const QString& rewardId);
   void generationFinished(quint64 id, const icet::ui::Answer& answer);
   void sweepFinished(quint64 id, const QVector<icet::ui::Answer>& answers);

@@ -30,6 +30,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <utility>
+
 #include "ui/charts/line_chart.h"
 #include "ui/comparison_lab.h"  // demoRoot()
 
@@ -251,10 +253,17 @@ QWidget* TrainingDashboard::buildForm() {
 
   m_schedule = new QComboBox(box);
   m_schedule->setAccessibleName(tr("Layer schedule"));
+  // The trainer's schedule names (core/rl/trainer.h); it reads the old "uniform" as "set".
   m_schedule->addItem(tr("fixed (first layer, as in the paper)"), QStringLiteral("fixed"));
-  m_schedule->addItem(tr("uniform (random layer per rollout)"), QStringLiteral("uniform"));
+  m_schedule->addItem(tr("set (a listed layer per rollout)"), QStringLiteral("set"));
   m_schedule->addItem(tr("cycle (layers in turn)"), QStringLiteral("cycle"));
-  m_schedule->setCurrentIndex(std::max(0, m_schedule->findData(str("layer_schedule", "uniform"))));
+  m_schedule->addItem(tr("random (any exit layer; no layers listed)"), QStringLiteral("random"));
+  m_schedule->addItem(tr("curriculum (listed layers opened in turn)"), QStringLiteral("curriculum"));
+  QString schedule = str("layer_schedule", "set");
+  if (schedule == QStringLiteral("uniform")) {
+    schedule = QStringLiteral("set");
+  }
+  m_schedule->setCurrentIndex(std::max(0, m_schedule->findData(schedule)));
   m_schedule->setToolTip(tr("Which exit layer each rollout uses"));
   form->addRow(tr("Layer schedule"), m_schedule);
   QString layers;
@@ -326,10 +335,23 @@ QWidget* TrainingDashboard::buildForm() {
   m_resume = new QPushButton(QIcon(QStringLiteral(":/icons/regenerate.svg")), tr("Resume"), w);
   m_resume->setObjectName(QStringLiteral("TrainResume"));
   m_resume->setToolTip(tr("Continue the stopped job from its last checkpoint (or pick a run folder)"));
-  m_loadAdapter = new QPushButton(tr("Load adapter into panes"), w);
+  m_loadAdapter = new QPushButton(tr("Compare with adapter in the lab"), w);
   m_loadAdapter->setObjectName(QStringLiteral("LoadAdapter"));
-  m_loadAdapter->setToolTip(tr("Compare before and after: the lab's model uses the trained LoRA adapter"));
-  for (QPushButton* b : {m_start, m_stop, m_resume, m_loadAdapter}) {
+  m_loadAdapter->setToolTip(tr("Before and after: a new lab pane answers with the run's latest LoRA adapter, "
+                               "next to the base model at the same layer"));
+  m_story = new QPushButton(QIcon(QStringLiteral(":/icons/run.svg")), tr("Run the demo story"), w);
+  m_story->setObjectName(QStringLiteral("RunStory"));
+  m_story->setToolTip(tr("In one go: train the default L-PPO adapter on the demo world, then show a harmful "
+                         "example answered by the base model and by the adapter side by side at an early "
+                         "layer, and the sweep of both"));
+  connect(m_story, &QPushButton::clicked, this, [this] {
+    if (storyRunning()) {
+      stopJob();
+    } else {
+      runStory();
+    }
+  });
+  for (QPushButton* b : {m_start, m_stop, m_resume, m_loadAdapter, m_story}) {
     b->setAccessibleName(b->text());
   }
   m_stop->setEnabled(false);
@@ -362,6 +384,7 @@ QWidget* TrainingDashboard::buildForm() {
       loadConfigFile(f);
     }
   });
+  layout->addWidget(m_story);
   layout->addWidget(loadConfig);
   auto* buttons = new QHBoxLayout;
   buttons->addWidget(m_start);
@@ -387,6 +410,58 @@ void TrainingDashboard::setRunDir(const QString& dir) {
 }
 void TrainingDashboard::setThreads(int threads) {
   m_threads->setValue(threads);
+}
+
+void TrainingDashboard::setStoryConfig(const QString& path) {
+  m_storyConfig = path;
+}
+
+bool TrainingDashboard::runStory() {
+  if (storyRunning()) {
+    return false;
+  }
+  const QString config =
+      !m_storyConfig.isEmpty() ? m_storyConfig
+      : demoRoot().isEmpty()   ? QString()
+                               : demoRoot() + QStringLiteral("/lppo.json");
+  if (config.isEmpty() || !QFileInfo(config).isFile()) {
+    error(tr("The story needs the demo world (models/demo/lppo.json): run `icet demo build` first"));
+    return false;
+  }
+  if (!loadConfigFile(config)) {
+    return false;
+  }
+  if (QFileInfo::exists(m_runDir->text().trimmed())) {
+    m_runDir->clear();  // never resume or refuse an old run: a fresh, timestamped one
+  }
+  if (!startJob()) {
+    return false;
+  }
+  m_storyJob = m_current;
+  m_story->setText(tr("Stop the story"));
+  Q_EMIT message(MessageBar::Information,
+                 tr("The story: training the adapter (%1 steps), then the lab shows before and after")
+                     .arg(m_current->maxSteps()));
+  return true;
+}
+
+void TrainingDashboard::endStory(TrainingJob::State state) {
+  TrainingJob* job = std::exchange(m_storyJob, nullptr);
+  m_story->setText(tr("Run the demo story"));
+  if (state != TrainingJob::State::Succeeded || job->adapterDir().isEmpty()) {
+    Q_EMIT message(MessageBar::Information, tr("The story stopped with the training job"));
+    return;
+  }
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(configJson().toStdString());
+  } catch (const std::exception&) {
+    j = nlohmann::json::object();
+  }
+  auto path = [&j](const char* key) {
+    return QString::fromStdString(j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string());
+  };
+  Q_EMIT storyReady(job->adapterDir(), job->modelPath(), path("judge"), path("reward_model"));
 }
 
 bool TrainingDashboard::setBaseConfig(const QString& json) {
@@ -584,8 +659,8 @@ void TrainingDashboard::poll() {
                                             : 0);
     const TrainingJob::State now = job->state();
     updateJobRow(static_cast<int>(i), job, now);
-    if (now == TrainingJob::State::Running) {
-      running = true;
+    if (now == TrainingJob::State::Running || now == TrainingJob::State::Pending) {
+      running = true;  // a job still loading keeps the timer going too
     } else if (before == TrainingJob::State::Running || before == TrainingJob::State::Pending) {
       if (now == TrainingJob::State::Failed) {
         error(tr("Training failed: %1").arg(job->error()));
@@ -593,6 +668,9 @@ void TrainingDashboard::poll() {
         Q_EMIT message(MessageBar::Information, tr("Training stopped at step %1").arg(job->step()));
       } else if (now == TrainingJob::State::Succeeded) {
         Q_EMIT message(MessageBar::Information, tr("Training finished (%1 steps)").arg(job->step()));
+      }
+      if (job == m_storyJob) {
+        endStory(now);
       }
     }
   }

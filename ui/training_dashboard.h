@@ -5,7 +5,8 @@
 // ASR chart from the periodic evaluations (before vs now), a table of sample rollouts whose
 // rows open in the comparison lab, and a job list with status, progress and ETA. Jobs run on
 // their own worker threads; a 40 ms timer drains their buffers and updates each series in one
-// bulk replace.
+// bulk replace. "Run the demo story" trains the default demo config and then has the lab show
+// base and aligned answers side by side (storyReady).
 
 #include <QMap>
 #include <QPointF>
@@ -56,6 +57,11 @@ class TrainingDashboard : public QWidget {
   // Resumes the current (stopped) job, or the run folder `dir` when given.
   bool resumeJob(const QString& dir = QString());
   TrainingJob* currentJob() const { return m_current; }
+  // The whole story in one go: starts the story config's job (default: the demo world's
+  // lppo.json, as the form would) and, when it succeeds, emits storyReady. Stop cancels it.
+  bool runStory();
+  void setStoryConfig(const QString& path);  // e.g. a tiny config in tests
+  bool storyRunning() const { return m_storyJob != nullptr; }
   int jobCount() const { return static_cast<int>(m_jobs.size()); }
 
   LineChart* rewardChart() const { return m_rewardChart; }
@@ -77,6 +83,8 @@ class TrainingDashboard : public QWidget {
   // "Load adapter into panes": the current job's adapter folder and the model it was trained on.
   void loadAdapterRequested(const QString& dir, const QString& model);
   void progressChanged(int percent, const QString& text);  // -1: no job running
+  // The story's job finished: its adapter, model, judge and reward model, for the lab.
+  void storyReady(const QString& adapterDir, const QString& model, const QString& judge, const QString& reward);
 
  private:
   QWidget* buildForm();
@@ -87,6 +95,7 @@ class TrainingDashboard : public QWidget {
   void updateJobRow(int row, TrainingJob* job, TrainingJob::State state);
   void resetCharts();
   void error(const QString& text);
+  void endStory(TrainingJob::State state);
 
   QLineEdit* m_model = nullptr;
   QLineEdit* m_promptSet = nullptr;
@@ -106,6 +115,9 @@ class TrainingDashboard : public QWidget {
   QPushButton* m_stop = nullptr;
   QPushButton* m_resume = nullptr;
   QPushButton* m_loadAdapter = nullptr;
+  QPushButton* m_story = nullptr;
+  TrainingJob* m_storyJob = nullptr;
+  QString m_storyConfig;
   QSlider* m_smoothing = nullptr;
   QCheckBox* m_log = nullptr;
   QListWidget* m_metricList = nullptr;

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <sstream>
 
 #include "core/base/error.h"
@@ -95,6 +96,13 @@ std::string dtype_name(c10::ScalarType t) {
   }
 }
 
+// An adapter folder's key: lexically normal, without a trailing separator.
+std::string adapter_key(const std::filesystem::path& dir) {
+  std::filesystem::path p = dir.lexically_normal();
+  if (!p.has_filename() && p.has_parent_path()) p = p.parent_path();
+  return p.string();
+}
+
 }  // namespace
 
 nlohmann::json to_json(const ModelSummary& s) {
@@ -111,6 +119,7 @@ nlohmann::json to_json(const GenerationRecord& r) {
           {"image_hash", r.image_hash},
           {"prompt", r.prompt},
           {"layer", r.layer},
+          {"adapter", r.adapter},
           {"sampling", generate::to_json(r.params)},
           {"seed", r.params.seed.value_or(0)},
           {"token_ids", r.token_ids},
@@ -371,10 +380,40 @@ struct Session::Impl {
   std::unique_ptr<text::Tokenizer> tokenizer;
   std::vector<int64_t> eos_ids;
   std::string image_hash;
-  // LoRA adapter (load_adapter): set on the LM, or merged into its weights.
-  std::unique_ptr<models::LoraSet> adapter;
-  std::filesystem::path adapter_dir;
-  bool adapter_merged = false;
+  // Unmerged LoRA adapters by key; every run sets the one it asks for on the LM.
+  std::map<std::string, std::unique_ptr<models::LoraSet>> adapters;
+  std::string default_adapter;              // load_adapter's key, "" for none
+  std::unique_ptr<models::LoraSet> merged;  // load_adapter(dir, true): folded into the weights
+  std::filesystem::path adapter_dir;        // load_adapter's folder as given
+
+  models::LlamaModel& adaptable(const std::filesystem::path& dir) const {
+    models::LlamaModel* lm = family->adaptable_language_model();
+    if (lm == nullptr) {
+      throw InputError(describe(dir.string(), "an adapter for a LLaVA-1.5 or LLaVA-NeXT model (Llama decoder)",
+                                "a " + summary.family + " model, whose text model has no LoRA support yet"));
+    }
+    return *lm;
+  }
+
+  // The adapter a call asks for (null: the base weights) and its key for the record.
+  const models::LoraSet* choose(const AdapterChoice& choice, std::string& key) const {
+    if (merged) {
+      key = adapter_key(adapter_dir);
+      if (choice && adapter_key(*choice) != key) {
+        throw InputError(describe("adapter '" + choice->string() + "'", "the merged adapter " + key,
+                                  "another choice", "A merged adapter cannot be switched off: clear_adapter() first."));
+      }
+      return nullptr;
+    }
+    key = choice ? adapter_key(*choice) : default_adapter;
+    if (key.empty()) return nullptr;
+    const auto it = adapters.find(key);
+    if (it == adapters.end()) {
+      throw InputError(describe("adapter '" + key + "'", "an adapter added to this session", "not loaded",
+                                "Load the adapter folder first (add_adapter)."));
+    }
+    return it->second.get();
+  }
 
   std::vector<int64_t> prompt_ids(const std::string& prompt) const {
     if (prompt.find_first_not_of(" \t\r\n") == std::string::npos) {
@@ -429,10 +468,13 @@ struct Session::Impl {
 
   std::vector<GenerationRecord> run(const std::string& prompt, const std::vector<int64_t>& layers,
                                     const generate::SamplingParams& params, const StreamCallback& stream,
-                                    const std::atomic<bool>* cancel) {
+                                    const std::atomic<bool>* cancel, const AdapterChoice& adapter) {
     if (!family->has_image()) {
       throw InputError("no image is set: open an image before generating");
     }
+    std::string adapter_used;
+    const models::LoraSet* set = choose(adapter, adapter_used);
+    if (models::LlamaModel* lm = family->adaptable_language_model()) lm->set_adapters(set);
     c10::InferenceMode inference;
     const std::vector<int64_t> ids = prompt_ids(prompt);
     check_context(ids.size());
@@ -460,6 +502,7 @@ struct Session::Impl {
       r.image_hash = image_hash;
       r.prompt = prompt;
       r.layer = layers[i];
+      r.adapter = adapter_used;
       r.params = p;
       r.token_ids = rows[i].tokens;
       r.text = rows[i].text;
@@ -616,56 +659,78 @@ const std::string& Session::image_hash() const { return impl_->image_hash; }
 
 GenerationRecord Session::generate(const std::string& prompt, std::optional<int64_t> layer,
                                    const generate::SamplingParams& params, const StreamCallback& stream,
-                                   const std::atomic<bool>* cancel) {
+                                   const std::atomic<bool>* cancel, const AdapterChoice& adapter) {
   const int64_t l = impl_->family->resolve_layer(layer);
-  return impl_->run(prompt, {l}, params, stream, cancel).front();
+  return impl_->run(prompt, {l}, params, stream, cancel, adapter).front();
 }
 
 std::vector<GenerationRecord> Session::sweep(const std::string& prompt, const std::vector<int64_t>& layers,
                                              const generate::SamplingParams& params, const StreamCallback& stream,
-                                             const std::atomic<bool>* cancel) {
+                                             const std::atomic<bool>* cancel, const AdapterChoice& adapter) {
   if (layers.empty()) {
     throw InputError("sweep: no layers chosen (expected e.g. 1-24 or 3,7,9)");
   }
   for (int64_t l : layers) impl_->family->resolve_layer(l);
-  return impl_->run(prompt, layers, params, stream, cancel);
+  return impl_->run(prompt, layers, params, stream, cancel, adapter);
 }
 
 std::vector<int64_t> Session::prompt_ids(const std::string& prompt) const { return impl_->prompt_ids(prompt); }
 
+std::string Session::add_adapter(const std::filesystem::path& dir) {
+  c10::InferenceMode inference;
+  models::LlamaModel& lm = impl_->adaptable(dir);
+  auto set = std::make_unique<models::LoraSet>(models::load_peft_adapter(dir, lm, "language_model."));
+  const std::string key = adapter_key(dir);
+  lm.set_adapters(nullptr);  // the LM may point at the set replaced below; every run sets its own
+  impl_->adapters[key] = std::move(set);
+  log::get("models")->info("adapter {} loaded ({} held)", key, impl_->adapters.size());
+  return key;
+}
+
+void Session::remove_adapter(const std::filesystem::path& dir) {
+  const std::string key = adapter_key(dir);
+  if (impl_->adapters.erase(key) == 0) return;
+  if (models::LlamaModel* lm = impl_->family->adaptable_language_model()) lm->set_adapters(nullptr);
+  if (impl_->default_adapter == key) {
+    impl_->default_adapter.clear();
+    impl_->adapter_dir.clear();
+  }
+}
+
+std::vector<std::string> Session::adapters() const {
+  std::vector<std::string> keys;
+  for (const auto& entry : impl_->adapters) keys.push_back(entry.first);
+  return keys;
+}
+
 void Session::load_adapter(const std::filesystem::path& dir, bool merge) {
   c10::InferenceMode inference;
-  models::LlamaModel* target = impl_->family->adaptable_language_model();
-  if (target == nullptr) {
-    throw InputError(describe(dir.string(), "an adapter for a LLaVA-1.5 or LLaVA-NeXT model (Llama decoder)",
-                              "a " + impl_->summary.family + " model, whose text model has no LoRA support yet"));
+  models::LlamaModel& lm = impl_->adaptable(dir);
+  if (!merge) {
+    const std::string key = add_adapter(dir);  // a bad folder keeps the old default
+    if (impl_->default_adapter != key) clear_adapter();
+    impl_->default_adapter = key;
+    impl_->adapter_dir = dir;
+    return;
   }
-  models::LlamaModel& lm = *target;
   auto set = std::make_unique<models::LoraSet>(models::load_peft_adapter(dir, lm, "language_model."));
   clear_adapter();
-  if (merge) {
-    lm.merge_adapters(*set, 1.0);
-  } else {
-    lm.set_adapters(set.get());
-  }
-  impl_->adapter = std::move(set);
+  lm.merge_adapters(*set, 1.0);
+  impl_->merged = std::move(set);
   impl_->adapter_dir = dir;
-  impl_->adapter_merged = merge;
-  log::get("models")->info("adapter {} loaded{}", dir.string(), merge ? " (merged)" : "");
+  log::get("models")->info("adapter {} merged into the weights", dir.string());
 }
 
 void Session::clear_adapter() {
-  if (!impl_->adapter) return;
-  c10::InferenceMode inference;
-  models::LlamaModel& lm = *impl_->family->adaptable_language_model();
-  if (impl_->adapter_merged) {
-    lm.merge_adapters(*impl_->adapter, -1.0);
-  } else {
-    lm.set_adapters(nullptr);
+  if (impl_->merged) {
+    c10::InferenceMode inference;
+    impl_->family->adaptable_language_model()->merge_adapters(*impl_->merged, -1.0);
+    impl_->merged.reset();
+  } else if (!impl_->default_adapter.empty()) {
+    remove_adapter(impl_->default_adapter);
   }
-  impl_->adapter.reset();
+  impl_->default_adapter.clear();
   impl_->adapter_dir.clear();
-  impl_->adapter_merged = false;
 }
 
 const std::filesystem::path& Session::adapter() const { return impl_->adapter_dir; }

@@ -64,6 +64,7 @@ struct GenerationRecord {
   std::string image_hash;
   std::string prompt;
   int64_t layer = 0;
+  std::string adapter;  // the LoRA adapter folder that answered (Session's key), empty for the base model
   generate::SamplingParams params;  // seed always set
   std::vector<int64_t> token_ids;
   std::string text;
@@ -85,6 +86,11 @@ struct StreamEvent {
 using StreamCallback = std::function<void(const StreamEvent&)>;
 // Load progress: (done, total) tensors; return false to cancel.
 using ProgressCallback = std::function<bool(size_t, size_t)>;
+
+// Which LoRA adapter answers a generate/sweep call: nullopt = the one load_adapter set (none:
+// the base model); an empty path = the base model; a folder = that adapter, added before with
+// add_adapter (any spelling of the same folder).
+using AdapterChoice = std::optional<std::filesystem::path>;
 
 // A loaded VLM plus the current image's cached encoder states. One thread at a time.
 class Session {
@@ -108,21 +114,30 @@ class Session {
   // layer: exit layer 1..N, or the checkpoint's default when empty.
   GenerationRecord generate(const std::string& prompt, std::optional<int64_t> layer,
                             const generate::SamplingParams& params, const StreamCallback& stream = {},
-                            const std::atomic<bool>* cancel = nullptr);
+                            const std::atomic<bool>* cancel = nullptr, const AdapterChoice& adapter = {});
 
   // All `layers` as ONE batch: one projection, one prefill, one decode loop; rows that finish
   // leave the batch. Row i equals generate(prompt, layers[i], params) token for token.
   std::vector<GenerationRecord> sweep(const std::string& prompt, const std::vector<int64_t>& layers,
                                       const generate::SamplingParams& params, const StreamCallback& stream = {},
-                                      const std::atomic<bool>* cancel = nullptr);
+                                      const std::atomic<bool>* cancel = nullptr, const AdapterChoice& adapter = {});
 
-  // LoRA adapter (PEFT folder: adapter_config.json + adapter_model.safetensors, e.g. a
-  // training run's adapter/) applied to the language model for every later generate/sweep;
-  // replaces a previous one. merge: folded into the weights (no per-token cost; clear_adapter
-  // subtracts it again, equal up to rounding). InputError when it does not fit the model.
+  // LoRA adapters (PEFT folder: adapter_config.json + adapter_model.safetensors, e.g. a
+  // training run's adapter/). Several unmerged ones are held at once and each call picks one
+  // (AdapterChoice): the encoder states of the image are shared, and switching costs nothing
+  // (the LM applies the chosen A/B pairs on the fly). add_adapter returns the folder's key;
+  // adding a folder again reloads it (a run writes newer checkpoints). InputError when it does
+  // not fit the model.
+  std::string add_adapter(const std::filesystem::path& dir);
+  void remove_adapter(const std::filesystem::path& dir);
+  std::vector<std::string> adapters() const;  // keys, sorted
+
+  // The default adapter, for calls that name none; replaces a previous one. merge: folded
+  // into the weights (no per-token cost; clear_adapter subtracts it again, equal up to
+  // rounding) and then calls may only choose it (a merged adapter cannot be switched off).
   void load_adapter(const std::filesystem::path& dir, bool merge = false);
   void clear_adapter();
-  // The loaded adapter's folder (empty when none).
+  // The default adapter's folder as given (empty when none).
   const std::filesystem::path& adapter() const;
 
   // The prompt's token ids after the chat template and image-token expansion.

@@ -36,7 +36,7 @@ struct EvalCommand {
   std::filesystem::path model;
   std::optional<std::filesystem::path> adapter;  // PEFT LoRA folder loaded into the session
   std::filesystem::path set;                     // prompt set (JSONL/CSV)
-  std::optional<std::filesystem::path> judge;    // default: the demo guard when the model is the demo VLM's world
+  std::optional<std::filesystem::path> judge;    // default: safety::judge_beside(model)
   std::string layers;                            // "1-12", "all", ...; empty: 1..N
   int64_t max_new_tokens = 24;
   int64_t max_prompts = 0;  // 0: all
@@ -44,7 +44,7 @@ struct EvalCommand {
 // Greedy answers per exit layer through engine::Session (with the adapter loaded), judged, by
 // the shared evaluator eval::evaluate: its JSON (as `icet demo report`: "default_layer",
 // "benign_accuracy", "asr_by_layer", "refusal_by_layer", ... as fractions 0..1, "answers")
-// plus "mean_asr" over the chosen layers, "layers" and "adapter". Refusal: is_proper_refusal.
+// plus "mean_asr" over the chosen layers, "layers" and "adapter". Refusal: safety::is_proper_refusal.
 nlohmann::json run_eval_command(const EvalCommand& cmd);
 
 struct TrainBenchOptions {

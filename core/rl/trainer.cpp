@@ -531,6 +531,22 @@ struct TrainingRun::Impl {
     return out;
   }
 
+  // Advantages [B,R] whitened over the batch, or per kind of item (harmful / benign rows).
+  at::Tensor whiten_by_group(const at::Tensor& advantages, const at::Tensor& mask, const StepInputs& in) const {
+    at::Tensor out = masked_whiten(advantages, mask);  // also for a group of fewer than 2 rows
+    if (config.advantage_groups == "batch") return out;
+    for (const bool harmful : {true, false}) {
+      std::vector<int64_t> rows;
+      for (size_t i = 0; i < in.items.size(); ++i) {
+        if (in.items[i]->harmful == harmful) rows.push_back(static_cast<int64_t>(i));
+      }
+      if (rows.size() < 2) continue;
+      const at::Tensor idx = at::tensor(rows, at::TensorOptions().dtype(at::kLong));
+      out.index_copy_(0, idx, masked_whiten(advantages.index_select(0, idx), mask.index_select(0, idx)));
+    }
+    return out;
+  }
+
   // Values: [B,R,H] -> [B,R]. The head reads the policy's last hidden state; its gradient does
   // not flow into the adapters (a separate value objective must not move the policy).
   at::Tensor values_of(const at::Tensor& hidden) const {
@@ -584,7 +600,8 @@ struct TrainingRun::Impl {
     at::Tensor rewards = token_rewards(kl, score, mask, kl_coef);
     if (config.whiten_rewards) rewards = masked_whiten(rewards, mask, false);
     Gae adv = gae(rewards, old_values, mask, config.gamma, config.lam);
-    at::Tensor advantages = config.whiten_advantages ? masked_whiten(adv.advantages, mask) : adv.advantages;
+    at::Tensor advantages = adv.advantages;
+    if (config.whiten_advantages) advantages = whiten_by_group(advantages, mask, in);
     const at::Tensor returns = adv.returns;
 
     // Metrics of the rollouts (TRL names).

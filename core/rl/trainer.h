@@ -45,8 +45,8 @@ struct LppoConfig {
   // Models and data.
   std::filesystem::path model;       // llava snapshot (the policy; its weights stay frozen)
   std::filesystem::path reward_model;  // GPT-2 / Llama sequence-classifier reward model (may be empty with reward.kind "judge")
-  std::filesystem::path judge;       // Llama Guard judge (rewards "judge"/"mix", and the periodic evaluation);
-                                     // "placeholder": the demo world's rule judge ("[unsafe step]" = unsafe)
+  std::filesystem::path judge;       // judge for rewards "judge"/"mix" and the periodic evaluation, as
+                                     // safety::load_judge reads it (a Llama Guard folder or "placeholder")
   std::filesystem::path train_set;   // prompt set (JSONL/CSV: id, image, prompt, harmful, refusal, expected, ...)
   std::filesystem::path eval_set;    // held-out prompt set for the periodic evaluation (may be empty)
   std::string train_items = "all";   // "all" or "harmful" (only the harmful prompts, as the paper's RedTeam-2K)
@@ -82,8 +82,8 @@ struct LppoConfig {
   double reward_scale = 1.0;          // score multiplier (before the KL penalty)
   double reward_clip = 10.0;          // |score| clipped to this (0: off)
   double missing_eos_penalty = 1.0;   // subtracted from the score of an answer that never ended (TRL)
-  // Reward-model prompts of items with an expected answer get the line "\nReference answer: <expected>"
-  // (the demo reward model is reference-guided for benign questions); the policy never sees it.
+  // Reward-model prompts of items with an expected answer carry it (safety::reward_prompt), for
+  // reference-guided reward models; the policy never sees it.
   bool reward_reference = false;
   double refusal_bonus = 0.0;         // added to the score of a harmful prompt's refusal: the set's `refusal` word for
                                       // word, or any proper refusal (is_proper_refusal) when the item has none
@@ -110,6 +110,9 @@ struct LppoConfig {
   double entropy_coef = 0.0;
   double target_kl = 0.0;             // > 0: stop an update's epochs once approx KL > 1.5 * target_kl
   bool whiten_advantages = true;
+  // "batch": whiten over the whole batch (TRL); "kind": harmful and benign rows separately, so a
+  // large reward spread on one kind (refusal vs compliance) does not drown the other's signal.
+  std::string advantage_groups = "batch";
 
   // Optimizer: AdamW, gradient clipping, learning-rate schedule.
   double learning_rate = 1e-5;

@@ -1,8 +1,9 @@
 // A LoRA adapter in the comparison lab, on the tiny HF LLaVA fixture with an adapter written by
-// the test (PEFT layout, non-zero B): after loading, the panes answer again with the adapted
-// model (the core engine's tokens with that adapter) and say so; clearing it gives the base
-// answers back; a folder that is not an adapter shows an error and changes nothing; the
-// dashboard's "Load adapter into panes" request and a session bundle bring the adapter along.
+// the test (PEFT layout, non-zero B): after loading it into every pane, the panes answer again
+// with the adapted model (the core engine's tokens with that adapter) and say so; clearing it
+// gives the base answers back; a folder that is not an adapter shows an error and changes
+// nothing; a session bundle brings the adapter along; the dashboard's "Compare with adapter"
+// request opens the trained model and puts the adapter in a new pane next to the base one.
 #include <ATen/Functions.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
@@ -91,7 +92,7 @@ class TestAdapter : public QObject {
     for (ComparisonPane* p : m_lab->panes()) {
       auto* tag = p->findChild<QLabel*>(QStringLiteral("PaneAdapter"));
       if (tag == nullptr || tag->isVisible() != !adapter.isEmpty() ||
-          (!adapter.isEmpty() && !tag->text().contains(QFileInfo(adapter).fileName()))) {
+          (!adapter.isEmpty() && !tag->text().contains(icet::ui::adapterName(adapter)))) {
         return false;
       }
     }
@@ -145,7 +146,7 @@ class TestAdapter : public QObject {
       QCOMPARE(p->answer()->record.token_ids, ref.token_ids);
     }
     // Shown: in the model summary, on every answer and in the message bar.
-    QVERIFY2(summary().contains(QStringLiteral("LoRA adapter adapter")), qPrintable(summary()));
+    QVERIFY2(summary().contains(QStringLiteral("LoRA adapter lora-run")), qPrintable(summary()));
     QVERIFY(tagsShow(m_adapter));
     QCOMPARE(bar()->kind(), MessageBar::Information);
     QVERIFY(bar()->text().contains(m_adapter));
@@ -210,7 +211,8 @@ class TestAdapter : public QObject {
   }
 
   void dashboardRequestOpensTheTrainedModelAndTheAdapter() {
-    // "Load adapter into panes" from the training tab sends the job's adapter and model.
+    // "Compare with adapter" from the training tab sends the job's adapter and model: a new
+    // pane answers with it next to the base pane at the same layer; the other panes stay base.
     auto* dash = m_window->dashboard();
     m_window->tabs()->setCurrentWidget(dash);
     QSignalSpy opened(m_lab->service(), &icet::ui::ModelService::modelOpened);
@@ -218,12 +220,21 @@ class TestAdapter : public QObject {
     m_lab->loadAdapter(QString());
     QVERIFY(changed.wait(30000));
     QVERIFY(settledWith(QString()));
+    const int panes = static_cast<int>(m_lab->panes().size());
+    const int layer = m_lab->panes()[1]->layer();
     Q_EMIT dash->loadAdapterRequested(m_adapter, model());
     QCOMPARE(m_window->tabs()->currentWidget(), m_lab);
     QVERIFY(changed.wait(30000));
     QCOMPARE(opened.count(), 0);  // the lab had that model open already
     QCOMPARE(m_lab->adapterPath(), m_adapter);
-    QVERIFY(settledWith(m_adapter));
+    QCOMPARE(static_cast<int>(m_lab->panes().size()), panes + 1);
+    ComparisonPane* aligned = m_lab->panes()[2];
+    QCOMPARE(aligned->adapter(), m_adapter);
+    QCOMPARE(aligned->layer(), layer);
+    QTRY_VERIFY_WITH_TIMEOUT(!m_lab->isBusy() && aligned->answer() && aligned->answer()->adapter == m_adapter, 60000);
+    QCOMPARE(m_lab->panes()[1]->answer()->adapter, QString());
+    QCOMPARE(m_lab->panes()[1]->answer()->record.token_ids, m_base[1]);
+    QVERIFY(aligned->answer()->record.token_ids != m_base[1]);
 
     // A job trained on another model: the lab opens that one first (its copy here).
     const QString copy = m_tmp.filePath(QStringLiteral("llava-copy"));
@@ -235,7 +246,8 @@ class TestAdapter : public QObject {
     QVERIFY(opened.wait(30000));
     QCOMPARE(m_lab->service()->model()->path, copy);
     QTRY_VERIFY_WITH_TIMEOUT(m_lab->adapterPath() == m_adapter && m_lab->service()->pending() == 0, 30000);
-    QVERIFY(summary().contains(QStringLiteral("LoRA adapter adapter")));
+    QVERIFY(summary().contains(QStringLiteral("LoRA adapter lora-run")));
+    QCOMPARE(m_lab->panes()[2]->adapter(), m_adapter);  // the same comparison, kept
   }
 };
 

@@ -73,6 +73,58 @@ class TestCliTrain : public QObject {
     for (size_t i = 0; i < a.size(); ++i) QVERIFY2(a[i] == b[i], (a[i].dump() + "\n" + b[i].dump()).c_str());
   }
 
+  // `icet train --layers 1,3 --schedule fixed`: the paper's reading, one run (its own adapter)
+  // per exit layer; a layer the model does not have, or layers with "random", name the key.
+  void layersOptionRunsOneRunPerFixedLayer() {
+    QTemporaryDir tmp;
+    const fs::path root = tmp.path().toStdString();
+    auto config = icet::test::tiny_config(root);
+    config.max_steps = 1;
+    config.checkpoint_every = 0;
+    std::ofstream(root / "cfg.json") << icet::rl::to_json(config).dump(2);
+    const QString cfg = QString::fromStdString((root / "cfg.json").string());
+    const QString out = QString::fromStdString((root / "per-layer").string());
+    const auto r = icet::test::run_cli({QStringLiteral("train"), QStringLiteral("--config"), cfg, QStringLiteral("--out"), out,
+                                        QStringLiteral("--layers"), QStringLiteral("1,3"), QStringLiteral("--schedule"),
+                                        QStringLiteral("fixed"), QStringLiteral("--json")},
+                                       tmp.path());
+    QVERIFY2(r.code == 0, r.err.constData());
+    const auto summary = nlohmann::json::parse(r.out.toStdString());
+    QCOMPARE(summary.at("runs").size(), size_t{2});
+    for (const char* name : {"layer-01", "layer-03"}) {
+      QVERIFY2(fs::is_regular_file(root / "per-layer" / name / "adapter" / "adapter_model.safetensors"), name);
+      const auto c = icet::rl::load_config(root / "per-layer" / name / "config.json");
+      QCOMPARE(c.layers.size(), size_t{1});
+      QCOMPARE(c.layer_schedule, std::string("fixed"));
+    }
+    QCOMPARE(icet::rl::load_config(root / "per-layer" / "layer-03" / "config.json").layers.front(), int64_t{3});
+    std::ifstream samples(root / "per-layer" / "layer-03" / "samples.jsonl");
+    std::string line;
+    while (std::getline(samples, line)) QCOMPARE(nlohmann::json::parse(line).at("layer").get<int64_t>(), int64_t{3});
+
+    const auto too_deep = icet::test::run_cli({QStringLiteral("train"), QStringLiteral("--config"), cfg, QStringLiteral("--out"),
+                                               QString::fromStdString((root / "deep").string()), QStringLiteral("--layers"),
+                                               QStringLiteral("1,99")},
+                                              tmp.path());
+    QCOMPARE(too_deep.code, 1);
+    QVERIFY2(too_deep.err.contains("99"), too_deep.err.constData());
+    QVERIFY(!fs::exists(root / "deep"));
+    const auto random = icet::test::run_cli({QStringLiteral("train"), QStringLiteral("--config"), cfg, QStringLiteral("--layers"),
+                                             QStringLiteral("1,3"), QStringLiteral("--schedule"), QStringLiteral("random")},
+                                            tmp.path());
+    QCOMPARE(random.code, 1);
+    QVERIFY2(random.err.contains("random"), random.err.constData());
+    // A schedule layer past the model's layers, written in the file, names the key.
+    config.layers = {2, 40};
+    std::ofstream(root / "deep.json") << icet::rl::to_json(config).dump(2);
+    const auto deep_file = icet::test::run_cli({QStringLiteral("train"), QStringLiteral("--config"),
+                                                QString::fromStdString((root / "deep.json").string()), QStringLiteral("--out"),
+                                                QString::fromStdString((root / "deep2").string())},
+                                               tmp.path());
+    QCOMPARE(deep_file.code, 1);
+    QVERIFY2(deep_file.err.contains("key 'layers'") && deep_file.err.contains("40"), deep_file.err.constData());
+  }
+
   void badConfigIsReportedByKey() {
     QTemporaryDir tmp;
     const fs::path root = tmp.path().toStdString();
