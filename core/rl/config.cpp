@@ -16,8 +16,8 @@ const std::set<std::string> kKeys = {
     "curriculum_start", "curriculum_steps", "benign_layers",
     "temperature", "top_p", "top_k", "max_new_tokens", "reward_kind", "judge_weight", "reward_scale",
     "reward_clip", "missing_eos_penalty", "refusal_bonus", "answer_bonus", "reward_reference", "whiten_rewards", "kl_estimator", "kl_control", "kl_coef",
-    "kl_target", "kl_horizon", "batch_size", "ppo_epochs", "num_minibatches", "gamma", "lam", "cliprange",
-    "cliprange_value", "vf_coef", "entropy_coef", "target_kl", "whiten_advantages", "advantage_groups", "learning_rate",
+    "kl_target", "kl_horizon", "benign_kl_coef", "batch_size", "ppo_epochs", "num_minibatches", "gamma", "lam", "cliprange",
+    "cliprange_value", "vf_coef", "entropy_coef", "target_kl", "whiten_advantages", "learning_rate",
     "weight_decay", "adam_beta1", "adam_beta2", "adam_eps", "max_grad_norm", "lr_schedule", "warmup_steps",
     "lora_targets", "lora_r", "lora_alpha", "lora_dropout", "value_head_lr_scale", "sft_refusal", "max_steps",
     "checkpoint_every", "keep_last", "eval_every", "eval_layers", "eval_max_prompts", "samples_per_step", "seed",
@@ -89,6 +89,7 @@ LppoConfig config_from_json(const nlohmann::json& j, const std::string& source) 
   c.kl_coef = r.number("kl_coef", c.kl_coef);
   c.kl_target = r.number("kl_target", c.kl_target);
   c.kl_horizon = r.number("kl_horizon", c.kl_horizon);
+  c.benign_kl_coef = r.number("benign_kl_coef", c.benign_kl_coef);
   c.batch_size = r.integer("batch_size", c.batch_size);
   c.ppo_epochs = r.integer("ppo_epochs", c.ppo_epochs);
   c.num_minibatches = r.integer("num_minibatches", c.num_minibatches);
@@ -100,7 +101,6 @@ LppoConfig config_from_json(const nlohmann::json& j, const std::string& source) 
   c.entropy_coef = r.number("entropy_coef", c.entropy_coef);
   c.target_kl = r.number("target_kl", c.target_kl);
   c.whiten_advantages = r.boolean("whiten_advantages", c.whiten_advantages);
-  c.advantage_groups = r.string("advantage_groups", c.advantage_groups);
   c.learning_rate = r.number("learning_rate", c.learning_rate);
   c.weight_decay = r.number("weight_decay", c.weight_decay);
   c.adam_beta1 = r.number("adam_beta1", c.adam_beta1);
@@ -136,7 +136,6 @@ void validate(const LppoConfig& c, const std::string& source) {
   one_of(source, "train_items", c.train_items, {"all", "harmful"});
   one_of(source, "layer_schedule", c.layer_schedule, {"fixed", "set", "cycle", "random", "curriculum"});
   one_of(source, "reward_kind", c.reward_kind, {"reward_model", "judge", "mix"});
-  one_of(source, "advantage_groups", c.advantage_groups, {"batch", "kind"});
   one_of(source, "kl_estimator", c.kl_estimator, {"k1", "k3"});
   one_of(source, "kl_control", c.kl_control, {"fixed", "adaptive"});
   one_of(source, "lr_schedule", c.lr_schedule, {"constant", "linear", "cosine"});
@@ -164,6 +163,7 @@ void validate(const LppoConfig& c, const std::string& source) {
   check(c.kl_coef >= 0, source, "kl_coef", ">= 0", std::to_string(c.kl_coef));
   check(c.kl_target > 0, source, "kl_target", "> 0", std::to_string(c.kl_target));
   check(c.kl_horizon > 0, source, "kl_horizon", "> 0", std::to_string(c.kl_horizon));
+  check(c.benign_kl_coef >= 0, source, "benign_kl_coef", ">= 0", std::to_string(c.benign_kl_coef));
   check(c.batch_size >= 1, source, "batch_size", ">= 1", std::to_string(c.batch_size));
   check(c.ppo_epochs >= 1, source, "ppo_epochs", ">= 1", std::to_string(c.ppo_epochs));
   check(c.num_minibatches >= 1 && c.num_minibatches <= c.batch_size, source, "num_minibatches",
@@ -228,6 +228,7 @@ nlohmann::json to_json(const LppoConfig& c) {
           {"kl_coef", c.kl_coef},
           {"kl_target", c.kl_target},
           {"kl_horizon", c.kl_horizon},
+          {"benign_kl_coef", c.benign_kl_coef},
           {"batch_size", c.batch_size},
           {"ppo_epochs", c.ppo_epochs},
           {"num_minibatches", c.num_minibatches},
@@ -239,7 +240,6 @@ nlohmann::json to_json(const LppoConfig& c) {
           {"entropy_coef", c.entropy_coef},
           {"target_kl", c.target_kl},
           {"whiten_advantages", c.whiten_advantages},
-          {"advantage_groups", c.advantage_groups},
           {"learning_rate", c.learning_rate},
           {"weight_decay", c.weight_decay},
           {"adam_beta1", c.adam_beta1},

@@ -97,6 +97,11 @@ at::Tensor entropy_from_logits(const at::Tensor& logits) {
   return -(at::exp(logp) * logp).sum(-1);
 }
 
+at::Tensor full_kl(const at::Tensor& logits, const at::Tensor& ref_logits) {
+  const at::Tensor logp = at::log_softmax(logits, -1);
+  return (at::exp(logp) * (logp - at::log_softmax(ref_logits, -1))).sum(-1);
+}
+
 at::Tensor token_logprobs(const at::Tensor& logits, const at::Tensor& tokens) {
   return at::log_softmax(logits, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1);
 }

@@ -48,6 +48,10 @@ ValueLoss value_loss(const at::Tensor& values, const at::Tensor& old_values, con
 
 // logits [B, R, V] -> per-token entropy [B, R]
 at::Tensor entropy_from_logits(const at::Tensor& logits);
+// Exact per-token KL(p || q) over the vocabulary: logits, ref_logits [B, R, V] -> [B, R]
+// (sum_v p_v (log p_v - log q_v)); unlike the sampled estimators it also sees tokens the
+// rollouts never picked, e.g. a refusal word creeping into a benign answer.
+at::Tensor full_kl(const at::Tensor& logits, const at::Tensor& ref_logits);
 // logits [B, R, V], tokens [B, R] -> log-softmax of each token [B, R]
 at::Tensor token_logprobs(const at::Tensor& logits, const at::Tensor& tokens);
 

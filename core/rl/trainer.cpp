@@ -531,22 +531,6 @@ struct TrainingRun::Impl {
     return out;
   }
 
-  // Advantages [B,R] whitened over the batch, or per kind of item (harmful / benign rows).
-  at::Tensor whiten_by_group(const at::Tensor& advantages, const at::Tensor& mask, const StepInputs& in) const {
-    at::Tensor out = masked_whiten(advantages, mask);  // also for a group of fewer than 2 rows
-    if (config.advantage_groups == "batch") return out;
-    for (const bool harmful : {true, false}) {
-      std::vector<int64_t> rows;
-      for (size_t i = 0; i < in.items.size(); ++i) {
-        if (in.items[i]->harmful == harmful) rows.push_back(static_cast<int64_t>(i));
-      }
-      if (rows.size() < 2) continue;
-      const at::Tensor idx = at::tensor(rows, at::TensorOptions().dtype(at::kLong));
-      out.index_copy_(0, idx, masked_whiten(advantages.index_select(0, idx), mask.index_select(0, idx)));
-    }
-    return out;
-  }
-
   // Values: [B,R,H] -> [B,R]. The head reads the policy's last hidden state; its gradient does
   // not flow into the adapters (a separate value objective must not move the policy).
   at::Tensor values_of(const at::Tensor& hidden) const {
@@ -600,8 +584,7 @@ struct TrainingRun::Impl {
     at::Tensor rewards = token_rewards(kl, score, mask, kl_coef);
     if (config.whiten_rewards) rewards = masked_whiten(rewards, mask, false);
     Gae adv = gae(rewards, old_values, mask, config.gamma, config.lam);
-    at::Tensor advantages = adv.advantages;
-    if (config.whiten_advantages) advantages = whiten_by_group(advantages, mask, in);
+    at::Tensor advantages = config.whiten_advantages ? masked_whiten(adv.advantages, mask) : adv.advantages;
     const at::Tensor returns = adv.returns;
 
     // Metrics of the rollouts (TRL names).
@@ -623,12 +606,16 @@ struct TrainingRun::Impl {
     }
     for (const auto& [l, e] : by_layer) v["reward/layer_" + std::to_string(l)] = e.first / e.second;
 
+    std::vector<float> benign_flags;
+    for (const auto* it : in.items) benign_flags.push_back(it->harmful ? 0.0F : 1.0F);
+    const at::Tensor benign_rows = at::tensor(benign_flags, at::TensorOptions().dtype(at::kFloat));  // [B]
+
     // PPO epochs x minibatches.
     const Snapshot before = snapshot();
     const double lr = config.learning_rate * lr_multiplier(config.lr_schedule, s - 1, config.warmup_steps, config.max_steps);
     std::mt19937_64 shuffle(mix(config.seed, static_cast<uint64_t>(s), kShuffle));
     const int64_t mb = std::max<int64_t>(1, B / config.num_minibatches);
-    double sum_pl = 0, sum_vl = 0, sum_cf = 0, sum_vcf = 0, sum_akl = 0, sum_ratio = 0, sum_gn = 0;
+    double sum_pl = 0, sum_vl = 0, sum_cf = 0, sum_vcf = 0, sum_akl = 0, sum_ratio = 0, sum_gn = 0, sum_full_kl = 0;
     int n_mb = 0;
     bool stop_early = false;
     lora.training = true;
@@ -658,6 +645,19 @@ struct TrainingRun::Impl {
                                         config.cliprange_value);
         at::Tensor loss = pl.loss + config.vf_coef * vl.loss;
         if (config.entropy_coef != 0) loss = loss - config.entropy_coef * masked_mean(entropy_from_logits(logits), m);
+        if (config.benign_kl_coef > 0 && benign_rows.index_select(0, idx).any().item<bool>()) {
+          at::Tensor ref_logits;
+          {
+            at::NoGradGuard no_grad;
+            lora.enabled = false;  // the reference policy
+            ref_logits = policy->lm().logits(policy->response_hidden(b)) / config.temperature;  // [b,R,V]
+            lora.enabled = true;
+          }
+          const at::Tensor bm = m * benign_rows.index_select(0, idx).unsqueeze(1);  // [b,R]
+          const at::Tensor kl_full = masked_mean(full_kl(logits, ref_logits), bm);
+          sum_full_kl += item(kl_full);
+          loss = loss + config.benign_kl_coef * kl_full;
+        }
         const double loss_v = item(loss);
         if (!finite(loss_v)) {
           throw Error("step " + std::to_string(s) + ": the PPO loss is not finite (NaN/inf) (loss/policy " +
@@ -690,6 +690,7 @@ struct TrainingRun::Impl {
     v["val/ratio"] = sum_ratio / n;
     v["policy/grad_norm_avg"] = sum_gn / n;
     v["policy/minibatches"] = n_mb;
+    if (config.benign_kl_coef > 0) v["policy/benign_full_kl_avg"] = sum_full_kl / n;
     v["lr"] = lr;
     episode += B;
     v["episode"] = static_cast<double>(episode);

@@ -97,6 +97,11 @@ struct LppoConfig {
   double kl_coef = 0.2;
   double kl_target = 6.0;             // adaptive: target sequence KL (nats)
   double kl_horizon = 10000.0;        // adaptive: horizon (episodes)
+  // > 0: adds benign_kl_coef * the exact per-token KL to the reference over the vocabulary
+  // (full_kl, mean over the response tokens of benign prompts) to the PPO loss: an anchor that
+  // keeps the benign answers where they were, including tokens the rollouts never sampled (a
+  // refusal word creeping into a description). One extra adapters-off forward per minibatch.
+  double benign_kl_coef = 0.0;
 
   // PPO.
   int64_t batch_size = 64;            // rollouts per step
@@ -110,9 +115,6 @@ struct LppoConfig {
   double entropy_coef = 0.0;
   double target_kl = 0.0;             // > 0: stop an update's epochs once approx KL > 1.5 * target_kl
   bool whiten_advantages = true;
-  // "batch": whiten over the whole batch (TRL); "kind": harmful and benign rows separately, so a
-  // large reward spread on one kind (refusal vs compliance) does not drown the other's signal.
-  std::string advantage_groups = "batch";
 
   // Optimizer: AdamW, gradient clipping, learning-rate schedule.
   double learning_rate = 1e-5;

@@ -37,6 +37,16 @@ class TestPpoMath : public QObject {
     QVERIFY((kl_estimate(logp, ref, "k3") >= 0).all().item<bool>());
   }
 
+  void fullKlOverTheVocabulary() {
+    // p = softmax(log [0.5, 0.5]) = (0.5, 0.5), q = (0.25, 0.75): KL = 0.5 ln 2 + 0.5 ln(2/3).
+    const at::Tensor p = t({std::log(0.5f), std::log(0.5f)}, {1, 1, 2});
+    const at::Tensor q = t({std::log(0.25f), std::log(0.75f)}, {1, 1, 2});
+    const float expected = static_cast<float>(0.5 * std::log(2.0) + 0.5 * std::log(2.0 / 3.0));
+    QVERIFY(near(full_kl(p, q), t({expected}, {1, 1})));
+    QVERIFY(near(full_kl(p, p), t({0.0f}, {1, 1})));
+    QVERIFY(near(full_kl(p + 3.0, q - 1.0), full_kl(p, q)));  // logits, not probabilities
+  }
+
   void tokenRewardsPutTheScoreOnTheLastToken() {
     const at::Tensor kl = t({1, 1, 1, 2, 2, 2}, {2, 3}), m = t({1, 1, 0, 1, 1, 1}, {2, 3});
     const at::Tensor r = token_rewards(kl, t({5, -1}, {2}), m, 0.5);
