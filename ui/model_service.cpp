@@ -6,7 +6,7 @@
 #include <span>
 
 #include "core/base/error.h"
-#include "core/safety/llama_guard.h"
+#include "core/safety/judge_factory.h"
 #include "core/safety/reward_model.h"
 #include "core/vision/image.h"
 
@@ -39,7 +39,7 @@ QString errorText(const std::exception& e) {
 // Worker-thread state. Only touched inside posted lambdas, which run one at a time on m_thread.
 struct ModelService::Worker {
   std::unique_ptr<engine::Session> session;
-  std::unique_ptr<safety::LlamaGuardJudge> judge;
+  std::unique_ptr<safety::Judge> judge;
   std::unique_ptr<safety::RewardModel> reward;
 
   // A judge or reward model that cannot rate an answer (e.g. longer than its context) leaves
@@ -156,7 +156,7 @@ void ModelService::openModel(const QString& dir) {
 void ModelService::loadJudge(const QString& dir) {
   const std::string path = dir.toStdString();
   postTask(tr("Loading judge…"), QStringLiteral("judge"), [this, path](Worker& w) -> std::function<void()> {
-    w.judge = path.empty() ? nullptr : safety::LlamaGuardJudge::load(path);
+    w.judge = path.empty() ? nullptr : safety::load_judge(path);
     const QString id = w.judge ? q(w.judge->id()) : QString();
     return [this, id] {
       m_judgeId = id;

@@ -30,6 +30,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
+#include <fstream>
+
 #include <utility>
 
 #include "ui/charts/line_chart.h"
@@ -346,7 +349,7 @@ QWidget* TrainingDashboard::buildForm() {
                          "layer, and the sweep of both"));
   connect(m_story, &QPushButton::clicked, this, [this] {
     if (storyRunning()) {
-      stopJob();
+      m_storyJob->stop();
     } else {
       runStory();
     }
@@ -452,9 +455,12 @@ void TrainingDashboard::endStory(TrainingJob::State state) {
     Q_EMIT message(MessageBar::Information, tr("The story stopped with the training job"));
     return;
   }
-  nlohmann::json j;
+  // The judge and reward model the story's own run used (its config.json, paths absolute), not
+  // whatever the form shows now.
+  nlohmann::json j = nlohmann::json::object();
   try {
-    j = nlohmann::json::parse(configJson().toStdString());
+    std::ifstream in(std::filesystem::path(job->runDir().toStdString()) / "config.json");
+    j = nlohmann::json::parse(in);
   } catch (const std::exception&) {
     j = nlohmann::json::object();
   }

@@ -80,7 +80,7 @@ class TrainingDashboard : public QWidget {
   // A rollout row was opened: show it in the comparison lab.
   void openSample(const QString& prompt, const QString& answer, int layer, double reward,
                   const QString& image);
-  // "Load adapter into panes": the current job's adapter folder and the model it was trained on.
+  // "Compare with adapter in the lab": the current job's adapter folder and the model it was trained on.
   void loadAdapterRequested(const QString& dir, const QString& model);
   void progressChanged(int percent, const QString& text);  // -1: no job running
   // The story's job finished: its adapter, model, judge and reward model, for the lab.

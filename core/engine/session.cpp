@@ -96,9 +96,9 @@ std::string dtype_name(c10::ScalarType t) {
   }
 }
 
-// An adapter folder's key: lexically normal, without a trailing separator.
+// An adapter folder's key: absolute, lexically normal, without a trailing separator.
 std::string adapter_key(const std::filesystem::path& dir) {
-  std::filesystem::path p = dir.lexically_normal();
+  std::filesystem::path p = std::filesystem::absolute(dir).lexically_normal();
   if (!p.has_filename() && p.has_parent_path()) p = p.parent_path();
   return p.string();
 }

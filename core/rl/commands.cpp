@@ -87,7 +87,9 @@ nlohmann::json run_train_command(const TrainCommand& cmd, std::ostream& out, con
   }
   if (!cmd.config) throw InputError("train: give --config FILE (a new run) or --resume DIR");
   LppoConfig config = load_config(*cmd.config);
+  check_paths(config, cmd.config->string());  // before the model's config is read for --layers
   if (cmd.schedule) config.layer_schedule = *cmd.schedule == "uniform" ? "set" : *cmd.schedule;
+  if (cmd.schedule == "random" && cmd.layers.empty()) config.layers.clear();  // every layer: the config's list does not apply
   if (cmd.seed) config.seed = *cmd.seed;
   std::vector<int64_t> layers = config.layers;
   if (!cmd.layers.empty()) {

@@ -155,7 +155,9 @@ void validate(const LppoConfig& c, const std::string& source) {
   check(c.layer_schedule != "curriculum" || !c.layers.empty(), source, "layers",
         "the layers in the order a curriculum opens them", "an empty list");
   check(c.curriculum_start >= 1, source, "curriculum_start", ">= 1", std::to_string(c.curriculum_start));
-  check(c.curriculum_steps >= 0, source, "curriculum_steps", ">= 0", std::to_string(c.curriculum_steps));
+  check(c.curriculum_steps >= 0 && c.curriculum_steps <= c.max_steps, source, "curriculum_steps",
+        "0..max_steps (" + std::to_string(c.max_steps) + "): every listed layer opens before the run ends",
+        std::to_string(c.curriculum_steps));
   check(c.temperature > 0, source, "temperature", "> 0", std::to_string(c.temperature));
   check(c.top_p > 0 && c.top_p <= 1, source, "top_p", "in (0, 1]", std::to_string(c.top_p));
   check(c.top_k >= 0, source, "top_k", ">= 0", std::to_string(c.top_k));

@@ -32,6 +32,7 @@
 #include "core/eval/prompt_set.h"
 #include "core/generate/sampling.h"
 #include "core/io/safetensors.h"
+#include "core/models/config.h"
 #include "core/models/lora.h"
 #include "core/rl/policy.h"
 #include "core/rl/ppo.h"
@@ -92,6 +93,20 @@ void truncate_log(const std::filesystem::path& file, int64_t step) {
 }
 
 bool finite(double v) { return std::isfinite(v); }
+
+// Every layer a config names exists in the model (InputError naming `source` and the key).
+void check_layers(const LppoConfig& config, int64_t n_layers, const std::string& source) {
+  for (const auto& [key, layers] : {std::pair{"layers", &config.layers}, std::pair{"eval_layers", &config.eval_layers},
+                                    std::pair{"benign_layers", &config.benign_layers}}) {
+    for (int64_t l : *layers) {
+      if (l > n_layers) {
+        throw InputError(describe(source + ": key '" + key + "'",
+                                  "exit layers 1.." + std::to_string(n_layers) + " of " + config.model.string(),
+                                  std::to_string(l)));
+      }
+    }
+  }
+}
 
 }  // namespace
 
@@ -218,17 +233,7 @@ struct TrainingRun::Impl {
   void load(const std::function<void(const TrainProgress&)>& progress) {
     report(progress, "loading");
     policy = std::make_unique<Policy>(config.model);
-    const int64_t n_layers = policy->vision_layers();
-    for (const auto& [key, layers] : {std::pair{"layers", &config.layers}, std::pair{"eval_layers", &config.eval_layers},
-                                      std::pair{"benign_layers", &config.benign_layers}}) {
-      for (int64_t l : *layers) {
-        if (l > n_layers) {
-          throw InputError(describe((dir / "config.json").string() + ": key '" + key + "'",
-                                    "exit layers 1.." + std::to_string(n_layers) + " of " + config.model.string(),
-                                    std::to_string(l)));
-        }
-      }
-    }
+    check_layers(config, policy->vision_layers(), (dir / "config.json").string());
     train = eval::load_prompt_set(config.train_set);
     if (config.train_items == "harmful") {
       std::erase_if(train.items, [](const eval::PromptItem& it) { return !it.harmful; });
@@ -869,6 +874,8 @@ TrainingRun::~TrainingRun() = default;
 std::unique_ptr<TrainingRun> TrainingRun::create(const LppoConfig& config, const std::filesystem::path& run_dir) {
   validate(config, "config");
   check_paths(config, "config");
+  // Before the run folder exists: a layer the model lacks leaves nothing behind.
+  check_layers(config, models::load_llava_config(config.model / "config.json").vision.num_hidden_layers, "config");
   if (std::filesystem::exists(run_dir / "config.json")) {
     throw InputError(describe(run_dir.string(), "a new run folder", "a folder that already holds a run (config.json)",
                               "Resume it with `icet train --resume " + run_dir.string() + "` or choose another --out."));

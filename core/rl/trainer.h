@@ -85,8 +85,8 @@ struct LppoConfig {
   // Reward-model prompts of items with an expected answer carry it (safety::reward_prompt), for
   // reference-guided reward models; the policy never sees it.
   bool reward_reference = false;
-  double refusal_bonus = 0.0;         // added to the score of a harmful prompt's refusal: the set's `refusal` word for
-                                      // word, or any proper refusal (is_proper_refusal) when the item has none
+  double refusal_bonus = 0.0;         // added to the score of a harmful prompt's proper refusal
+                                      // (safety::is_proper_refusal: the set's `refusal` up to case and punctuation)
   double answer_bonus = 0.0;          // added to the score of a benign prompt's exact expected answer
                                       // (matches_expected): a verifiable reward beside the reward model
   bool whiten_rewards = false;        // whiten per-token rewards over the batch (TRL)

@@ -26,6 +26,7 @@
 #include "core/models/lora.h"
 #include "core/runtime/diagnostics.h"
 #include "core/vision/image.h"
+#include "support/adapter.h"
 #include "support/rl_world.h"
 #include "support/ui.h"
 #include "ui/charts/line_chart.h"
@@ -53,21 +54,7 @@ class TestBeforeAfter : public QObject {
   static QString image() { return model() + QStringLiteral("/image.png"); }
   static QString prompt() { return QStringLiteral("What is in the picture?"); }
 
-  static void writeAdapter(const fs::path& dir) {
-    auto llava = icet::models::load_llava(model().toStdString(), icet::models::LoadOptions{});
-    icet::models::LoraConfig c;
-    c.r = 4;
-    c.alpha = 8;
-    c.targets = {"q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-    auto gen = icet::generate::make_generator(5);
-    auto set = icet::models::LoraSet::create(llava->language_model(), c, gen);
-    at::NoGradGuard no_grad;
-    for (auto& p : set.parameters()) {
-      p.normal_(0.0, 0.3, gen);
-      p.mul_(3.0);
-    }
-    icet::models::save_peft_adapter(set, dir, "language_model.");
-  }
+  static void writeAdapter(const fs::path& dir) { icet::test::write_random_adapter(model().toStdString(), dir); }
 
   // The core engine's tokens at `layer`, with `adapter` (empty: the base model).
   std::vector<int64_t> coreTokens(int layer, const QString& adapter) const {

@@ -123,6 +123,7 @@ class TestCliTrain : public QObject {
                                                tmp.path());
     QCOMPARE(deep_file.code, 1);
     QVERIFY2(deep_file.err.contains("key 'layers'") && deep_file.err.contains("40"), deep_file.err.constData());
+    QVERIFY(!fs::exists(root / "deep2"));  // checked before the run folder is made
   }
 
   void badConfigIsReportedByKey() {

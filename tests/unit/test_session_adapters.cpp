@@ -16,6 +16,7 @@
 #include "core/models/llava.h"
 #include "core/models/lora.h"
 #include "core/vision/image.h"
+#include "support/adapter.h"
 #include "support/errors.h"
 #include "support/snapshot.h"
 
@@ -33,21 +34,7 @@ class TestSessionAdapters : public QObject {
   static fs::path model() { return icet::test::fixture("llava"); }
 
   // A strong random adapter (as in test_lora): greedy tokens change.
-  static void writeAdapter(const fs::path& dir, uint64_t seed) {
-    auto llava = icet::models::load_llava(model(), icet::models::LoadOptions{});
-    icet::models::LoraConfig c;
-    c.r = 4;
-    c.alpha = 8;
-    c.targets = {"q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-    auto gen = icet::generate::make_generator(seed);
-    auto set = icet::models::LoraSet::create(llava->language_model(), c, gen);
-    at::NoGradGuard no_grad;
-    for (auto& p : set.parameters()) {
-      p.normal_(0.0, 0.3, gen);
-      p.mul_(3.0);
-    }
-    icet::models::save_peft_adapter(set, dir, "language_model.");
-  }
+  static void writeAdapter(const fs::path& dir, uint64_t seed) { icet::test::write_random_adapter(model(), dir, seed); }
 
   std::unique_ptr<Session> open() const {
     auto s = Session::open(model(), {"cpu", "float32"});
