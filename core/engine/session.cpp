@@ -96,8 +96,10 @@ std::string dtype_name(c10::ScalarType t) {
   }
 }
 
-// An adapter folder's key: absolute, lexically normal, without a trailing separator.
+// An adapter folder's key: absolute, lexically normal, without a trailing separator ("" for
+// the base model).
 std::string adapter_key(const std::filesystem::path& dir) {
+  if (dir.empty()) return {};
   std::filesystem::path p = std::filesystem::absolute(dir).lexically_normal();
   if (!p.has_filename() && p.has_parent_path()) p = p.parent_path();
   return p.string();
