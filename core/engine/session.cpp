@@ -707,7 +707,6 @@ std::vector<std::string> Session::adapters() const {
 
 void Session::load_adapter(const std::filesystem::path& dir, bool merge) {
   c10::InferenceMode inference;
-  models::LlamaModel& lm = impl_->adaptable(dir);
   if (!merge) {
     const std::string key = add_adapter(dir);  // a bad folder keeps the old default
     if (impl_->default_adapter != key) clear_adapter();
@@ -715,6 +714,7 @@ void Session::load_adapter(const std::filesystem::path& dir, bool merge) {
     impl_->adapter_dir = dir;
     return;
   }
+  models::LlamaModel& lm = impl_->adaptable(dir);
   auto set = std::make_unique<models::LoraSet>(models::load_peft_adapter(dir, lm, "language_model."));
   clear_adapter();
   lm.merge_adapters(*set, 1.0);

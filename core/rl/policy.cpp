@@ -5,7 +5,6 @@
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
-#include <cctype>
 #include <limits>
 
 #include "core/base/error.h"

@@ -25,7 +25,6 @@
 
 #include "core/base/atomic_file.h"
 #include "core/base/error.h"
-#include "core/base/strings.h"
 #include "core/base/json_util.h"
 #include "core/base/log.h"
 #include "core/eval/evaluate.h"
