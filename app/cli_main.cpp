@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <exception>
@@ -191,6 +192,23 @@ int main(int argc, char** argv) {
   bench_sweep->add_option("--max-new-tokens", sweep_bench.max_new_tokens, "Tokens per answer")
       ->check(CLI::PositiveNumber);
   bench_sweep->add_option("--repeats", sweep_bench.repeats, "Best of N")->check(CLI::PositiveNumber);
+  bench_sweep->add_option("--only", sweep_bench.only, "Time one variant (for profiling)")
+      ->check(CLI::IsMember({"sequential", "batched"}));
+  auto& syn = sweep_bench.synthetic;
+  int64_t bench_image_tokens = 0;
+  bench_sweep->add_option("--image-size", syn.image_size, "Synthetic checkpoint: image side in pixels (336: LLaVA-1.5)")
+      ->check(CLI::PositiveNumber);
+  bench_sweep->add_option("--patch-size", syn.patch_size, "Synthetic checkpoint: patch side (14: LLaVA-1.5)")
+      ->check(CLI::PositiveNumber);
+  bench_sweep->add_option("--image-tokens", bench_image_tokens,
+                          "Synthetic checkpoint: image tokens, a square (576: LLaVA-1.5); sets --image-size")
+      ->check(CLI::PositiveNumber);
+  bench_sweep->add_option("--vision-width", syn.vision_hidden, "Synthetic checkpoint: vision hidden size")
+      ->check(CLI::PositiveNumber);
+  bench_sweep->add_option("--text-width", syn.text_hidden, "Synthetic checkpoint: text hidden size")
+      ->check(CLI::PositiveNumber);
+  bench_sweep->add_option("--text-layers", syn.text_layers, "Synthetic checkpoint: text layers")
+      ->check(CLI::PositiveNumber);
   bench_sweep->add_flag("--json", bench_json, "Print one JSON object");
   CLI::App* bench_judge = bench->add_subcommand("judge", "Verdicts per second, batched vs one by one");
   std::string bench_judge_dir;
@@ -356,6 +374,17 @@ int main(int argc, char** argv) {
       return icet::text::run_tokenize_command(tokenizer_path, tokenize_special, std::cin, std::cout);
     } else if (bench_sweep->parsed()) {
       if (!bench_model.empty()) sweep_bench.model = std::filesystem::path(bench_model);
+      if (bench_image_tokens > 0) {
+        const auto side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(bench_image_tokens))));
+        if (side * side != bench_image_tokens) {
+          throw icet::InputError("--image-tokens " + std::to_string(bench_image_tokens) +
+                                 ": expected a square number (a grid of patches), e.g. 576 = 24 x 24");
+        }
+        syn.image_size = side * syn.patch_size;
+      }
+      if (syn.vision_hidden % 4 != 0 || syn.text_hidden % 8 != 0) {
+        throw icet::InputError("--vision-width must be a multiple of 4 and --text-width of 8 (4 attention heads)");
+      }
       const auto j = icet::engine::run_sweep_benchmark(sweep_bench);
       if (bench_json) {
         std::cout << j.dump() << "\n";

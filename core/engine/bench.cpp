@@ -18,6 +18,9 @@
 #include "core/engine/session.h"
 #include "core/io/safetensors.h"
 #include "core/models/llava.h"
+#include "core/models/llava_next.h"
+#include "core/runtime/diagnostics.h"
+#include "core/runtime/threads.h"
 #include "core/text/sentencepiece_writer.h"
 #include "core/vision/image.h"
 
@@ -54,7 +57,14 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 
 }  // namespace
 
-void write_synthetic_llava(const std::filesystem::path& dir, int64_t image_size, int64_t patch_size, uint64_t seed) {
+std::string SyntheticLlava::describe() const {
+  return "synthetic LLaVA-1.5 layout (24 vision / " + std::to_string(text_layers) + " text layers, widths " +
+         std::to_string(vision_hidden) + " / " + std::to_string(text_hidden) + ", " + std::to_string(image_tokens()) +
+         " image tokens)";
+}
+
+void write_synthetic_llava(const std::filesystem::path& dir, const SyntheticLlava& shape, uint64_t seed) {
+  const int64_t image_size = shape.image_size, patch_size = shape.patch_size;
   std::filesystem::create_directories(dir);
   // Tokenizer: byte fallback plus enough English pieces for readable prompts.
   std::vector<std::string> pieces = {"▁", "e", "t", "a", "o", "i", "n", "s", "r", "h", "l", "d", "c", "u",
@@ -108,11 +118,13 @@ void write_synthetic_llava(const std::filesystem::path& dir, int64_t image_size,
       {"vision_feature_layer", -2},
       {"vision_feature_select_strategy", "default"},
       {"vision_config",
-       {{"model_type", "clip_vision_model"}, {"hidden_size", 32}, {"intermediate_size", 64},
+       {{"model_type", "clip_vision_model"}, {"hidden_size", shape.vision_hidden},
+        {"intermediate_size", 2 * shape.vision_hidden},
         {"num_hidden_layers", 24}, {"num_attention_heads", 4}, {"image_size", image_size},
-        {"patch_size", patch_size}, {"projection_dim", 32}}},
+        {"patch_size", patch_size}, {"projection_dim", shape.vision_hidden}}},
       {"text_config",
-       {{"model_type", "llama"}, {"hidden_size", 64}, {"intermediate_size", 128}, {"num_hidden_layers", 32},
+       {{"model_type", "llama"}, {"hidden_size", shape.text_hidden}, {"intermediate_size", 2 * shape.text_hidden},
+        {"num_hidden_layers", shape.text_layers},
         {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"vocab_size", pad_token + 1},
         {"max_position_embeddings", 4096}, {"rms_norm_eps", 1e-5}}}};
   write_json(dir / "config.json", config);
@@ -142,6 +154,29 @@ void write_synthetic_llava(const std::filesystem::path& dir, int64_t image_size,
   io::save_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
 }
 
+namespace {
+
+// Floating-point operations of one row's prefill: the projector over the image tokens, every
+// text layer over the prompt (causal attention), the LM head at the last position.
+double prefill_flops(const models::LlavaConfig& c, int64_t prompt_tokens, int64_t image_tokens) {
+  const models::LlamaConfig& t = c.text;
+  const double T = static_cast<double>(prompt_tokens), H = static_cast<double>(t.hidden_size);
+  const double heads = static_cast<double>(t.num_attention_heads);
+  const double kv = static_cast<double>(t.num_key_value_heads > 0 ? t.num_key_value_heads : t.num_attention_heads);
+  const double d = t.head_dim > 0 ? static_cast<double>(t.head_dim) : H / heads;
+  const double I = static_cast<double>(t.intermediate_size);
+  // Per layer: q/k/v/o and the gated MLP for every position, then the causal attention
+  // products (QK^T and PV) over the T(T+1)/2 query-key pairs.
+  const double dense = 2.0 * T * (H * (heads + 2 * kv) * d + heads * d * H + 3 * H * I);
+  const double attention = 2.0 * 2.0 * heads * d * T * (T + 1) / 2;
+  const double projector = 2.0 * static_cast<double>(image_tokens) *
+                           (static_cast<double>(c.vision.hidden_size) * H + H * H);
+  const double lm_head = 2.0 * H * static_cast<double>(t.vocab_size);  // the last position only
+  return static_cast<double>(t.num_hidden_layers) * (dense + attention) + projector + lm_head;
+}
+
+}  // namespace
+
 nlohmann::json run_sweep_benchmark(const SweepBenchOptions& o) {
   auto logger = log::get("generate");
   std::filesystem::path dir;
@@ -150,7 +185,7 @@ nlohmann::json run_sweep_benchmark(const SweepBenchOptions& o) {
     dir = *o.model;
   } else {
     temp = std::filesystem::temp_directory_path() / ("icet-bench-" + std::to_string(std::random_device{}()));
-    write_synthetic_llava(temp, o.image_size, o.patch_size, 1234);
+    write_synthetic_llava(temp, o.synthetic, 1234);
     dir = temp;
   }
   struct Cleanup {
@@ -178,18 +213,43 @@ nlohmann::json run_sweep_benchmark(const SweepBenchOptions& o) {
 
   session->generate(prompt, std::nullopt, greedy);  // warm-up: allocator, thread pool
 
-  double sequential = 1e30, batched = 1e30;
-  std::vector<std::vector<int64_t>> seq_tokens, batch_tokens;
+  // Prefill = until the first token (projector, prompt forward, first choice); decode = the rest.
+  struct Timing {
+    double total = 1e30, prefill = 0.0, decode = 0.0;
+    std::vector<std::vector<int64_t>> tokens;
+  };
+  const auto keep_best = [](Timing& best, double total, double prefill, std::vector<std::vector<int64_t>> tokens) {
+    if (total < best.total) best = {total, prefill, total - prefill, std::move(tokens)};
+  };
+  const bool run_sequential = o.only != "batched", run_batched = o.only != "sequential";
+  Timing seq, bat;
   for (int rep = 0; rep < std::max(1, o.repeats); ++rep) {
-    t0 = std::chrono::steady_clock::now();
-    seq_tokens.clear();
-    for (int64_t l : layers) seq_tokens.push_back(session->generate(prompt, l, greedy).token_ids);
-    sequential = std::min(sequential, seconds_since(t0));
-
-    t0 = std::chrono::steady_clock::now();
-    batch_tokens.clear();
-    for (auto& r : session->sweep(prompt, layers, greedy)) batch_tokens.push_back(r.token_ids);
-    batched = std::min(batched, seconds_since(t0));
+    if (run_sequential) {
+      std::vector<std::vector<int64_t>> tokens;
+      double prefill = 0.0;
+      t0 = std::chrono::steady_clock::now();
+      for (int64_t l : layers) {
+        const auto t1 = std::chrono::steady_clock::now();
+        auto r = session->generate(prompt, l, greedy);
+        // first_token_seconds counts from the decode call; the projector ran before it.
+        prefill += seconds_since(t1) - (r.seconds - r.first_token_seconds);
+        tokens.push_back(std::move(r.token_ids));
+      }
+      keep_best(seq, seconds_since(t0), prefill, std::move(tokens));
+    }
+    if (run_batched) {
+      std::vector<std::vector<int64_t>> tokens;
+      t0 = std::chrono::steady_clock::now();
+      auto rows = session->sweep(prompt, layers, greedy);
+      const double total = seconds_since(t0);
+      double last = 0.0, first = 1e30;
+      for (auto& r : rows) {
+        last = std::max(last, r.seconds);
+        first = std::min(first, r.first_token_seconds);
+        tokens.push_back(std::move(r.token_ids));
+      }
+      keep_best(bat, total, total - (last - first), std::move(tokens));
+    }
   }
 
   // Single generation at the default layer, and the first token after a layer change (the
@@ -215,21 +275,47 @@ nlohmann::json run_sweep_benchmark(const SweepBenchOptions& o) {
     prev = next;
   }
 
-  nlohmann::json j = {{"model", o.model ? s.model_id : std::string("synthetic LLaVA-1.5 layout (24 vision / 32 text layers, widths 32 / 64)")},
+  const int64_t prompt_tokens = static_cast<int64_t>(session->prompt_ids(prompt).size());
+  const double rows = static_cast<double>(layers.size());
+  nlohmann::json j = {{"model", o.model ? s.model_id : o.synthetic.describe()},
                       {"device", s.device},
+                      {"threads", runtime::current_intra_op_threads()},
                       {"layers", static_cast<int64_t>(layers.size())},
                       {"max_new_tokens", o.max_new_tokens},
-                      {"prompt_tokens", static_cast<int64_t>(session->prompt_ids(prompt).size())},
+                      {"prompt_tokens", prompt_tokens},
                       {"image_tokens", s.image_tokens},
                       {"repeats", o.repeats},
                       {"encode_s", encode_s},
-                      {"sequential_s", sequential},
-                      {"batched_s", batched},
-                      {"speedup", sequential / batched},
-                      {"identical_tokens", seq_tokens == batch_tokens},
                       {"tokens_per_second", tokens_per_second},
                       {"decode_tokens_per_second", decode_tokens_per_second},
                       {"ttft_layer_change_s", ttft}};
+  if (run_sequential) {
+    j["sequential_s"] = seq.total;
+    j["sequential_prefill_s"] = seq.prefill;
+    j["sequential_decode_s"] = seq.decode;
+  }
+  if (run_batched) {
+    j["batched_s"] = bat.total;
+    j["batched_prefill_s"] = bat.prefill;
+    j["batched_decode_s"] = bat.decode;
+  }
+  if (run_sequential && run_batched) {
+    j["speedup"] = seq.total / bat.total;
+    j["identical_tokens"] = seq.tokens == bat.tokens;
+  }
+  // The compute bound: the prefill FLOPs of every row at the float32 matmul rate measured now.
+  const std::string type = models::read_model_type(dir / "config.json");
+  if (type == "llava" || type == "llava_next") {
+    const models::LlavaConfig cfg = type == "llava" ? models::load_llava_config(dir / "config.json")
+                                                    : models::load_llava_next_config(dir / "config.json").base;
+    const double flops = prefill_flops(cfg, prompt_tokens, s.image_tokens);
+    const double peak = runtime::measure_cpu_matmul_gflops(512, 5) * 1e9;
+    j["prefill_gflop_per_row"] = flops / 1e9;
+    j["matmul_gflops"] = peak / 1e9;
+    j["prefill_bound_s"] = rows * flops / peak;
+    if (run_batched) j["batched_prefill_gflops"] = rows * flops / bat.prefill / 1e9;
+    if (run_sequential) j["sequential_prefill_gflops"] = rows * flops / seq.prefill / 1e9;
+  }
   logger->info("bench sweep: {}", j.dump());
   return j;
 }

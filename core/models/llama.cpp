@@ -4,6 +4,7 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <numbers>
@@ -130,12 +131,39 @@ at::Tensor LlamaModel::attention(const Layer& l, size_t index, const at::Tensor&
   // GQA without repeating K/V: the r query heads of a group are stacked along the query axis,
   // [B,h,T,d] -> [B,g,r*T,d], so each group is one product against its own keys.
   q = q.reshape({B, g, r * T, d});
-  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(d));  // [B,g,r*T,S]
-  if (mask.defined()) {  // mask: [B,1,T,S] -> rows repeated for the r heads of a group
-    scores = (scores.view({B, g, r, T, S}) + mask.unsqueeze(1)).view({B, g, r * T, S});
+  // Scores [B,g,r*T,S] are computed in blocks of whole (row, kv group) pairs of at most
+  // kAttentionBlock floats: a 24-row, 590-token prefill would otherwise materialise 134 MB of
+  // scores per layer (and as much again for the mask sum and the softmax), which runs at memory
+  // speed. Each block is the same batched product as the whole, so the numbers do not change.
+  constexpr int64_t kAttentionBlock = 2 << 20;  // 8 MiB of float32 scores
+  const int64_t pair = r * T * S;
+  const int64_t groups = std::clamp<int64_t>(kAttentionBlock / std::max<int64_t>(pair, 1), 1, g);
+  const int64_t rows = groups < g ? 1 : std::clamp<int64_t>(kAttentionBlock / std::max<int64_t>(g * pair, 1), 1, B);
+  const auto block = [&](const at::Tensor& qb, const at::Tensor& kb, const at::Tensor& vb, const at::Tensor& mb) {
+    // [b,n,r*T,d] x [b,n,S,d] -> [b,n,r*T,d]; mb [b|1,1,T,S] or undefined
+    at::Tensor scores = at::matmul(qb, kb.transpose(-1, -2)).div_(std::sqrt(static_cast<double>(d)));
+    if (mb.defined()) {  // mask rows repeated for the r heads of a group
+      const int64_t b = scores.size(0), n = scores.size(1);
+      scores = (scores.view({b, n, r, T, S}) + mb.unsqueeze(1)).view({b, n, r * T, S});
+    }
+    return at::matmul(at::softmax(scores, -1, at::kFloat).to(qb.scalar_type()), vb);
+  };
+  at::Tensor ctx;  // [B,g,r*T,d]
+  if (rows == B && groups == g) {
+    ctx = block(q, k, v, mask);
+  } else {
+    ctx = at::empty({B, g, r * T, d}, q.options());
+    for (int64_t b0 = 0; b0 < B; b0 += rows) {
+      const int64_t nb = std::min(rows, B - b0);
+      const at::Tensor mb = !mask.defined() ? mask : mask.size(0) == 1 ? mask : mask.narrow(0, b0, nb);
+      for (int64_t g0 = 0; g0 < g; g0 += groups) {
+        const int64_t ng = std::min(groups, g - g0);
+        const auto part = [&](const at::Tensor& t) { return t.narrow(0, b0, nb).narrow(1, g0, ng); };
+        part(ctx).copy_(block(part(q), part(k), part(v), mb));
+      }
+    }
   }
-  at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
-  at::Tensor ctx = at::matmul(probs, v).view({B, h, T, d}).transpose(1, 2).reshape({B, T, h * d});  // [B,T,h*d]
+  ctx = ctx.view({B, h, T, d}).transpose(1, 2).reshape({B, T, h * d});  // [B,T,h*d]
   return lora_dense(ctx, l.o_w, l.o_b, lin(LoraModule::o_proj), ad);
 }
 
@@ -147,6 +175,30 @@ at::Tensor LlamaModel::forward(const at::Tensor& embeds, const at::Tensor& posit
     throw Error(describe("KV cache", "at most " + std::to_string(cache->capacity) + " positions",
                          std::to_string(P + T)));
   }
+  // Inference over many long rows (the sweep's prefill: 24 rows x ~600 positions) runs in
+  // groups of rows whose MLP activations stay under 16 MiB, so transient buffers are reused
+  // from the heap rather than mapped and faulted in per layer. Rows are independent, and each
+  // group writes its own rows of the cache.
+  constexpr int64_t kRowGroupFloats = 4 << 20;
+  const int64_t group = std::max<int64_t>(
+      1, kRowGroupFloats / std::max<int64_t>(1, T * std::max(config_.intermediate_size, config_.hidden_size)));
+  if (B > group && T > 1 && !at::GradMode::is_enabled()) {
+    std::vector<at::Tensor> parts;
+    for (int64_t b0 = 0; b0 < B; b0 += group) {
+      const int64_t n = std::min(group, B - b0);
+      KvCache rows;
+      if (cache != nullptr) {
+        rows.length = P;
+        rows.capacity = cache->capacity;
+        for (const auto& t : cache->k) rows.k.push_back(t.narrow(0, b0, n));
+        for (const auto& t : cache->v) rows.v.push_back(t.narrow(0, b0, n));
+      }
+      parts.push_back(forward(embeds.narrow(0, b0, n), positions.narrow(0, b0, n), cache != nullptr ? &rows : nullptr,
+                              key_mask.defined() ? key_mask.narrow(0, b0, n) : key_mask));
+    }
+    if (cache != nullptr) cache->length = P + T;
+    return at::cat(parts, 0);
+  }
   const auto dev = embeds.device();
   // RoPE tables for the new positions: [B,1,T,d] (float32 products, as HF).
   at::Tensor freqs = positions.to(dev).to(at::kFloat).unsqueeze(-1) * inv_freq_.view({1, 1, -1});  // [B,T,d/2]
@@ -154,8 +206,8 @@ at::Tensor LlamaModel::forward(const at::Tensor& embeds, const at::Tensor& posit
   const at::Tensor cos = emb.cos().to(embeds.scalar_type());
   const at::Tensor sin = emb.sin().to(embeds.scalar_type());
 
-  // Additive mask [B,1,T,P+T]: causal within the new block, plus key padding. A single new
-  // token with no padding needs none.
+  // Additive mask [B,1,T,P+T] ([1,1,T,P+T] without key padding): causal within the new block,
+  // plus key padding. A single new token with no padding needs none.
   at::Tensor mask;
   // HF fills with the dtype's lowest finite value (not -inf: a fully masked padding row must
   // not turn into NaN).
@@ -163,11 +215,11 @@ at::Tensor LlamaModel::forward(const at::Tensor& embeds, const at::Tensor& posit
   if (T > 1 || key_mask.defined()) {
     at::Tensor q_pos = at::arange(P, P + T, at::TensorOptions().dtype(at::kLong).device(dev)).view({T, 1});
     at::Tensor k_pos = at::arange(0, P + T, at::TensorOptions().dtype(at::kLong).device(dev)).view({1, P + T});
-    at::Tensor allowed = (k_pos <= q_pos).view({1, 1, T, P + T}).expand({B, 1, T, P + T});
+    at::Tensor allowed = (k_pos <= q_pos).view({1, 1, T, P + T});  // one causal mask for every row
     if (key_mask.defined()) {
       allowed = allowed.logical_and(key_mask.to(dev).to(at::kBool).view({B, 1, 1, P + T}));
     }
-    mask = at::zeros({B, 1, T, P + T}, at::TensorOptions().dtype(embeds.scalar_type()).device(dev))
+    mask = at::zeros(allowed.sizes(), at::TensorOptions().dtype(embeds.scalar_type()).device(dev))
                .masked_fill(allowed.logical_not(), min_value);
   }
 
