@@ -139,14 +139,32 @@ at::Tensor LlamaModel::attention(const Layer& l, size_t index, const at::Tensor&
   const int64_t pair = r * T * S;
   const int64_t groups = std::clamp<int64_t>(kAttentionBlock / std::max<int64_t>(pair, 1), 1, g);
   const int64_t rows = groups < g ? 1 : std::clamp<int64_t>(kAttentionBlock / std::max<int64_t>(g * pair, 1), 1, B);
-  const auto block = [&](const at::Tensor& qb, const at::Tensor& kb, const at::Tensor& vb, const at::Tensor& mb) {
-    // [b,n,r*T,d] x [b,n,S,d] -> [b,n,r*T,d]; mb [b|1,1,T,S] or undefined
-    at::Tensor scores = at::matmul(qb, kb.transpose(-1, -2)).div_(std::sqrt(static_cast<double>(d)));
+  const double scale = std::sqrt(static_cast<double>(d));
+  // [b,n,r*t,d] x [b,n,s,d] -> [b,n,r*t,d]; mb [b|1,1,t,s] or undefined
+  const auto product = [&](const at::Tensor& qb, const at::Tensor& kb, const at::Tensor& vb, const at::Tensor& mb) {
+    at::Tensor scores = at::matmul(qb, kb.transpose(-1, -2)).div_(scale);  // [b,n,r*t,s]
     if (mb.defined()) {  // mask rows repeated for the r heads of a group
-      const int64_t b = scores.size(0), n = scores.size(1);
-      scores = (scores.view({b, n, r, T, S}) + mb.unsqueeze(1)).view({b, n, r * T, S});
+      const int64_t b = scores.size(0), n = scores.size(1), t = mb.size(2), s = mb.size(3);
+      scores = (scores.view({b, n, r, t, s}) + mb.unsqueeze(1)).view({b, n, r * t, s});
     }
     return at::matmul(at::softmax(scores, -1, at::kFloat).to(qb.scalar_type()), vb);
+  };
+  // A long causal block of queries is cut into tiles of kQueryTile positions; a tile attends
+  // only to the keys up to its last query, which skips most of the masked upper triangle (the
+  // skipped keys would get exactly zero weight).
+  constexpr int64_t kQueryTile = 256;  // 590 positions: 3 tiles, 28% fewer score entries
+  const auto block = [&](const at::Tensor& qb, const at::Tensor& kb, const at::Tensor& vb, const at::Tensor& mb) {
+    if (T <= kQueryTile || !mb.defined()) return product(qb, kb, vb, mb);
+    const int64_t b = qb.size(0), n = qb.size(1), P0 = S - T;
+    at::Tensor out = at::empty_like(qb);
+    const at::Tensor q5 = qb.view({b, n, r, T, d}), out5 = out.view({b, n, r, T, d});
+    for (int64_t t0 = 0; t0 < T; t0 += kQueryTile) {
+      const int64_t t = std::min(kQueryTile, T - t0), s = P0 + t0 + t;
+      const at::Tensor qt = q5.narrow(3, t0, t).reshape({b, n, r * t, d});
+      out5.narrow(3, t0, t).copy_(product(qt, kb.narrow(2, 0, s), vb.narrow(2, 0, s), mb.narrow(2, t0, t).narrow(3, 0, s))
+                                      .view({b, n, r, t, d}));
+    }
+    return out;
   };
   at::Tensor ctx;  // [B,g,r*T,d]
   if (rows == B && groups == g) {
