@@ -46,6 +46,7 @@ struct ModelArgs {
   int64_t top_k = 0;
   double repetition_penalty = 1.0;
   int64_t seed = -1;
+  std::string logits_policy = "clean";
   bool json = false;
 };
 
@@ -64,6 +65,10 @@ void add_model_options(CLI::App* cmd, ModelArgs& a) {
   cmd->add_option("--top-k", a.top_k, "Top-k sampling (with --temperature); 0 = off");
   cmd->add_option("--repetition-penalty", a.repetition_penalty, "HF repetition penalty; 1 = off");
   cmd->add_option("--seed", a.seed, "Sampling seed (default: fresh, printed with --json)");
+  cmd->add_option("--logits-policy", a.logits_policy,
+                  "clean (default): never the image token nor padded vocabulary rows; hf: every id, "
+                  "exactly as Hugging Face transformers decodes")
+      ->check(CLI::IsMember({"clean", "hf"}));
   cmd->add_flag("--json", a.json, "Print one JSON object");
 }
 
@@ -76,6 +81,7 @@ icet::generate::SamplingParams sampling(const ModelArgs& a) {
   p.repetition_penalty = a.repetition_penalty;
   p.max_new_tokens = a.max_new_tokens;
   if (a.seed >= 0) p.seed = static_cast<uint64_t>(a.seed);
+  p.logits_policy = icet::generate::parse_logits_policy(a.logits_policy).value_or(icet::generate::LogitsPolicy::clean);
   return p;
 }
 
@@ -173,6 +179,9 @@ int main(int argc, char** argv) {
   judge->add_option("--prompt", judge_prompt, "The user's message")->required();
   judge->add_option("--response", judge_response, "The assistant's answer (omit to judge the prompt alone)");
   judge->add_flag("--json", judge_json, "Print one JSON object");
+  std::string judge_device = "auto", judge_dtype = "auto";
+  judge->add_option("--device", judge_device, "auto, cpu, cuda or cuda:N");
+  judge->add_option("--dtype", judge_dtype, "auto, float32, bfloat16 or float16");
 
   CLI::App* score = app.add_subcommand("score", "Reward-model score of (prompt, response)");
   std::string rm_dir, score_prompt, score_response;
@@ -181,6 +190,9 @@ int main(int argc, char** argv) {
   score->add_option("--prompt", score_prompt, "The user's message")->required();
   score->add_option("--response", score_response, "The assistant's answer")->required();
   score->add_flag("--json", score_json, "Print one JSON object");
+  std::string score_device = "auto", score_dtype = "auto";
+  score->add_option("--device", score_device, "auto, cpu, cuda or cuda:N");
+  score->add_option("--dtype", score_dtype, "auto, float32, bfloat16 or float16");
 
   CLI::App* bench = app.add_subcommand("bench", "Benchmarks");
   bench->require_subcommand(1);
@@ -249,6 +261,8 @@ int main(int argc, char** argv) {
   evalc->add_option("--layers", eval_cmd.layers, "Layers: all, 1-12, 3,7,9 (default: all)");
   evalc->add_option("--max-new-tokens", eval_cmd.max_new_tokens, "Tokens per answer")->check(CLI::PositiveNumber);
   evalc->add_option("--max-prompts", eval_cmd.max_prompts, "Use the first N prompts (0: all)");
+  evalc->add_option("--device", eval_cmd.device, "auto, cpu, cuda or cuda:N (the VLM and the judge)");
+  evalc->add_option("--dtype", eval_cmd.dtype, "auto, float32, bfloat16 or float16 (the VLM and the judge)");
   evalc->add_flag("--json", eval_json, "Print one JSON object");
   CLI::App* bench_train = bench->add_subcommand("train", "L-PPO rollouts/s, update time per sample, peak RSS");
   icet::rl::TrainBenchOptions train_bench;
@@ -324,7 +338,7 @@ int main(int argc, char** argv) {
         }
       }
     } else if (judge->parsed()) {
-      const auto j = icet::safety::run_judge(judge_dir, judge_prompt, judge_response);
+      const auto j = icet::safety::run_judge(judge_dir, judge_prompt, judge_response, judge_device, judge_dtype);
       if (judge_json) {
         std::cout << j.dump() << "\n";
       } else {
@@ -334,7 +348,7 @@ int main(int argc, char** argv) {
         std::cout << "\n";
       }
     } else if (score->parsed()) {
-      const auto j = icet::safety::run_score(rm_dir, score_prompt, score_response);
+      const auto j = icet::safety::run_score(rm_dir, score_prompt, score_response, score_device, score_dtype);
       std::cout << (score_json ? j.dump() : std::to_string(j.at("reward").get<double>())) << "\n";
     } else if (bench_judge->parsed()) {
       const auto j = icet::safety::run_judge_benchmark(bench_judge_dir, bench_conversations);

@@ -53,6 +53,8 @@ namespace icet::ui {
 namespace {
 
 constexpr int kMaxRecent = 8;
+// The sampling panel's logits policy ("clean" / "hf", generate::LogitsPolicy).
+const QString kLogitsPolicyKey = QStringLiteral("sampling/logitsPolicy");
 constexpr int kDebounceMs = 250;
 
 // A slider with a small triangle under the checkpoint's default layer.
@@ -410,11 +412,25 @@ QWidget* ComparisonLab::buildSampling() {
   m_maxTokens->setValue(48);
   m_maxTokens->setAccessibleName(tr("Maximum new tokens"));
   m_maxTokens->setToolTip(tr("Longest answer, in tokens"));
+  m_logitsPolicy = new QComboBox(body);
+  m_logitsPolicy->setObjectName(QStringLiteral("LogitsPolicyCombo"));
+  m_logitsPolicy->addItem(tr("Clean"), QStringLiteral("clean"));
+  m_logitsPolicy->addItem(tr("HF exact"), QStringLiteral("hf"));
+  m_logitsPolicy->setAccessibleName(tr("Logits policy"));
+  m_logitsPolicy->setToolTip(tr("Clean: never the image token nor the padded vocabulary rows past the tokenizer.\n"
+                                "HF exact: every id, as Hugging Face transformers decodes (its tokens exactly, "
+                                "even an image token or a padded id that decodes to nothing)."));
+  // A setting of the app: kept across starts; panes and the sweep use it.
+  const int saved = m_logitsPolicy->findData(QSettings().value(kLogitsPolicyKey).toString());
+  m_logitsPolicy->setCurrentIndex(std::max(0, saved));
+  connect(m_logitsPolicy, &QComboBox::currentIndexChanged, this,
+          [this] { QSettings().setValue(kLogitsPolicyKey, m_logitsPolicy->currentData().toString()); });
   auto* form = new QFormLayout(body);
   form->setContentsMargins(12, 0, 0, 0);
   form->addRow(tr("Seed"), m_seed);
   form->addRow(tr("Temperature"), m_temperature);
   form->addRow(tr("Max new tokens"), m_maxTokens);
+  form->addRow(tr("Logits"), m_logitsPolicy);
   body->setVisible(false);
   connect(toggle, &QToolButton::toggled, this, [toggle, body](bool on) {
     body->setVisible(on);
@@ -984,6 +1000,8 @@ generate::SamplingParams ComparisonLab::samplingParams() const {
     p.do_sample = true;
     p.temperature = m_temperature->value();
   }
+  p.logits_policy = generate::parse_logits_policy(m_logitsPolicy->currentData().toString().toStdString())
+                        .value_or(generate::LogitsPolicy::clean);
   return p;
 }
 
@@ -991,6 +1009,8 @@ void ComparisonLab::setSamplingParams(const generate::SamplingParams& p) {
   m_maxTokens->setValue(static_cast<int>(p.max_new_tokens));
   m_seed->setValue(static_cast<int>(p.seed.value_or(0) % static_cast<uint64_t>(std::numeric_limits<int>::max())));
   m_temperature->setValue(p.do_sample ? p.temperature : 0.0);
+  m_logitsPolicy->setCurrentIndex(
+      m_logitsPolicy->findData(QString::fromStdString(generate::logits_policy_name(p.logits_policy))));
 }
 
 QVector<ComparisonPane*> ComparisonLab::panes() const {

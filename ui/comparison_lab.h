@@ -167,6 +167,7 @@ class ComparisonLab : public QWidget {
   QSpinBox* m_seed = nullptr;
   QDoubleSpinBox* m_temperature = nullptr;
   QSpinBox* m_maxTokens = nullptr;
+  QComboBox* m_logitsPolicy = nullptr;  // data: "clean" / "hf"; kept in QSettings "sampling/logitsPolicy"
   QSlider* m_slider = nullptr;
   QLabel* m_sliderLabel = nullptr;
   QTimer* m_debounce = nullptr;

@@ -42,6 +42,12 @@ struct ModelService::Worker {
   std::unique_ptr<safety::Judge> judge;
   std::unique_ptr<safety::RewardModel> reward;
 
+  // Judges and reward models run where the session runs (its device and dtype), so verdicts do
+  // not wait on the CPU beside a GPU model. Before a model is open: "auto", which resolves as
+  // the session's own default (the app opens every model with the default options).
+  std::string device() const { return session ? session->summary().device : "auto"; }
+  std::string dtype() const { return session ? session->summary().dtype : "auto"; }
+
   // A judge or reward model that cannot rate an answer (e.g. longer than its context) leaves
   // the answer unrated with the reason; it never loses the answer.
   SafetyResult assess(const std::string& prompt, const std::string& answer) const {
@@ -156,7 +162,7 @@ void ModelService::openModel(const QString& dir) {
 void ModelService::loadJudge(const QString& dir) {
   const std::string path = dir.toStdString();
   postTask(tr("Loading judge…"), QStringLiteral("judge"), [this, path](Worker& w) -> std::function<void()> {
-    w.judge = path.empty() ? nullptr : safety::load_judge(path);
+    w.judge = path.empty() ? nullptr : safety::load_judge(path, w.device(), w.dtype());
     const QString id = w.judge ? q(w.judge->id()) : QString();
     return [this, id] {
       m_judgeId = id;
@@ -168,7 +174,7 @@ void ModelService::loadJudge(const QString& dir) {
 void ModelService::loadReward(const QString& dir) {
   const std::string path = dir.toStdString();
   postTask(tr("Loading reward model…"), QStringLiteral("reward"), [this, path](Worker& w) -> std::function<void()> {
-    w.reward = path.empty() ? nullptr : safety::RewardModel::load(path);
+    w.reward = path.empty() ? nullptr : safety::load_reward_model(path, w.device(), w.dtype());
     const QString id = w.reward ? q(w.reward->id()) : QString();
     return [this, id] {
       m_rewardId = id;

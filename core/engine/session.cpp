@@ -4,7 +4,6 @@
 #include <ATen/TensorOperators.h>
 #include <c10/core/InferenceMode.h>
 #include <nlohmann/json.hpp>
-#include <torch/cuda.h>
 
 #include <algorithm>
 #include <chrono>
@@ -23,6 +22,7 @@
 #include "core/models/llava_next.h"
 #include "core/models/lora.h"
 #include "core/models/mllama.h"
+#include "core/runtime/device.h"
 #include "core/text/tokenizer.h"
 #include "core/vision/anyres_processor.h"
 #include "core/vision/clip_processor.h"
@@ -31,30 +31,6 @@
 
 namespace icet::engine {
 namespace {
-
-c10::Device parse_device(const std::string& name) {
-  if (name == "auto") {
-    return torch::cuda::is_available() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
-  }
-  try {
-    c10::Device d(name);
-    if (d.is_cuda() && !torch::cuda::is_available()) {
-      throw InputError(describe("device '" + name + "'", "a CUDA device", "none (this LibTorch sees no GPU)",
-                                "Use --device cpu, or run `icet info` to see why CUDA is unavailable."));
-    }
-    return d;
-  } catch (const c10::Error&) {
-    throw InputError(describe("device", "\"auto\", \"cpu\", \"cuda\" or \"cuda:N\"", "\"" + name + "\""));
-  }
-}
-
-c10::ScalarType parse_dtype(const std::string& name, const c10::Device& device) {
-  if (name == "auto") return device.is_cuda() ? c10::kBFloat16 : c10::kFloat;
-  if (name == "float32" || name == "f32") return c10::kFloat;
-  if (name == "bfloat16" || name == "bf16") return c10::kBFloat16;
-  if (name == "float16" || name == "f16") return c10::kHalf;
-  throw InputError(describe("dtype", "\"auto\", \"float32\", \"bfloat16\" or \"float16\"", "\"" + name + "\""));
-}
 
 // ".../models--org--name/snapshots/<rev>" (hub cache) -> "org/name"; else the folder name.
 std::string model_id_of(const std::filesystem::path& dir) {
@@ -85,15 +61,6 @@ std::string hash_bytes(const std::vector<uint8_t>& bytes, int width, int height)
   std::ostringstream out;
   out << std::hex << h;
   return out.str();
-}
-
-std::string dtype_name(c10::ScalarType t) {
-  switch (t) {
-    case c10::kFloat: return "float32";
-    case c10::kBFloat16: return "bfloat16";
-    case c10::kHalf: return "float16";
-    default: return c10::toString(t);
-  }
 }
 
 // An adapter folder's key: absolute, lexically normal, without a trailing separator ("" for
@@ -546,14 +513,14 @@ std::unique_ptr<Session> Session::open(const std::filesystem::path& dir, const S
                               "a " + type + " model"));
   }
   auto impl = std::make_unique<Impl>();
-  impl->device = parse_device(options.device);
-  impl->dtype = parse_dtype(options.dtype, impl->device);
+  impl->device = runtime::parse_device(options.device);
+  impl->dtype = runtime::parse_dtype(options.dtype, impl->device);
   ModelSummary& s = impl->summary;
   s.family = type;
   s.model_id = model_id_of(dir);
   s.path = dir.string();
   s.device = impl->device.str();
-  s.dtype = dtype_name(impl->dtype);
+  s.dtype = runtime::dtype_name(impl->dtype);
   // Tokenizer and processor first: they fail fast, before gigabytes of weights are read.
   impl->tokenizer = text::load_tokenizer(dir);
   const std::filesystem::path pre = dir / "preprocessor_config.json";

@@ -22,9 +22,11 @@ struct Image;
 
 namespace icet::engine {
 
+// Checked by runtime::parse_device / parse_dtype (core/runtime/device.h), as every --device /
+// --dtype is.
 struct SessionOptions {
   std::string device = "auto";  // "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
-  std::string dtype = "auto";   // "auto" (float32 on CPU, bfloat16 on CUDA), "float32", "bfloat16", "float16"
+  std::string dtype = "auto";   // "auto" (float32 on CPU, bfloat16 on CUDA), "float32", "bfloat16", "float16" (CUDA)
   // How the user's message is wrapped: "auto" detects the snapshot's chat template among the
   // known ones (falling back to the family's usual format); or one of prompt_formats().
   std::string prompt_format = "auto";

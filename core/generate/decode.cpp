@@ -85,13 +85,14 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
   at::Tensor positions = at::arange(T, long_opts).view({1, T}).expand({B, T});
   at::Tensor logits = lm.logits(lm.forward(req.prompt_embeds, positions, &cache).narrow(1, T - 1, 1)).select(1, 0);
 
-  // [V] true at every id that must never be generated.
+  // [V] true at every id LogitsPolicy::clean never generates.
   const int64_t V = logits.size(1);
   at::Tensor banned = at::zeros({V}, at::TensorOptions().dtype(at::kBool));
   for (int64_t id : req.suppress_ids) {
     if (id >= 0 && id < V) banned[id] = true;
   }
   if (req.suppress_from >= 0 && req.suppress_from < V) banned.narrow(0, req.suppress_from, V - req.suppress_from).fill_(true);
+  const auto is_clean = [&](size_t r) { return req.params[r].logits_policy == LogitsPolicy::clean; };
   const bool all_plain_greedy = std::all_of(req.params.begin(), req.params.end(), [](const SamplingParams& p) {
     return !p.do_sample && p.repetition_penalty == 1.0;
   });
@@ -106,9 +107,18 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
       for (size_t r : active) out[r].stop = StopReason::Cancelled;
       break;
     }
-    // Suppressed ids masked for all rows in one op; greedy rows without a repetition penalty
+    // Banned ids masked for all "clean" rows in one op; greedy rows without a repetition penalty
     // take one batched argmax (a per-row loop of small ops would cost more than the step).
-    const at::Tensor scores = logits.to(at::kCPU).masked_fill(banned, -std::numeric_limits<float>::infinity());  // [b,V]
+    at::Tensor scores = logits.to(at::kCPU);  // [b,V]
+    const size_t clean_rows = static_cast<size_t>(std::count_if(active.begin(), active.end(), is_clean));
+    if (clean_rows == active.size()) {
+      scores = scores.masked_fill(banned, -std::numeric_limits<float>::infinity());
+    } else if (clean_rows > 0) {
+      std::vector<uint8_t> clean(active.size());
+      for (size_t i = 0; i < active.size(); ++i) clean[i] = is_clean(active[i]) ? 1 : 0;
+      const at::Tensor rows = at::tensor(clean, at::TensorOptions().dtype(at::kByte)).to(at::kBool).view({-1, 1});
+      scores = scores.masked_fill(rows.logical_and(banned.view({1, V})), -std::numeric_limits<float>::infinity());
+    }
     std::vector<int64_t> chosen(active.size());
     if (all_plain_greedy) {
       const at::Tensor best = scores.argmax(1).contiguous();
@@ -132,8 +142,11 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
       history[r].push_back(token);
 
       const bool is_eos = std::find(req.eos_ids.begin(), req.eos_ids.end(), token) != req.eos_ids.end();
+      // An id past the tokenizer (a padded row, LogitsPolicy::hf) decodes to nothing, as HF's
+      // fast tokenizers skip ids they do not know (the tokenizer here would throw).
+      const bool decodable = req.tokenizer == nullptr || token < req.tokenizer->size();
       std::string piece;
-      if (streams[r] && !(is_eos && p.stop_at_eos)) {
+      if (streams[r] && decodable && !(is_eos && p.stop_at_eos)) {
         piece = streams[r]->push(token);
         o.text += piece;
       }

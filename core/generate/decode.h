@@ -62,9 +62,11 @@ struct DecodeRequest {
   std::vector<int64_t> prompt_ids;    // [T], for the repetition-penalty history
   std::vector<SamplingParams> params; // one per row, seed set
   std::vector<int64_t> eos_ids;
-  std::vector<int64_t> suppress_ids;  // never generated (e.g. the image token)
-  // Ids from here on are never generated: checkpoints pad the vocabulary past the tokenizer
-  // (llava-hf: 32064 rows for 32002 tokens) and those rows decode to nothing. -1: off.
+  // What LogitsPolicy::clean bans, for rows whose params ask for it (LogitsPolicy::hf rows
+  // see every logit): these ids (e.g. the image token), and every id from suppress_from on
+  // (checkpoints pad the vocabulary past the tokenizer, llava-hf: 32064 rows for 32002 tokens,
+  // and those rows decode to nothing; -1: none).
+  std::vector<int64_t> suppress_ids;
   int64_t suppress_from = -1;
   int64_t context_limit = 0;          // max positions (prompt + answer)
   const text::Tokenizer* tokenizer = nullptr;  // for streaming text and stop strings

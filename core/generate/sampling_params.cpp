@@ -7,6 +7,16 @@
 
 namespace icet::generate {
 
+std::string logits_policy_name(LogitsPolicy policy) {
+  return policy == LogitsPolicy::hf ? "hf" : "clean";
+}
+
+std::optional<LogitsPolicy> parse_logits_policy(const std::string& name) {
+  if (name == "clean") return LogitsPolicy::clean;
+  if (name == "hf") return LogitsPolicy::hf;
+  return std::nullopt;
+}
+
 nlohmann::json to_json(const SamplingParams& p) {
   nlohmann::json j = {{"do_sample", p.do_sample},
                       {"temperature", p.temperature},
@@ -15,7 +25,8 @@ nlohmann::json to_json(const SamplingParams& p) {
                       {"repetition_penalty", p.repetition_penalty},
                       {"max_new_tokens", p.max_new_tokens},
                       {"stop_strings", p.stop_strings},
-                      {"stop_at_eos", p.stop_at_eos}};
+                      {"stop_at_eos", p.stop_at_eos},
+                      {"logits_policy", logits_policy_name(p.logits_policy)}};
   j["seed"] = p.seed ? nlohmann::json(*p.seed) : nlohmann::json(nullptr);
   return j;
 }
@@ -37,6 +48,12 @@ SamplingParams sampling_from_json(const nlohmann::json& j, const std::string& so
     }
   }
   p.stop_at_eos = r.boolean("stop_at_eos", p.stop_at_eos);
+  const std::string policy = r.string("logits_policy", logits_policy_name(p.logits_policy));
+  if (auto parsed = parse_logits_policy(policy)) {
+    p.logits_policy = *parsed;
+  } else {
+    throw InputError(describe(r.where("logits_policy"), "\"clean\" or \"hf\"", "\"" + policy + "\""));
+  }
   validate(p);
   return p;
 }

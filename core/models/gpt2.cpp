@@ -5,7 +5,6 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
-#include <limits>
 #include <numbers>
 
 #include "core/base/error.h"
@@ -120,7 +119,7 @@ at::Tensor Gpt2Model::attention(const Block& b, const at::Tensor& x, const at::T
   }
   // HF: causal positions replaced by finfo.min, then (1 - mask) * finfo.min added, so a future
   // pad key becomes -inf while a fully padded query row still has its own key.
-  const double min_value = std::numeric_limits<float>::lowest();
+  const double min_value = finfo_min(scores.scalar_type());
   scores = at::where(causal, scores, at::scalar_tensor(min_value, scores.options()));
   if (padding.defined()) {
     scores = scores + padding;
@@ -151,7 +150,7 @@ at::Tensor Gpt2Model::forward(const at::Tensor& ids_in, const at::Tensor& positi
   const at::Tensor causal = at::arange(T, long_opts).view({1, T}) <= q_pos;  // [T,T]
   at::Tensor padding;
   if (attention_mask.defined()) {
-    padding = ((1.0 - attention_mask.to(dev).to(wte_.scalar_type())) * std::numeric_limits<float>::lowest())
+    padding = ((1.0 - attention_mask.to(dev).to(wte_.scalar_type())) * finfo_min(wte_.scalar_type()))
                   .view({B, 1, 1, T});
   }
   const double eps = config_.layer_norm_epsilon;
@@ -181,7 +180,8 @@ Gpt2ForSequenceClassification::Output Gpt2ForSequenceClassification::forward(con
                                                                               const at::Tensor& positions) const {
   Output out;
   out.hidden = transformer_.forward(ids, positions, attention_mask);  // [B,T,H]
-  out.scores = dense(out.hidden, score_);                             // [B,T,L]
+  // The head in float32: a bfloat16 reward keeps ~3 significant digits (the 7-bit mantissa).
+  out.scores = dense(out.hidden.to(at::kFloat), score_.to(at::kFloat));  // [B,T,L]
   out.pool_index = sequence_pool_index(ids, config().pad_token_id, source_).to(out.scores.device());
   out.logits = gather_rows(out.scores, out.pool_index);  // [B,L]
   return out;

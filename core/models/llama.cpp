@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <numbers>
 
 #include "core/base/error.h"
@@ -229,7 +228,7 @@ at::Tensor LlamaModel::forward(const at::Tensor& embeds, const at::Tensor& posit
   at::Tensor mask;
   // HF fills with the dtype's lowest finite value (not -inf: a fully masked padding row must
   // not turn into NaN).
-  const double min_value = embeds.scalar_type() == at::kHalf ? -65504.0 : std::numeric_limits<float>::lowest();
+  const double min_value = finfo_min(embeds.scalar_type());
   if (T > 1 || key_mask.defined()) {
     at::Tensor q_pos = at::arange(P, P + T, at::TensorOptions().dtype(at::kLong).device(dev)).view({T, 1});
     at::Tensor k_pos = at::arange(0, P + T, at::TensorOptions().dtype(at::kLong).device(dev)).view({1, P + T});

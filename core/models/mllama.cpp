@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <set>
 
 #include "core/base/error.h"
@@ -24,10 +23,6 @@ std::string list_string(const std::vector<int64_t>& v) {
   std::string s = "[";
   for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
   return s + "]";
-}
-
-double lowest(c10::ScalarType t) {
-  return t == at::kHalf ? -65504.0 : t == at::kBFloat16 ? -3.3895313892515355e38 : std::numeric_limits<float>::lowest();
 }
 
 // x: [..., d] -> [..., d]: (-x2, x1) over halves (HF rotate_half).
@@ -224,7 +219,7 @@ at::Tensor MllamaVisionModel::attention_mask(const at::Tensor& aspect_mask, c10:
   m.narrow(2, Pp - (pad > 0 ? pad : Pp), pad > 0 ? pad : Pp).zero_();
   m = (1 - m).reshape({B, A * Pp, 1});
   // Masked only where both query and key are padding (padded token or padded tile).
-  return (at::matmul(m, m.transpose(-1, -2)) * lowest(dtype)).unsqueeze(1);  // [B,1,A*Pp,A*Pp]
+  return (at::matmul(m, m.transpose(-1, -2)) * finfo_min(dtype)).unsqueeze(1);  // [B,1,A*Pp,A*Pp]
 }
 
 at::Tensor MllamaVisionModel::aspect_rows(const at::Tensor& table, const at::Tensor& ids, int64_t n) const {
@@ -493,7 +488,7 @@ at::Tensor MllamaTextModel::forward(const at::Tensor& embeds, const at::Tensor& 
   }
   const auto dev = embeds.device();
   const auto dtype = embeds.scalar_type();
-  const double min_value = lowest(dtype);
+  const double min_value = finfo_min(dtype);
   at::Tensor freqs = positions.to(dev).to(at::kFloat).unsqueeze(-1) * inv_freq_.view({1, 1, -1});  // [B,T,d/2]
   at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);
   const at::Tensor cos = emb.cos().to(dtype), sin = emb.sin().to(dtype);

@@ -50,7 +50,8 @@ LlamaForSequenceClassification::Output LlamaForSequenceClassification::forward(c
   const at::Tensor positions = at::arange(T, at::TensorOptions().dtype(at::kLong)).unsqueeze(0).expand({B, T});
   Output out;
   out.hidden = model_.forward(model_.embed(ids), positions, nullptr, attention_mask);  // [B,T,H]
-  out.scores = dense(out.hidden, score_).to(at::kFloat);                               // [B,T,L]
+  // The head in float32: a bfloat16 reward keeps ~3 significant digits (the 7-bit mantissa).
+  out.scores = dense(out.hidden.to(at::kFloat), score_.to(at::kFloat));                // [B,T,L]
   out.pool_index = sequence_pool_index(ids, config().pad_token_id, source_);
   out.logits = gather_rows(out.scores, out.pool_index);  // [B,L]
   return out;

@@ -45,7 +45,7 @@ class LlamaForSequenceClassification {
   struct Output {
     at::Tensor logits;      // [B, L] at the pooled positions
     at::Tensor pool_index;  // [B] int64
-    at::Tensor scores;      // [B, T, L] score head at every position
+    at::Tensor scores;      // [B, T, L] score head at every position, float32 (whatever the weights' dtype)
     at::Tensor hidden;      // [B, T, H] after the final RMSNorm
   };
   // ids: [B, T] int64, right-padded with pad_token_id; attention_mask: optional [B, T].

@@ -8,6 +8,7 @@
 #include "core/base/error.h"
 #include "core/base/log.h"
 #include "core/io/safetensors.h"
+#include "core/runtime/device.h"
 
 namespace icet::models {
 namespace {
@@ -27,6 +28,13 @@ bool is_floating(io::DType d) {
 }
 
 }  // namespace
+
+LoadOptions load_options(const std::string& device, const std::string& dtype) {
+  LoadOptions o;
+  o.device = runtime::parse_device(device);
+  o.dtype = runtime::parse_dtype(dtype, o.device);
+  return o;
+}
 
 WeightLoader::WeightLoader(const io::TensorStore& store, LoadOptions options, std::string source,
                            LoadProgress progress)

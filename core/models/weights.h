@@ -24,6 +24,11 @@ struct LoadOptions {
   bool trainable = false;
 };
 
+// LoadOptions from the names engine::SessionOptions uses: device "auto", "cpu", "cuda",
+// "cuda:N"; dtype "auto", "float32", "bfloat16", "float16" (runtime::parse_device/parse_dtype,
+// InputError for another value).
+LoadOptions load_options(const std::string& device, const std::string& dtype);
+
 // Progress of a load: tensors taken so far and in all; return false to cancel.
 using LoadProgress = std::function<bool(size_t done, size_t total)>;
 

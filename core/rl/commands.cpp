@@ -138,10 +138,10 @@ nlohmann::json run_eval_command(const EvalCommand& cmd) {
     throw InputError(describe("eval: --judge", "a Llama Guard judge folder", "none given and no guard/ beside the model",
                               "Pass --judge DIR (e.g. models/demo/guard)."));
   }
-  auto session = engine::Session::open(cmd.model, {"cpu", "float32"});
+  auto session = engine::Session::open(cmd.model, {cmd.device, cmd.dtype});
   if (cmd.adapter) session->load_adapter(*cmd.adapter);
-  const std::unique_ptr<safety::Judge> judge = safety::load_judge(*judge_dir);
   const auto& summary = session->summary();
+  const std::unique_ptr<safety::Judge> judge = safety::load_judge(*judge_dir, summary.device, summary.dtype);
   // The shared evaluator (core/eval), at the chosen layers plus the default one.
   eval::EvalOptions eo;
   const std::vector<int64_t> layers =
@@ -159,6 +159,8 @@ nlohmann::json run_eval_command(const EvalCommand& cmd) {
   for (int64_t l : layers) mean += result.at(l) != nullptr ? result.at(l)->asr() : 0.0;
   j["mean_asr"] = mean / static_cast<double>(layers.size());
   j["layers"] = layers;
+  j["device"] = summary.device;
+  j["dtype"] = summary.dtype;
   j["adapter"] = cmd.adapter ? cmd.adapter->string() : std::string();
   return j;
 }

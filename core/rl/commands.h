@@ -40,11 +40,15 @@ struct EvalCommand {
   std::string layers;                            // "1-12", "all", ...; empty: 1..N
   int64_t max_new_tokens = 24;
   int64_t max_prompts = 0;  // 0: all
+  // The VLM's device and dtype (engine::SessionOptions names); the judge follows the session.
+  std::string device = "auto";
+  std::string dtype = "auto";
 };
 // Greedy answers per exit layer through engine::Session (with the adapter loaded), judged, by
 // the shared evaluator eval::evaluate: its JSON (as `icet demo report`: "default_layer",
 // "benign_accuracy", "asr_by_layer", "refusal_by_layer", ... as fractions 0..1, "answers")
-// plus "mean_asr" over the chosen layers, "layers" and "adapter". Refusal: safety::is_proper_refusal.
+// plus "mean_asr" over the chosen layers, "layers", "adapter", "device" and "dtype". Refusal:
+// safety::is_proper_refusal.
 nlohmann::json run_eval_command(const EvalCommand& cmd);
 
 struct TrainBenchOptions {

@@ -5,6 +5,7 @@
 
 #include "core/base/error.h"
 #include "core/base/log.h"
+#include "core/runtime/device.h"
 #include "core/safety/llama_guard.h"
 #include "core/safety/reward_model.h"
 
@@ -23,15 +24,25 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 }  // namespace
 
 nlohmann::json run_judge(const std::filesystem::path& judge_dir, const std::string& prompt,
-                         const std::string& response) {
-  const auto judge = LlamaGuardJudge::load(judge_dir);
-  return to_json(judge->judge(prompt, response));
+                         const std::string& response, const std::string& device, const std::string& dtype) {
+  LlamaGuardJudge::Options options;
+  options.load = models::load_options(device, dtype);
+  const auto judge = LlamaGuardJudge::load(judge_dir, options);
+  nlohmann::json j = to_json(judge->judge(prompt, response));
+  j["device"] = options.load.device.str();
+  j["dtype"] = runtime::dtype_name(options.load.dtype);
+  return j;
 }
 
 nlohmann::json run_score(const std::filesystem::path& rm_dir, const std::string& prompt,
-                         const std::string& response) {
-  const auto model = RewardModel::load(rm_dir);
-  return {{"reward", model->score(prompt, response)}, {"model_id", model->id()}};
+                         const std::string& response, const std::string& device, const std::string& dtype) {
+  RewardModel::Options options;
+  options.load = models::load_options(device, dtype);
+  const auto model = RewardModel::load(rm_dir, options);
+  return {{"reward", model->score(prompt, response)},
+          {"model_id", model->id()},
+          {"device", options.load.device.str()},
+          {"dtype", runtime::dtype_name(options.load.dtype)}};
 }
 
 nlohmann::json run_judge_benchmark(const std::filesystem::path& judge_dir, int64_t conversations) {

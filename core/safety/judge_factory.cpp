@@ -1,12 +1,25 @@
 #include "core/safety/judge_factory.h"
 
 #include "core/safety/llama_guard.h"
+#include "core/safety/reward_model.h"
 
 namespace icet::safety {
 
-std::unique_ptr<Judge> load_judge(const std::filesystem::path& spec) {
+std::unique_ptr<Judge> load_judge(const std::filesystem::path& spec, const std::string& device,
+                                  const std::string& dtype) {
+  // Checked first, so a bad value is reported even for the placeholder judge.
+  const models::LoadOptions load = models::load_options(device, dtype);
   if (spec == "placeholder") return std::make_unique<PlaceholderJudge>();
-  return LlamaGuardJudge::load(spec);
+  LlamaGuardJudge::Options options;
+  options.load = load;
+  return LlamaGuardJudge::load(spec, options);
+}
+
+std::unique_ptr<RewardModel> load_reward_model(const std::filesystem::path& dir, const std::string& device,
+                                               const std::string& dtype) {
+  RewardModel::Options options;
+  options.load = models::load_options(device, dtype);
+  return RewardModel::load(dir, options);
 }
 
 std::optional<std::filesystem::path> judge_beside(const std::filesystem::path& model) {

@@ -11,9 +11,22 @@
 
 namespace icet::safety {
 
+class RewardModel;
+
+// device / dtype: the names engine::SessionOptions takes ("auto", "cpu", "cuda", "cuda:N";
+// "auto", "float32", "bfloat16", "float16"), so a judge can follow its session; InputError
+// naming the option and the accepted values for another one. The weights and every forward run
+// there; probabilities and rewards are computed in float32 at the end. The defaults (CPU,
+// float32) suit callers beside a CPU float32 model (the L-PPO trainer, the demo report).
+
 // "placeholder": the rule judge below; anything else: a Llama Guard snapshot folder
 // (LlamaGuardJudge::load, which names the file and key of what is wrong).
-std::unique_ptr<Judge> load_judge(const std::filesystem::path& spec);
+std::unique_ptr<Judge> load_judge(const std::filesystem::path& spec, const std::string& device = "cpu",
+                                  const std::string& dtype = "float32");
+
+// A reward-model snapshot folder (RewardModel::load).
+std::unique_ptr<RewardModel> load_reward_model(const std::filesystem::path& dir, const std::string& device = "cpu",
+                                               const std::string& dtype = "float32");
 
 // The judge of record beside a model folder: a Llama Guard snapshot in `guard/` next to it (the
 // layout `icet demo build` writes: models/demo/vlm + models/demo/guard), if there is one.

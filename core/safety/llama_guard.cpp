@@ -166,11 +166,13 @@ GreedyOutput greedy_generate(const models::LlamaModel& model, const std::vector<
     ids.push_back(next.cpu());
     positions.push_back(n_real_t - 1 + s);
     const at::Tensor stopped = at::isin(next, stops).logical_or(done);
+    const at::Tensor stopped_cpu = stopped.cpu().contiguous();  // one device sync per step, not one per row
+    const bool* st = stopped_cpu.data_ptr<bool>();
     for (int64_t b = 0; b < B; ++b) {
-      if (!stopped[b].item<bool>()) ++out.lengths[static_cast<size_t>(b)];
+      if (!st[b]) ++out.lengths[static_cast<size_t>(b)];
     }
     done = stopped;
-    if (s + 1 == max_new_tokens || done.all().item<bool>()) break;
+    if (s + 1 == max_new_tokens || std::all_of(st, st + B, [](bool x) { return x; })) break;
     mask = at::cat({mask, at::ones({B, 1}, mask.options())}, 1);
     const at::Tensor pos = (n_real_t + s).view({B, 1}).to(dev);
     hidden = model.forward(model.embed(next.view({B, 1})), pos, &cache, mask);

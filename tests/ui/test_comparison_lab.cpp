@@ -1,10 +1,13 @@
 // The comparison lab on the HF reference fixtures (tiny LLaVA with 6 encoder layers, tiny
 // Llama Guard judge, tiny GPT-2 reward model): panes stream and finish, the slider re-runs the
 // exit pane at the new layer with the same tokens as the core engine, panes can be added and
-// removed, presentation mode blurs unsafe answers until clicked.
+// removed, presentation mode blurs unsafe answers until clicked, the logits policy setting
+// reaches the panes.
 #include <QAbstractScrollArea>
+#include <QComboBox>
 #include <QLabel>
 #include <QPlainTextEdit>
+#include <QSettings>
 #include <QSignalSpy>
 #include <QTextBrowser>
 #include <QSlider>
@@ -211,6 +214,34 @@ class TestComparisonLab : public QObject {
     QVERIFY(!pane->isBlurred());
     m_lab->setPresentationMode(false);
     m_lab->removePane(pane);
+  }
+
+  // The logits policy is an app setting (QSettings "sampling/logitsPolicy"): kept across
+  // starts, used by every pane, and set from a session bundle's sampling parameters.
+  void logitsPolicySettingReachesPanes() {
+    using icet::generate::LogitsPolicy;
+    auto* combo = m_lab->findChild<QComboBox*>(QStringLiteral("LogitsPolicyCombo"));
+    QVERIFY(combo != nullptr);
+    QCOMPARE(combo->currentData().toString(), QStringLiteral("clean"));  // the default
+    QVERIFY(m_lab->samplingParams().logits_policy == LogitsPolicy::clean);
+    combo->setCurrentIndex(combo->findData(QStringLiteral("hf")));
+    QCOMPARE(QSettings().value(QStringLiteral("sampling/logitsPolicy")).toString(), QStringLiteral("hf"));
+    QVERIFY(m_lab->samplingParams().logits_policy == LogitsPolicy::hf);
+    {
+      ComparisonLab next;  // a later start reads the setting
+      QVERIFY(next.samplingParams().logits_policy == LogitsPolicy::hf);
+    }
+    m_lab->runAll();
+    QTRY_VERIFY_WITH_TIMEOUT(!m_lab->isBusy(), 60000);
+    for (ComparisonPane* p : m_lab->panes()) {
+      QVERIFY(p->answer().has_value());
+      QVERIFY(p->answer()->record.params.logits_policy == LogitsPolicy::hf);
+    }
+    auto params = m_lab->samplingParams();
+    params.logits_policy = LogitsPolicy::clean;
+    m_lab->setSamplingParams(params);  // as opening a bundle does
+    QCOMPARE(combo->currentData().toString(), QStringLiteral("clean"));
+    QCOMPARE(QSettings().value(QStringLiteral("sampling/logitsPolicy")).toString(), QStringLiteral("clean"));
   }
 };
 
