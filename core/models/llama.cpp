@@ -114,11 +114,12 @@ at::Tensor LlamaModel::attention(const Layer& l, size_t index, const at::Tensor&
   const auto lin = [&](LoraModule m) -> const LoraLinear* {
     return ad != nullptr ? &ad->layers[index][static_cast<size_t>(m)] : nullptr;
   };
-  at::Tensor q = lora_dense(x, l.q_w, l.q_b, lin(LoraModule::q_proj), ad).view({B, T, h, d}).transpose(1, 2);  // [B,h,T,d]
-  at::Tensor k = lora_dense(x, l.k_w, l.k_b, lin(LoraModule::k_proj), ad).view({B, T, g, d}).transpose(1, 2);  // [B,g,T,d]
-  at::Tensor v = lora_dense(x, l.v_w, l.v_b, lin(LoraModule::v_proj), ad).view({B, T, g, d}).transpose(1, 2);
-  q = q * cos + rotate_half(q) * sin;
-  k = k * cos + rotate_half(k) * sin;
+  at::Tensor q = lora_dense(x, l.q_w, l.q_b, lin(LoraModule::q_proj), ad).view({B, T, h, d});  // [B,T,h,d]
+  at::Tensor k = lora_dense(x, l.k_w, l.k_b, lin(LoraModule::k_proj), ad).view({B, T, g, d});  // [B,T,g,d]
+  at::Tensor v = lora_dense(x, l.v_w, l.v_b, lin(LoraModule::v_proj), ad).view({B, T, g, d}).transpose(1, 2);  // [B,g,T,d]
+  // RoPE on the projections' own contiguous layout (cos/sin [B,T,1,d]), then heads first.
+  q = (q * cos + rotate_half(q) * sin).transpose(1, 2);  // [B,h,T,d]
+  k = (k * cos + rotate_half(k) * sin).transpose(1, 2);  // [B,g,T,d]
   if (cache != nullptr) {
     const int64_t P = cache->length;
     cache->k[index].narrow(2, P, T).copy_(k);
@@ -217,9 +218,9 @@ at::Tensor LlamaModel::forward(const at::Tensor& embeds, const at::Tensor& posit
     return at::cat(parts, 0);
   }
   const auto dev = embeds.device();
-  // RoPE tables for the new positions: [B,1,T,d] (float32 products, as HF).
+  // RoPE tables for the new positions: [B,T,1,d] (float32 products, as HF).
   at::Tensor freqs = positions.to(dev).to(at::kFloat).unsqueeze(-1) * inv_freq_.view({1, 1, -1});  // [B,T,d/2]
-  at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);
+  at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(2);
   const at::Tensor cos = emb.cos().to(embeds.scalar_type());
   const at::Tensor sin = emb.sin().to(embeds.scalar_type());
 
@@ -249,9 +250,12 @@ at::Tensor LlamaModel::forward(const at::Tensor& embeds, const at::Tensor& posit
     const auto lin = [&](LoraModule m) -> const LoraLinear* {
       return ad != nullptr ? &ad->layers[i][static_cast<size_t>(m)] : nullptr;
     };
-    const at::Tensor gate = lora_dense(y, l.gate_w, {}, lin(LoraModule::gate_proj), ad);
+    at::Tensor gate = lora_dense(y, l.gate_w, {}, lin(LoraModule::gate_proj), ad);
     const at::Tensor up = lora_dense(y, l.up_w, {}, lin(LoraModule::up_proj), ad);
-    x = x + lora_dense(at::silu(gate) * up, l.down_w, {}, lin(LoraModule::down_proj), ad);
+    // Without autograd the gate buffer takes the product in place: one pass and one
+    // [B,T,I] buffer fewer per layer.
+    gate = at::GradMode::is_enabled() ? at::silu(gate) * up : at::silu_(gate).mul_(up);
+    x = x + lora_dense(gate, l.down_w, {}, lin(LoraModule::down_proj), ad);
   }
   if (cache != nullptr) {
     cache->length = P + T;
