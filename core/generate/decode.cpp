@@ -129,9 +129,7 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
         chosen[i] = choose_token(scores[static_cast<int64_t>(i)], req.params[r], history[r], generators[r]);
       }
     }
-    std::vector<int64_t> next;
-    std::vector<int64_t> keep;  // batch positions that go on
-    std::vector<size_t> still_active;
+    std::vector<bool> finished(active.size(), false);
     for (size_t i = 0; i < active.size(); ++i) {
       const size_t r = active[i];
       const SamplingParams& p = req.params[r];
@@ -172,20 +170,24 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
           if (!tail.empty() && req.on_token) req.on_token({r, -1, tail});
         }
         o.seconds = elapsed();
-      } else {
-        next.push_back(token);
-        keep.push_back(static_cast<int64_t>(i));
-        still_active.push_back(r);
+        finished[i] = true;
       }
     }
-    if (still_active.empty()) break;
-    if (still_active.size() != active.size()) {
-      cache.keep_rows(at::tensor(keep, at::TensorOptions().dtype(at::kLong)).to(dev));
+    // Finished rows leave the batch, from the highest position down: the batch's last row moves
+    // into the hole (rows past i are all going on by then), so a finished row costs one row's
+    // cache copy rather than a copy of the whole cache.
+    for (size_t i = finished.size(); i-- > 0;) {
+      if (!finished[i]) continue;
+      cache.remove_row(static_cast<int64_t>(i));
+      active[i] = active.back();
+      chosen[i] = chosen.back();
+      active.pop_back();
+      chosen.pop_back();
     }
-    active = std::move(still_active);
+    if (active.empty()) break;
     const int64_t b = static_cast<int64_t>(active.size());
     // One decode step for the rows still going: [b,1] -> [b,V]
-    const at::Tensor ids = at::tensor(next, at::TensorOptions().dtype(at::kLong)).to(dev).view({b, 1});
+    const at::Tensor ids = at::tensor(chosen, at::TensorOptions().dtype(at::kLong)).to(dev).view({b, 1});
     positions = at::full({b, 1}, cache.length, long_opts);
     logits = lm.logits(lm.forward(lm.embed(ids), positions, &cache)).select(1, 0);
     ++steps;

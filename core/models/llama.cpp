@@ -23,9 +23,14 @@ at::Tensor rotate_half(const at::Tensor& x) {
 
 }  // namespace
 
-void KvCache::keep_rows(const at::Tensor& rows) {
-  for (auto& t : k) t = t.index_select(0, rows);
-  for (auto& t : v) t = t.index_select(0, rows);
+void KvCache::remove_row(int64_t row) {
+  for (auto* list : {&k, &v}) {
+    for (auto& t : *list) {
+      const int64_t last = t.size(0) - 1;
+      if (row != last) t.select(0, row).copy_(t.select(0, last));
+      t = t.narrow(0, 0, last);
+    }
+  }
 }
 
 at::Tensor rope_inv_freq(const LlamaConfig& c) {

@@ -20,9 +20,10 @@ struct KvCache {
   int64_t capacity = 0;
 
   int64_t batch() const { return k.empty() ? 0 : k.front().size(0); }
-  // Keeps only the rows in `rows` (int64 indices, on the cache's device): finished rows of a
-  // batch stop costing work.
-  void keep_rows(const at::Tensor& rows);
+  // Removes batch row `row` (finished rows of a batch stop costing work): the last row moves
+  // into its place and the batch shrinks by one, a view of the same storage. One row is copied,
+  // not the cache; the caller moves its own record of the last row the same way.
+  void remove_row(int64_t row);
 };
 
 // Llama decoder (HF LlamaModel + lm_head): RMSNorm, RoPE (with Llama-3 scaling), grouped-query

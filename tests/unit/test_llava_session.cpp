@@ -5,6 +5,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -122,6 +123,29 @@ class TestLlavaSession : public QObject {
       QVERIFY(r.token_ids.size() <= full[i].token_ids.size());
       QVERIFY(std::equal(r.token_ids.begin(), r.token_ids.end(), full[i].token_ids.begin()));
     }
+  }
+
+  void rowsLeavingInAnyOrderKeepTheirOwnAnswers() {
+    // Stop strings taken from several rows' answers end rows at different steps and batch
+    // positions (the leaving row's place is taken by the batch's last row); every row must still
+    // equal its layer's run alone, answer and stop reason.
+    const std::vector<int64_t> layers{1, 2, 3, 4, 5, 6};
+    const auto full = m_session->sweep(m_prompt, layers, greedy(8));
+    auto p = greedy(8);
+    for (size_t i = 0; i < full.size(); i += 2) {
+      if (full[i].text.size() > 3) p.stop_strings.push_back(full[i].text.substr(2, 2));
+    }
+    const auto rows = m_session->sweep(m_prompt, layers, p);
+    std::set<size_t> lengths;
+    bool early_not_last = false;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const auto single = m_session->generate(m_prompt, layers[i], p);
+      QCOMPARE(rows[i].token_ids, single.token_ids);
+      QCOMPARE(rows[i].stop_reason, single.stop_reason);
+      lengths.insert(rows[i].token_ids.size());
+      early_not_last |= i + 1 < rows.size() && rows[i].token_ids.size() < 8;
+    }
+    QVERIFY2(lengths.size() >= 2 && early_not_last, "the stop strings must end rows at different steps");
   }
 
   void replayGivesTheSameTokens() {
