@@ -17,6 +17,78 @@
 namespace icet::text::jinja {
 namespace {
 
+// ---- errors and the render budget -------------------------------------------------------
+
+// Errors carry the template line; Template wraps them into an InputError with its name.
+struct RenderError {
+  std::string message;
+  int line;
+};
+[[noreturn]] void fail(int line, const std::string& message) { throw RenderError{message, line}; }
+
+// The budget of the render running on this thread; null while parsing. Low-level helpers
+// (string copies and appends, comparisons, searches) charge it directly, so that no path can
+// build, copy or scan text unaccounted.
+struct Budget {
+  RenderLimits limits;
+  uint64_t steps = 0;
+  uint64_t bytes = 0;  // bytes processed and not yet charged as steps
+  int calls = 0;       // filter calls nested at run time
+  int line = 0;        // the line being evaluated, for errors raised by helpers
+};
+thread_local Budget* t_budget = nullptr;
+
+constexpr uint64_t kBytesPerStep = 64;
+
+uint64_t saturating_mul(uint64_t a, uint64_t b) {
+  uint64_t r = 0;
+  return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
+[[noreturn]] void over_steps(const Budget& b) {
+  fail(b.line, "the template needs more than max_steps = " + std::to_string(b.limits.max_steps) +
+                   " (expressions, loop iterations, list items and text processed)");
+}
+
+// Fails now when `n` more steps would not fit, before the work is done.
+void ensure_steps(uint64_t n) {
+  const Budget* b = t_budget;
+  if (b != nullptr && n > b->limits.max_steps - b->steps) over_steps(*b);
+}
+
+void charge_steps(uint64_t n) {
+  Budget* b = t_budget;
+  if (b == nullptr) return;
+  if (n > b->limits.max_steps - b->steps) over_steps(*b);
+  b->steps += n;
+}
+
+void charge_bytes(uint64_t n) {
+  Budget* b = t_budget;
+  if (b == nullptr) return;
+  if (n >= kBytesPerStep) {
+    charge_steps(n / kBytesPerStep);
+    n %= kBytesPerStep;
+  }
+  b->bytes += n;
+  if (b->bytes >= kBytesPerStep) {
+    b->bytes -= kBytesPerStep;
+    charge_steps(1);
+  }
+}
+
+// Refuses a string of `size` bytes before it is built.
+void check_string_size(uint64_t size) {
+  const Budget* b = t_budget;
+  if (b != nullptr && size > b->limits.max_output_bytes) {
+    fail(b->line, "a string of " + (size == UINT64_MAX ? std::string("over 2^64") : std::to_string(size)) +
+                      " bytes would be longer than max_output_bytes = " + std::to_string(b->limits.max_output_bytes));
+  }
+}
+
+// Values are big (a string, two pointers, ...): building n list items costs their size too.
+void charge_items(uint64_t n);
+
 // ---- values -----------------------------------------------------------------------------
 
 // A string plus the byte ranges [begin, end) of it that came from the caller's data.
@@ -24,7 +96,32 @@ struct Str {
   std::string text;
   std::vector<std::pair<size_t, size_t>> data;
 
+  Str() = default;
+  Str(std::string t, std::vector<std::pair<size_t, size_t>> d = {}) : text(std::move(t)), data(std::move(d)) {}
+  // Values are copied by value everywhere; copies are where text multiplies, so they pay.
+  Str(const Str& o) : text((charge_bytes(o.text.size()), o.text)), data(o.data) {}
+  Str& operator=(const Str& o) {
+    if (this != &o) {
+      charge_bytes(o.text.size());
+      text = o.text;
+      data = o.data;
+    }
+    return *this;
+  }
+  Str(Str&&) noexcept = default;
+  Str& operator=(Str&&) noexcept = default;
+
+  // `t` as data (when `is_data`) or template text.
+  static Str marked(std::string t, bool is_data) {
+    const size_t n = t.size();
+    Str out(std::move(t));
+    if (is_data && n > 0) out.data.emplace_back(0, n);
+    return out;
+  }
+
   void append(const Str& other) {
+    check_string_size(text.size() + other.text.size());
+    charge_bytes(other.text.size());
     const size_t shift = text.size();
     text += other.text;
     for (auto [b, e] : other.data) {
@@ -35,8 +132,14 @@ struct Str {
       }
     }
   }
+  void append_text(std::string_view t) {
+    check_string_size(text.size() + t.size());
+    charge_bytes(t.size());
+    text += t;
+  }
   // Bytes [b, e) with the data ranges that fall inside them.
   Str substr(size_t b, size_t e) const {
+    charge_bytes(e - b);
     Str out{text.substr(b, e - b), {}};
     for (auto [rb, re] : data) {
       const size_t lo = std::max(rb, b), hi = std::min(re, e);
@@ -51,18 +154,21 @@ struct Value;
 using List = std::vector<Value>;
 struct Dict;
 
+void check_value_depth(int depth);
+
 struct Value {
   enum class Kind { Undefined, None, Bool, Int, Float, String, Array, Object };
   Kind kind = Kind::Undefined;
   bool b = false;
+  bool is_namespace = false;  // namespace(): the only object a template may mutate
+  bool is_tuple = false;      // a List that Python would hold as a tuple (prints as one)
+  int depth = 0;              // nesting of lists and dicts (0 for scalars, 1 for a namespace)
   int64_t i = 0;
   double f = 0.0;
   Str s;
   std::shared_ptr<List> list;
   std::shared_ptr<Dict> dict;
-  bool is_namespace = false;  // namespace(): the only object a template may mutate
-  bool is_tuple = false;      // a List that Python would hold as a tuple (prints as one)
-  std::string name;           // Undefined: the name that was looked up, for errors
+  std::string name;  // Undefined: the name that was looked up, for errors
 
   static Value undefined(std::string n = {}) {
     Value v;
@@ -93,18 +199,18 @@ struct Value {
   static Value string(std::string x) { return string(Str{std::move(x), {}}); }
   static Value of_list(List x) {
     Value v = make(Kind::Array);
+    for (const Value& item : x) v.depth = std::max(v.depth, item.depth);
+    check_value_depth(++v.depth);
     v.list = std::make_shared<List>(std::move(x));
     return v;
   }
-  static Value of_dict(std::shared_ptr<Dict> d) {
-    Value v = make(Kind::Object);
-    v.dict = std::move(d);
-    return v;
-  }
+  static Value of_dict(std::shared_ptr<Dict> d);
 
   bool is(Kind k) const { return kind == k; }
   bool number() const { return kind == Kind::Int || kind == Kind::Float || kind == Kind::Bool; }
+  bool integral() const { return kind == Kind::Int || kind == Kind::Bool; }
   double as_double() const { return kind == Kind::Float ? f : static_cast<double>(kind == Kind::Bool ? b : i); }
+  int64_t as_int() const { return kind == Kind::Bool ? (b ? 1 : 0) : i; }
 
  private:
   static Value make(Kind k) {
@@ -117,10 +223,16 @@ struct Value {
 // Insertion-ordered, as Python dicts.
 struct Dict {
   std::vector<std::pair<std::string, Value>> items;
+  bool keys_data = false;  // the keys came from the caller's data (or from data strings)
+
   const Value* find(const std::string& key) const {
-    for (const auto& [k, v] : items) {
-      if (k == key) return &v;
+    for (size_t k = 0; k < items.size(); ++k) {
+      if (items[k].first == key) {
+        charge_steps(k / 16);  // lookups in big dicts scan
+        return &items[k].second;
+      }
     }
+    charge_steps(items.size() / 16);
     return nullptr;
   }
   void set(const std::string& key, Value v) {
@@ -132,14 +244,33 @@ struct Dict {
     }
     items.emplace_back(key, std::move(v));
   }
+  // A key as a string value, marked as data when the keys are.
+  Str key(const std::string& k) const {
+    charge_bytes(k.size());
+    return Str::marked(k, keys_data);
+  }
 };
 
-// Errors carry the template line; Template wraps them into an InputError with its name.
-struct RenderError {
-  std::string message;
-  int line;
-};
-[[noreturn]] void fail(int line, const std::string& message) { throw RenderError{message, line}; }
+Value Value::of_dict(std::shared_ptr<Dict> d) {
+  Value v = make(Kind::Object);
+  for (const auto& item : d->items) v.depth = std::max(v.depth, item.second.depth);
+  check_value_depth(++v.depth);
+  v.dict = std::move(d);
+  return v;
+}
+
+void charge_items(uint64_t n) {
+  charge_steps(n);
+  charge_bytes(saturating_mul(n, sizeof(Value)));
+}
+
+// Nested lists and dicts are printed, compared and freed recursively.
+void check_value_depth(int depth) {
+  const Budget* b = t_budget;
+  if (b != nullptr && depth > b->limits.max_depth) {
+    fail(b->line, "lists and dicts nested deeper than max_depth = " + std::to_string(b->limits.max_depth));
+  }
+}
 
 std::string kind_name(const Value& v) {
   switch (v.kind) {
@@ -169,41 +300,94 @@ bool truthy(const Value& v) {
   return false;
 }
 
+// repr(float) as Python writes it: the shortest round-trip digits, positional for decimal
+// exponents -4 <= e < 16 and scientific (two exponent digits at least) otherwise.
 std::string format_float(double x) {
   if (std::isnan(x)) return "nan";
   if (std::isinf(x)) return x > 0 ? "inf" : "-inf";
   char buf[64];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, x);  // shortest round-trip, as repr()
-  std::string s(buf, end);
-  if (s.find_first_of(".en") == std::string::npos) s += ".0";
-  return s;
-}
-
-std::string py_repr(const Value& v);
-
-std::string quote_repr(const std::string& s) {
-  // Python's repr of a str: single quotes unless the text has one and no double quote.
-  const bool dq = s.find('\'') != std::string::npos && s.find('"') == std::string::npos;
-  const char q = dq ? '"' : '\'';
-  std::string out(1, q);
-  for (char c : s) {
-    if (c == q || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (c == '\r') {
-      out += "\\r";
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, x, std::chars_format::scientific);
+  const std::string sci(buf, end);  // [-]d[.ddd]e(+|-)dd
+  const size_t e_pos = sci.find('e');
+  const bool negative = sci[0] == '-';
+  std::string digits = sci.substr(negative ? 1 : 0, e_pos - (negative ? 1 : 0));
+  digits.erase(std::remove(digits.begin(), digits.end(), '.'), digits.end());
+  int exponent = 0;
+  const size_t digits_at = e_pos + (sci[e_pos + 1] == '+' ? 2 : 1);
+  std::from_chars(sci.data() + digits_at, sci.data() + sci.size(), exponent);
+  const int point = exponent + 1;                          // digits before the decimal point
+  const auto n = static_cast<int>(digits.size());
+  std::string out = negative ? "-" : "";
+  if (point > -4 && point <= 16) {
+    if (point <= 0) {
+      out += "0." + std::string(static_cast<size_t>(-point), '0') + digits;
+    } else if (point >= n) {
+      out += digits + std::string(static_cast<size_t>(point - n), '0') + ".0";
     } else {
-      out += c;
+      out += digits.substr(0, static_cast<size_t>(point)) + "." + digits.substr(static_cast<size_t>(point));
     }
+    return out;
   }
-  return out + q;
+  out += digits.substr(0, 1);
+  if (n > 1) out += "." + digits.substr(1);
+  const int magnitude = std::abs(exponent);
+  return out + (exponent < 0 ? "e-" : "e+") + (magnitude < 10 ? "0" : "") + std::to_string(magnitude);
 }
 
-// str(v) as Python prints it; strings keep their data ranges.
+bool is_continuation(const std::string& t, size_t k) {
+  return k < t.size() && (static_cast<unsigned char>(t[k]) & 0xC0) == 0x80;
+}
+
+// Appends `s` escaped by `escape` (plain text -> escaped text), keeping the data ranges: each
+// range is widened to whole UTF-8 characters and escaped on its own, so the pieces that came
+// from data stay data and the escaped text equals escaping `s` at once.
+template <typename Escape>
+void append_escaped(const Str& s, const Escape& escape, Str& out) {
+  const std::string& t = s.text;
+  size_t p = 0;
+  for (auto [b, e] : s.data) {
+    while (b > p && is_continuation(t, b)) --b;
+    while (is_continuation(t, e)) ++e;
+    b = std::max(b, p);
+    if (e <= b) continue;
+    if (b > p) out.append(Str(escape(t.substr(p, b - p))));
+    out.append(Str::marked(escape(t.substr(b, e - b)), true));
+    p = e;
+  }
+  if (p < t.size()) out.append(Str(escape(t.substr(p))));
+}
+
+void repr_into(const Value& v, Str& out);
+
+// Python's repr of a str: single quotes unless the text has one and no double quote.
+void quote_repr_into(const Str& s, Str& out) {
+  const bool dq = s.text.find('\'') != std::string::npos && s.text.find('"') == std::string::npos;
+  const char q = dq ? '"' : '\'';
+  auto escape = [q](const std::string& text) {
+    std::string r;
+    for (char c : text) {
+      if (c == q || c == '\\') {
+        r += '\\';
+        r += c;
+      } else if (c == '\n') {
+        r += "\\n";
+      } else if (c == '\t') {
+        r += "\\t";
+      } else if (c == '\r') {
+        r += "\\r";
+      } else {
+        r += c;
+      }
+    }
+    return r;
+  };
+  out.append_text(std::string_view(&q, 1));
+  append_escaped(s, escape, out);
+  out.append_text(std::string_view(&q, 1));
+}
+
+// str(v) as Python prints it; strings keep their data ranges, and so do the strings inside a
+// list or dict.
 Str to_str(const Value& v) {
   switch (v.kind) {
     case Value::Kind::Undefined: return {};
@@ -212,110 +396,159 @@ Str to_str(const Value& v) {
     case Value::Kind::Int: return {std::to_string(v.i), {}};
     case Value::Kind::Float: return {format_float(v.f), {}};
     case Value::Kind::String: return v.s;
-    default: return {py_repr(v), {}};
+    default: {
+      Str out;
+      repr_into(v, out);
+      return out;
+    }
   }
 }
 
-std::string py_repr(const Value& v) {
+void repr_into(const Value& v, Str& out) {
+  charge_steps(1);
   switch (v.kind) {
-    case Value::Kind::String: return quote_repr(v.s.text);
+    case Value::Kind::String: quote_repr_into(v.s, out); return;
     case Value::Kind::Array: {
-      std::string out = v.is_tuple ? "(" : "[";
-      for (size_t k = 0; k < v.list->size(); ++k) out += (k ? ", " : "") + py_repr((*v.list)[k]);
-      if (v.is_tuple && v.list->size() == 1) out += ",";
-      return out + (v.is_tuple ? ")" : "]");
+      out.append_text(v.is_tuple ? "(" : "[");
+      for (size_t k = 0; k < v.list->size(); ++k) {
+        if (k) out.append_text(", ");
+        repr_into((*v.list)[k], out);
+      }
+      if (v.is_tuple && v.list->size() == 1) out.append_text(",");
+      out.append_text(v.is_tuple ? ")" : "]");
+      return;
     }
     case Value::Kind::Object: {
-      if (v.is_namespace) return "<Namespace>";
-      std::string out = "{";
+      if (v.is_namespace) {
+        out.append_text("<Namespace>");
+        return;
+      }
+      out.append_text("{");
       bool first = true;
       for (const auto& [k, x] : v.dict->items) {
-        out += (first ? "" : ", ") + quote_repr(k) + ": " + py_repr(x);
+        if (!first) out.append_text(", ");
         first = false;
+        quote_repr_into(v.dict->key(k), out);
+        out.append_text(": ");
+        repr_into(x, out);
       }
-      return out + "}";
+      out.append_text("}");
+      return;
     }
-    default: return to_str(v).text;
+    default: out.append(to_str(v)); return;
   }
+}
+
+std::string repr_text(const Value& v) {
+  Str out;
+  repr_into(v, out);
+  return out.text;
+}
+
+// A JSON string literal of `s` as json.dumps(ensure_ascii=False) writes it; data stays data.
+void json_string_into(const Str& s, Str& out) {
+  // nlohmann escapes exactly the characters json.dumps(ensure_ascii=False) escapes, except
+  // DEL, which neither escapes.
+  auto escape = [](const std::string& text) {
+    const std::string quoted = nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    return quoted.substr(1, quoted.size() - 2);
+  };
+  out.append_text("\"");
+  append_escaped(s, escape, out);
+  out.append_text("\"");
 }
 
 // json.dumps(v, ensure_ascii=False, indent=indent) as transformers' tojson filter.
-void dump_json(const Value& v, std::optional<int64_t> indent, int depth, std::string& out, int line) {
+void dump_json(const Value& v, std::optional<int64_t> indent, int depth, Str& out, int line) {
+  charge_steps(1);
   auto newline = [&](int d) {
-    if (indent) out += "\n" + std::string(static_cast<size_t>(*indent * d), ' ');
+    if (!indent) return;
+    // json.dumps treats a negative indent as 0.
+    const uint64_t n = saturating_mul(static_cast<uint64_t>(std::max<int64_t>(*indent, 0)), static_cast<uint64_t>(d));
+    check_string_size(out.text.size() + n);
+    out.append_text("\n" + std::string(n, ' '));
   };
   switch (v.kind) {
     case Value::Kind::Undefined:
-    case Value::Kind::None: out += "null"; return;
-    case Value::Kind::Bool: out += v.b ? "true" : "false"; return;
-    case Value::Kind::Int: out += std::to_string(v.i); return;
+    case Value::Kind::None: out.append_text("null"); return;
+    case Value::Kind::Bool: out.append_text(v.b ? "true" : "false"); return;
+    case Value::Kind::Int: out.append_text(std::to_string(v.i)); return;
     case Value::Kind::Float:
-      out += std::isfinite(v.f) ? format_float(v.f) : (std::isnan(v.f) ? "NaN" : (v.f > 0 ? "Infinity" : "-Infinity"));
+      out.append_text(std::isfinite(v.f) ? format_float(v.f) : (std::isnan(v.f) ? "NaN" : (v.f > 0 ? "Infinity" : "-Infinity")));
       return;
-    case Value::Kind::String: {
-      // nlohmann escapes exactly the characters json.dumps(ensure_ascii=False) escapes,
-      // except DEL, which neither escapes.
-      out += nlohmann::json(v.s.text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-      return;
-    }
+    case Value::Kind::String: json_string_into(v.s, out); return;
     case Value::Kind::Array: {
       if (v.list->empty()) {
-        out += "[]";
+        out.append_text("[]");
         return;
       }
-      out += "[";
+      out.append_text("[");
       for (size_t k = 0; k < v.list->size(); ++k) {
-        if (k) out += indent ? "," : ", ";
+        if (k) out.append_text(indent ? "," : ", ");
         newline(depth + 1);
         dump_json((*v.list)[k], indent, depth + 1, out, line);
       }
       newline(depth);
-      out += "]";
+      out.append_text("]");
       return;
     }
     case Value::Kind::Object: {
       if (v.is_namespace) fail(line, "tojson: a namespace is not JSON serializable");
       if (v.dict->items.empty()) {
-        out += "{}";
+        out.append_text("{}");
         return;
       }
-      out += "{";
+      out.append_text("{");
       bool first = true;
       for (const auto& [k, x] : v.dict->items) {
-        if (!first) out += indent ? "," : ", ";
+        if (!first) out.append_text(indent ? "," : ", ");
         first = false;
         newline(depth + 1);
-        out += nlohmann::json(k).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + ": ";
+        json_string_into(v.dict->key(k), out);
+        out.append_text(": ");
         dump_json(x, indent, depth + 1, out, line);
       }
       newline(depth);
-      out += "}";
+      out.append_text("}");
       return;
     }
   }
 }
 
-Value from_json(const nlohmann::ordered_json& j, bool data) {
+// The caller's context; `depth` counts the enclosing lists and dicts.
+Value from_json(const nlohmann::ordered_json& j, bool data, int depth = 0) {
+  charge_steps(1);
   switch (j.type()) {
     case nlohmann::ordered_json::value_t::null: return Value::none();
     case nlohmann::ordered_json::value_t::boolean: return Value::boolean(j.get<bool>());
-    case nlohmann::ordered_json::value_t::number_integer:
-    case nlohmann::ordered_json::value_t::number_unsigned: return Value::integer(j.get<int64_t>());
+    case nlohmann::ordered_json::value_t::number_integer: return Value::integer(j.get<int64_t>());
+    case nlohmann::ordered_json::value_t::number_unsigned: {
+      const auto u = j.get<uint64_t>();
+      // Python would hold it exactly; the nearest float beats a wrapped negative number.
+      return u > static_cast<uint64_t>(INT64_MAX) ? Value::real(static_cast<double>(u)) : Value::integer(static_cast<int64_t>(u));
+    }
     case nlohmann::ordered_json::value_t::number_float: return Value::real(j.get<double>());
     case nlohmann::ordered_json::value_t::string: {
-      std::string s = j.get<std::string>();
-      Str str{s, {}};
-      if (data && !s.empty()) str.data.emplace_back(0, s.size());
-      return Value::string(std::move(str));
+      const auto& s = j.get_ref<const std::string&>();
+      charge_bytes(s.size());
+      return Value::string(Str::marked(s, data));
     }
     case nlohmann::ordered_json::value_t::array: {
+      check_value_depth(depth + 1);  // before recursing
       List l;
-      for (const auto& x : j) l.push_back(from_json(x, data));
+      l.reserve(j.size());
+      for (const auto& x : j) l.push_back(from_json(x, data, depth + 1));
       return Value::of_list(std::move(l));
     }
     case nlohmann::ordered_json::value_t::object: {
+      check_value_depth(depth + 1);
       auto d = std::make_shared<Dict>();
-      for (const auto& [k, x] : j.items()) d->set(k, from_json(x, data));
+      d->keys_data = data;
+      d->items.reserve(j.size());
+      for (const auto& [k, x] : j.items()) {
+        charge_bytes(k.size());
+        d->items.emplace_back(k, from_json(x, data, depth + 1));  // JSON object keys are unique
+      }
       return Value::of_dict(std::move(d));
     }
     default: return Value::none();
@@ -324,11 +557,24 @@ Value from_json(const nlohmann::ordered_json& j, bool data) {
 
 // ---- UTF-8 helpers (Python indexes and measures strings in code points) -----------------
 
+// Start of the character after the one at `k` (the next byte that is not a continuation).
+size_t next_char(const std::string& s, size_t k) {
+  ++k;
+  while (is_continuation(s, k)) ++k;
+  return k;
+}
+
+size_t count_chars(const std::string& s) {
+  charge_bytes(s.size());
+  return static_cast<size_t>(std::count_if(s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
+}
+
+// Byte offsets of the characters, and of the end.
 std::vector<size_t> char_starts(const std::string& s) {
+  charge_bytes(s.size() * (1 + sizeof(size_t)));
   std::vector<size_t> starts;
-  for (size_t k = 0; k < s.size(); ++k) {
-    if ((static_cast<unsigned char>(s[k]) & 0xC0) != 0x80) starts.push_back(k);
-  }
+  for (size_t k = 0; k < s.size(); k = next_char(s, k)) starts.push_back(k);
+  starts.push_back(s.size());
   return starts;
 }
 
@@ -349,25 +595,29 @@ bool py_space(uint32_t cp) {
          cp == 0x3000;
 }
 
+// Scans from both ends only, so stripping a long string costs what it removes.
 Str strip(const Str& s, bool left, bool right, const std::optional<std::string>& chars) {
   const std::string& t = s.text;
-  const std::vector<size_t> starts = char_starts(t);
-  auto strip_cp = [&](size_t idx) {
+  auto strip_char = [&](size_t at) {
     size_t len = 0;
-    const uint32_t cp = decode_at(t, starts[idx], &len);
+    const uint32_t cp = decode_at(t, at, &len);
     if (!chars) return py_space(cp);
-    return chars->find(t.substr(starts[idx], len)) != std::string::npos;
+    return chars->find(t.substr(at, len)) != std::string::npos;
   };
-  size_t lo = 0, hi = starts.size();
+  size_t lo = 0, hi = t.size();
   if (left) {
-    while (lo < hi && strip_cp(lo)) ++lo;
+    while (lo < hi && strip_char(lo)) lo = next_char(t, lo);
   }
   if (right) {
-    while (hi > lo && strip_cp(hi - 1)) --hi;
+    while (hi > lo) {
+      size_t b = hi - 1;
+      while (b > lo && is_continuation(t, b)) --b;
+      if (!strip_char(b)) break;
+      hi = b;
+    }
   }
-  const size_t b = lo < starts.size() ? starts[lo] : t.size();
-  const size_t e = hi < starts.size() ? starts[hi] : t.size();
-  return s.substr(b, std::max(b, e));
+  charge_bytes(lo + (t.size() - hi));
+  return s.substr(lo, std::max(lo, hi));
 }
 
 Str map_ascii(const Str& s, int (*f)(int)) {
@@ -392,6 +642,101 @@ Str title_case(const Str& s, bool only_first) {
     }
   }
   return out;
+}
+
+// ---- numbers (locale-independent, and never a foreign exception) ------------------------
+
+// A decimal float without sign or underscores ("1.5e3", "1e999"): out-of-range values become
+// inf or 0.0, as Python's float() gives them.
+double decimal_to_double(std::string_view t) {
+  double x = 0.0;
+  const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), x, std::chars_format::general);
+  if (ec != std::errc::result_out_of_range) return x;
+  // Overflow or underflow: the decimal exponent of the first significant digit decides.
+  const size_t e_pos = t.find_first_of("eE");
+  const std::string_view mantissa = t.substr(0, e_pos);
+  int64_t exponent = 0;
+  if (e_pos != std::string_view::npos) {
+    std::string_view ex = t.substr(e_pos + 1);
+    const bool negative = !ex.empty() && ex[0] == '-';
+    if (!ex.empty() && (ex[0] == '-' || ex[0] == '+')) ex.remove_prefix(1);
+    for (char c : ex) exponent = std::min<int64_t>(exponent * 10 + (c - '0'), 1'000'000'000);
+    if (negative) exponent = -exponent;
+  }
+  const size_t point = std::min(mantissa.find('.'), mantissa.size());
+  const size_t first = mantissa.find_first_of("123456789");
+  if (first == std::string_view::npos) return 0.0;
+  const int64_t magnitude = exponent + static_cast<int64_t>(point) - static_cast<int64_t>(first) - (first > point ? 1 : 0);
+  return magnitude > 0 ? HUGE_VAL : 0.0;
+}
+
+// Digits with single underscores between them, as Python literals and int()/float() allow.
+bool digits_with_underscores(std::string_view t) {
+  if (t.empty() || t.front() == '_' || t.back() == '_') return false;
+  for (size_t k = 0; k < t.size(); ++k) {
+    if (t[k] == '_' ? t[k + 1] == '_' : !std::isdigit(static_cast<unsigned char>(t[k]))) return false;
+  }
+  return true;
+}
+
+std::string without_underscores(std::string_view t) {
+  std::string out(t);
+  out.erase(std::remove(out.begin(), out.end(), '_'), out.end());
+  return out;
+}
+
+std::string_view trim_ascii_space(std::string_view t) {
+  while (!t.empty() && std::isspace(static_cast<unsigned char>(t.front()))) t.remove_prefix(1);
+  while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.remove_suffix(1);
+  return t;
+}
+
+bool equals_lower(std::string_view t, std::string_view lower) {
+  return t.size() == lower.size() &&
+         std::equal(t.begin(), t.end(), lower.begin(), [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == b; });
+}
+
+// Python's float(text); nullopt where it raises ValueError.
+std::optional<double> py_float(std::string_view t) {
+  t = trim_ascii_space(t);
+  double sign = 1.0;
+  if (!t.empty() && (t[0] == '+' || t[0] == '-')) {
+    sign = t[0] == '-' ? -1.0 : 1.0;
+    t.remove_prefix(1);
+  }
+  if (equals_lower(t, "inf") || equals_lower(t, "infinity")) return sign * HUGE_VAL;
+  if (equals_lower(t, "nan")) return std::nan("");
+  const size_t e_pos = t.find_first_of("eE");
+  std::string_view mantissa = t.substr(0, e_pos);
+  const size_t point = mantissa.find('.');
+  const std::string_view int_part = mantissa.substr(0, point);
+  const std::string_view frac_part = point == std::string_view::npos ? std::string_view() : mantissa.substr(point + 1);
+  if (int_part.empty() && frac_part.empty()) return std::nullopt;
+  if ((!int_part.empty() && !digits_with_underscores(int_part)) || (!frac_part.empty() && !digits_with_underscores(frac_part))) {
+    return std::nullopt;
+  }
+  if (e_pos != std::string_view::npos) {
+    std::string_view ex = t.substr(e_pos + 1);
+    if (!ex.empty() && (ex[0] == '+' || ex[0] == '-')) ex.remove_prefix(1);
+    if (!digits_with_underscores(ex)) return std::nullopt;
+  }
+  return sign * decimal_to_double(without_underscores(t));
+}
+
+enum class IntParse { Ok, Invalid, Overflow };
+
+// Python's int(text) (base 10) within int64.
+IntParse py_int(std::string_view t, int64_t* out) {
+  t = trim_ascii_space(t);
+  bool negative = false;
+  if (!t.empty() && (t[0] == '+' || t[0] == '-')) {
+    negative = t[0] == '-';
+    t.remove_prefix(1);
+  }
+  if (!digits_with_underscores(t)) return IntParse::Invalid;
+  const std::string digits = (negative ? "-" : "") + without_underscores(t);
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), *out);
+  return ec == std::errc() ? IntParse::Ok : IntParse::Overflow;
 }
 
 // ---- lexer ------------------------------------------------------------------------------
@@ -518,14 +863,13 @@ class Lexer {
         if (x < src_.size() && std::isdigit(static_cast<unsigned char>(src_[x]))) {
           is_float = true;
           e = x;
-          while (e < src_.size() && std::isdigit(static_cast<unsigned char>(src_[e]))) ++e;
+          while (e < src_.size() && (std::isdigit(static_cast<unsigned char>(src_[e])) || src_[e] == '_')) ++e;
         }
       }
-      std::string text = src_.substr(p, e - p);
-      text.erase(std::remove(text.begin(), text.end(), '_'), text.end());
+      std::string text = without_underscores(std::string_view(src_).substr(p, e - p));
       Token t{is_float ? Tok::Float : Tok::Int, text, line};
       if (is_float) {
-        t.f = std::stod(text);
+        t.f = decimal_to_double(text);  // 1e999 is inf, as in Python
       } else {
         auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), t.i);
         if (ec != std::errc()) fail(line, "integer literal out of range: " + text);
@@ -637,10 +981,25 @@ class Lexer {
 
 struct Scope;
 
+// One step of the budget, at `line`.
+void step(int line) {
+  if (Budget* b = t_budget) {
+    b->line = line;
+    charge_steps(1);
+  }
+}
+
 struct Expr {
   int line = 0;
+  int height = 1;  // of the subtree: evaluating and freeing it recurse this deep
   virtual ~Expr() = default;
-  virtual Value eval(Scope& s) const = 0;
+  Value eval(Scope& s) const {
+    step(line);
+    return compute(s);
+  }
+
+ private:
+  virtual Value compute(Scope& s) const = 0;
 };
 using ExprPtr = std::unique_ptr<Expr>;
 
@@ -651,7 +1010,13 @@ enum class Flow { Normal, Break, Continue };
 struct Node {
   int line = 0;
   virtual ~Node() = default;
-  virtual Flow render(Scope& s, Str& out) const = 0;
+  Flow render(Scope& s, Str& out) const {
+    step(line);
+    return run(s, out);
+  }
+
+ private:
+  virtual Flow run(Scope& s, Str& out) const = 0;
 };
 
 namespace {
@@ -662,6 +1027,17 @@ using Body = std::vector<NodePtr>;
 struct Scope {
   std::vector<std::map<std::string, Value>> frames;
   const std::string* template_name = nullptr;
+  // Every namespace() made, oldest first. A namespace may hold itself or a chain of older
+  // ones; emptying them all at the end frees those without a cycle leaking or a long chain
+  // recursing through destructors.
+  std::vector<std::shared_ptr<Dict>> namespaces;
+
+  Scope() = default;
+  Scope(const Scope&) = delete;
+  Scope& operator=(const Scope&) = delete;
+  ~Scope() {
+    for (const auto& d : namespaces) d->items.clear();
+  }
 
   const Value* lookup(const std::string& name) const {
     for (auto it = frames.rbegin(); it != frames.rend(); ++it) {
@@ -681,6 +1057,15 @@ Flow render_body(const Body& body, Scope& s, Str& out) {
   return Flow::Normal;
 }
 
+// Appends to the rendered text (or a {% set %} block), within max_output_bytes.
+void emit(Str& out, const Str& piece) {
+  const Budget* b = t_budget;
+  if (b != nullptr && out.text.size() + piece.text.size() > b->limits.max_output_bytes) {
+    fail(b->line, "the rendered text would exceed max_output_bytes = " + std::to_string(b->limits.max_output_bytes));
+  }
+  out.append(piece);
+}
+
 // Calls carry positional and keyword arguments.
 struct Args {
   std::vector<Value> pos;
@@ -688,6 +1073,9 @@ struct Args {
 
   const Value* get(size_t index, const std::string& key) const {
     if (index < pos.size()) return &pos[index];
+    return keyword(key);
+  }
+  const Value* keyword(const std::string& key) const {
     for (const auto& [k, v] : kw) {
       if (k == key) return &v;
     }
@@ -718,20 +1106,26 @@ int64_t want_int(const Value& v, int line, const std::string& what) {
 }
 
 bool equal(const Value& a, const Value& b) {
+  charge_steps(1);
+  if (a.integral() && b.integral()) return a.as_int() == b.as_int();
   if (a.number() && b.number()) return a.as_double() == b.as_double();
   if (a.kind != b.kind) return false;
   switch (a.kind) {
     case Value::Kind::Undefined:
     case Value::Kind::None: return true;
-    case Value::Kind::String: return a.s.text == b.s.text;
+    case Value::Kind::String:
+      charge_bytes(std::min(a.s.text.size(), b.s.text.size()));
+      return a.s.text == b.s.text;
     case Value::Kind::Array:
+      if (a.list == b.list) return true;
       if (a.list->size() != b.list->size()) return false;
       for (size_t k = 0; k < a.list->size(); ++k) {
         if (!equal((*a.list)[k], (*b.list)[k])) return false;
       }
       return true;
     case Value::Kind::Object:
-      if (a.dict == b.dict) return true;
+      // Jinja's Namespace has no __eq__: identity, which also ends self-reference.
+      if (a.dict == b.dict || a.is_namespace || b.is_namespace) return a.dict == b.dict;
       if (a.dict->items.size() != b.dict->items.size()) return false;
       for (const auto& [k, v] : a.dict->items) {
         const Value* o = b.dict->find(k);
@@ -744,8 +1138,13 @@ bool equal(const Value& a, const Value& b) {
 
 // a < b for numbers, strings and lists, as Python orders them.
 bool less(const Value& a, const Value& b, int line) {
+  charge_steps(1);
+  if (a.integral() && b.integral()) return a.as_int() < b.as_int();
   if (a.number() && b.number()) return a.as_double() < b.as_double();
-  if (a.is(Value::Kind::String) && b.is(Value::Kind::String)) return a.s.text < b.s.text;
+  if (a.is(Value::Kind::String) && b.is(Value::Kind::String)) {
+    charge_bytes(std::min(a.s.text.size(), b.s.text.size()));
+    return a.s.text < b.s.text;
+  }
   if (a.is(Value::Kind::Array) && b.is(Value::Kind::Array)) {
     const size_t n = std::min(a.list->size(), b.list->size());
     for (size_t k = 0; k < n; ++k) {
@@ -761,19 +1160,25 @@ bool less(const Value& a, const Value& b, int line) {
 List iterate(const Value& v, int line) {
   switch (v.kind) {
     case Value::Kind::Undefined: return {};
-    case Value::Kind::Array: return *v.list;
+    case Value::Kind::Array:
+      charge_items(v.list->size());
+      return *v.list;
     case Value::Kind::Object: {
       if (v.is_namespace) fail(line, "a namespace is not iterable");
+      charge_items(v.dict->items.size());
       List keys;
-      for (const auto& [k, x] : v.dict->items) keys.push_back(Value::string(k));
+      keys.reserve(v.dict->items.size());
+      for (const auto& [k, x] : v.dict->items) keys.push_back(Value::string(v.dict->key(k)));
       return keys;
     }
     case Value::Kind::String: {
+      const std::string& t = v.s.text;
+      charge_items(count_chars(t));
       List chars;
-      const std::vector<size_t> starts = char_starts(v.s.text);
-      for (size_t k = 0; k < starts.size(); ++k) {
-        const size_t e = k + 1 < starts.size() ? starts[k + 1] : v.s.text.size();
-        chars.push_back(Value::string(v.s.substr(starts[k], e)));
+      for (size_t k = 0; k < t.size();) {
+        const size_t e = next_char(t, k);
+        chars.push_back(Value::string(v.s.substr(k, e)));
+        k = e;
       }
       return chars;
     }
@@ -781,10 +1186,51 @@ List iterate(const Value& v, int line) {
   }
 }
 
+// Substring search in linear time (std::string::find is quadratic on "aaa...ab" inputs).
+class Finder {
+ public:
+  explicit Finder(std::string needle) : needle_(std::move(needle)) {
+    if (needle_.size() <= kShort) return;
+    charge_bytes(needle_.size() * (1 + sizeof(size_t)));
+    prefix_.assign(needle_.size(), 0);  // Knuth-Morris-Pratt failure function
+    for (size_t i = 1, k = 0; i < needle_.size(); ++i) {
+      while (k > 0 && needle_[i] != needle_[k]) k = prefix_[k - 1];
+      if (needle_[i] == needle_[k]) ++k;
+      prefix_[i] = k;
+    }
+  }
+  // The first match at or after `from`, or npos.
+  size_t find(const std::string& hay, size_t from) const {
+    if (from > hay.size()) return std::string::npos;
+    if (needle_.size() <= kShort) {  // at most kShort comparisons per byte
+      const size_t f = hay.find(needle_, from);
+      charge_bytes(saturating_mul((f == std::string::npos ? hay.size() : f) - from, 1 + needle_.size() / 4));
+      return f;
+    }
+    size_t k = 0;
+    for (size_t i = from; i < hay.size(); ++i) {
+      while (k > 0 && hay[i] != needle_[k]) k = prefix_[k - 1];
+      if (hay[i] == needle_[k]) ++k;
+      if (k == needle_.size()) {
+        charge_bytes(2 * (i + 1 - from));
+        return i + 1 - k;
+      }
+    }
+    charge_bytes(2 * (hay.size() - from));
+    return std::string::npos;
+  }
+  const std::string& needle() const { return needle_; }
+
+ private:
+  static constexpr size_t kShort = 32;
+  std::string needle_;
+  std::vector<size_t> prefix_;
+};
+
 bool contains(const Value& container, const Value& item, int line) {
   switch (container.kind) {
     case Value::Kind::String:
-      return container.s.text.find(want_string(item, line, "'in' on a string").text) != std::string::npos;
+      return Finder(want_string(item, line, "'in' on a string").text).find(container.s.text, 0) != std::string::npos;
     case Value::Kind::Array:
       return std::any_of(container.list->begin(), container.list->end(), [&](const Value& x) { return equal(x, item); });
     case Value::Kind::Object:
@@ -798,24 +1244,27 @@ bool contains(const Value& container, const Value& item, int line) {
 Value get_item(const Value& obj, const Value& key, int line) {
   if (obj.is(Value::Kind::Undefined)) {
     fail(line, (obj.name.empty() ? std::string("a value") : "'" + obj.name + "'") + " is undefined, so it has no item " +
-                   py_repr(key));
+                   repr_text(key));
   }
   if (obj.is(Value::Kind::Object)) {
     if (!key.is(Value::Kind::String)) return Value::undefined();
     const Value* v = obj.dict->find(key.s.text);
     return v != nullptr ? *v : Value::undefined(key.s.text);
   }
-  if (obj.is(Value::Kind::Array) || obj.is(Value::Kind::String)) {
-    if (!key.is(Value::Kind::Int)) return Value::undefined();
-    const List items = obj.is(Value::Kind::Array) ? List() : iterate(obj, line);
-    const List& seq = obj.is(Value::Kind::Array) ? *obj.list : items;
-    int64_t k = key.i;
-    const auto n = static_cast<int64_t>(seq.size());
-    if (k < 0) k += n;
+  if (!key.is(Value::Kind::Int) || !(obj.is(Value::Kind::Array) || obj.is(Value::Kind::String))) return Value::undefined();
+  if (obj.is(Value::Kind::Array)) {
+    const auto n = static_cast<int64_t>(obj.list->size());
+    const int64_t k = key.i < 0 ? key.i + n : key.i;  // no overflow: n >= 0
     if (k < 0 || k >= n) return Value::undefined();
-    return seq[static_cast<size_t>(k)];
+    return (*obj.list)[static_cast<size_t>(k)];
   }
-  return Value::undefined();
+  const std::string& t = obj.s.text;
+  const auto n = static_cast<int64_t>(count_chars(t));
+  int64_t k = key.i < 0 ? key.i + n : key.i;
+  if (k < 0 || k >= n) return Value::undefined();
+  size_t b = 0;
+  while (k-- > 0) b = next_char(t, b);
+  return Value::string(obj.s.substr(b, next_char(t, b)));
 }
 
 // ---- tests and filters ------------------------------------------------------------------
@@ -848,13 +1297,19 @@ bool run_test(const std::string& name, const Value& v, const Args& args, int lin
   if (name == "in") return contains(arg(0), v, line);
   if (name == "odd") return want_int(v, line, "test 'odd'") % 2 != 0;
   if (name == "even") return want_int(v, line, "test 'even'") % 2 == 0;
-  if (name == "divisibleby") return want_int(v, line, "test 'divisibleby'") % want_int(arg(0), line, "test 'divisibleby'") == 0;
+  if (name == "divisibleby") {
+    const int64_t a = want_int(v, line, "test 'divisibleby'"), b = want_int(arg(0), line, "test 'divisibleby'");
+    if (b == 0) fail(line, "test 'divisibleby': integer modulo by zero");
+    return b == -1 || a % b == 0;  // INT64_MIN % -1 traps
+  }
   if (name == "lower") {
     const std::string& t = want_string(v, line, "test 'lower'").text;
+    charge_bytes(t.size());
     return std::none_of(t.begin(), t.end(), [](char c) { return std::isupper(static_cast<unsigned char>(c)); });
   }
   if (name == "upper") {
     const std::string& t = want_string(v, line, "test 'upper'").text;
+    charge_bytes(t.size());
     return std::none_of(t.begin(), t.end(), [](char c) { return std::islower(static_cast<unsigned char>(c)); });
   }
   fail(line, "unsupported test '" + name + "'");
@@ -869,9 +1324,13 @@ Value attribute_of(const Value& item, const std::string& path, int line) {
     const size_t dot = path.find('.', b);
     const std::string part = path.substr(b, dot == std::string::npos ? std::string::npos : dot - b);
     if (cur.is(Value::Kind::Undefined)) return cur;
+    charge_steps(1);
     Value key = Value::string(part);
+    int64_t index = 0;
     if (!part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); })) {
-      key = Value::integer(std::stoll(part));
+      // Past int64 no list is that long: Python's IndexError, an undefined value.
+      if (std::from_chars(part.data(), part.data() + part.size(), index).ec != std::errc()) return Value::undefined(part);
+      key = Value::integer(index);
     }
     cur = get_item(cur, key, line);
     if (dot == std::string::npos) return cur;
@@ -903,10 +1362,42 @@ Value select(const Value& v, const Args& args, bool by_attr, bool keep, int line
   return Value::of_list(std::move(out));
 }
 
+// Filters call filters (map('map', ...)) as deep as the arguments go: the one recursion at run
+// time that the parser's depth checks do not bound.
+class CallDepth {
+ public:
+  explicit CallDepth(int line) : b_(t_budget) {
+    if (b_ == nullptr) return;
+    if (b_->calls >= b_->limits.max_depth) {
+      fail(line, "filter calls nested deeper than max_depth = " + std::to_string(b_->limits.max_depth));
+    }
+    ++b_->calls;
+  }
+  ~CallDepth() {
+    if (b_ != nullptr) --b_->calls;
+  }
+  CallDepth(const CallDepth&) = delete;
+  CallDepth& operator=(const CallDepth&) = delete;
+
+ private:
+  Budget* b_;
+};
+
+// int(x) for a float, within int64 (Python's would be a big int).
+int64_t float_to_int(double x, int line, const std::string& what) {
+  if (std::isinf(x)) fail(line, what + ": cannot convert float infinity to integer");
+  // 2^63 is exact as a double; [-2^63, 2^63) converts without overflow.
+  if (!(x >= -9223372036854775808.0 && x < 9223372036854775808.0)) {
+    fail(line, what + ": integer overflow: " + format_float(x) + " is out of the renderer's 64-bit range");
+  }
+  return static_cast<int64_t>(x);
+}
+
 Value apply_filter(const std::string& name, const Value& v, const Args& args, int line) {
+  const CallDepth depth(line);
   const std::string what = "filter '" + name + "'";
   if (name == "length" || name == "count") {
-    if (v.is(Value::Kind::String)) return Value::integer(static_cast<int64_t>(char_starts(v.s.text).size()));
+    if (v.is(Value::Kind::String)) return Value::integer(static_cast<int64_t>(count_chars(v.s.text)));
     if (v.is(Value::Kind::Array)) return Value::integer(static_cast<int64_t>(v.list->size()));
     if (v.is(Value::Kind::Object)) return Value::integer(static_cast<int64_t>(v.dict->items.size()));
     if (v.is(Value::Kind::Undefined)) return Value::integer(0);
@@ -956,48 +1447,52 @@ Value apply_filter(const std::string& name, const Value& v, const Args& args, in
     if (!v.is(Value::Kind::Object)) fail(line, what + ": expected a dict, found " + kind_name(v));
     List out;
     for (const auto& [k, x] : v.dict->items) {
-      Value pair = Value::of_list({Value::string(k), x});
+      Value pair = Value::of_list({Value::string(v.dict->key(k)), x});
       pair.is_tuple = true;
       out.push_back(std::move(pair));
     }
     return Value::of_list(std::move(out));
   }
   if (name == "int") {
-    if (v.is(Value::Kind::Float)) return Value::integer(static_cast<int64_t>(v.f));
-    if (v.is(Value::Kind::Int) || v.is(Value::Kind::Bool)) return Value::integer(want_int(v, line, what));
-    if (v.is(Value::Kind::String)) {
-      int64_t x = 0;
-      const std::string t = strip(v.s, true, true, std::nullopt).text;
-      auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), x);
-      if (ec == std::errc() && p == t.data() + t.size()) return Value::integer(x);
-    }
+    // Jinja's do_int: int(value), else int(float(value)), else the default; int(inf) raises.
     const Value* d = args.get(0, "default");
-    return d != nullptr ? *d : Value::integer(0);
+    const Value fallback = d != nullptr ? *d : Value::integer(0);
+    if (v.integral()) return Value::integer(v.as_int());
+    if (v.is(Value::Kind::Float)) return std::isnan(v.f) ? fallback : Value::integer(float_to_int(v.f, line, what));
+    if (v.is(Value::Kind::String)) {
+      charge_bytes(2 * v.s.text.size());
+      int64_t x = 0;
+      const IntParse parsed = py_int(v.s.text, &x);
+      if (parsed == IntParse::Ok) return Value::integer(x);
+      if (parsed == IntParse::Overflow) fail(line, what + ": integer overflow: the renderer's integers are 64-bit");
+      const std::optional<double> f = py_float(v.s.text);
+      if (f && !std::isnan(*f)) return Value::integer(float_to_int(*f, line, what));
+    }
+    return fallback;
   }
   if (name == "float") {
     if (v.number()) return Value::real(v.as_double());
     if (v.is(Value::Kind::String)) {
-      try {
-        size_t used = 0;
-        const double x = std::stod(v.s.text, &used);
-        if (used == v.s.text.size()) return Value::real(x);
-      } catch (const std::exception&) {
-      }
+      charge_bytes(v.s.text.size());
+      if (const std::optional<double> x = py_float(v.s.text)) return Value::real(*x);
     }
     const Value* d = args.get(0, "default");
     return d != nullptr ? *d : Value::real(0.0);
   }
   if (name == "abs") {
-    if (v.is(Value::Kind::Int)) return Value::integer(v.i < 0 ? -v.i : v.i);
+    if (v.is(Value::Kind::Int)) {
+      if (v.i == INT64_MIN) fail(line, what + ": integer overflow: the renderer's integers are 64-bit");
+      return Value::integer(v.i < 0 ? -v.i : v.i);
+    }
     if (v.is(Value::Kind::Float)) return Value::real(std::fabs(v.f));
     fail(line, what + ": expected a number, found " + kind_name(v));
   }
   if (name == "tojson") {
     std::optional<int64_t> indent;
     if (const Value* i = args.get(0, "indent"); i != nullptr && !i->is(Value::Kind::None)) indent = want_int(*i, line, what);
-    std::string out;
+    Str out;
     dump_json(v, indent, 0, out, line);
-    return Value::string(out);
+    return Value::string(std::move(out));
   }
   if (name == "selectattr") return select(v, args, true, true, line);
   if (name == "rejectattr") return select(v, args, true, false, line);
@@ -1005,16 +1500,17 @@ Value apply_filter(const std::string& name, const Value& v, const Args& args, in
   if (name == "reject") return select(v, args, false, false, line);
   if (name == "map") {
     List out;
-    const Value* attr = args.get(99, "attribute");
+    const Value* attr = args.keyword("attribute");
     for (const Value& item : iterate(v, line)) {
       if (attr != nullptr) {
         Value x = attribute_of(item, want_string(*attr, line, what).text, line);
         if (x.is(Value::Kind::Undefined)) {
-          if (const Value* d = args.get(99, "default"); d != nullptr) x = *d;
+          if (const Value* d = args.keyword("default"); d != nullptr) x = *d;
         }
         out.push_back(x);
       } else {
         if (args.pos.empty()) fail(line, what + " needs a filter name or attribute=");
+        charge_items(args.pos.size());
         Args rest;
         rest.pos.assign(args.pos.begin() + 1, args.pos.end());
         out.push_back(apply_filter(want_string(args.pos[0], line, what).text, item, rest, line));
@@ -1024,26 +1520,22 @@ Value apply_filter(const std::string& name, const Value& v, const Args& args, in
   }
   if (name == "replace") {
     const Str& s = want_string(v, line, what);
-    const std::string from = to_str(args.pos.size() > 0 ? args.pos[0] : Value::string(std::string())).text;
-    const std::string to = to_str(args.pos.size() > 1 ? args.pos[1] : Value::string(std::string())).text;
     if (args.pos.size() < 2) fail(line, what + " needs (old, new)");
+    const Finder from(to_str(args.pos[0]).text);
+    const Str to = to_str(args.pos[1]);
     int64_t count = args.pos.size() > 2 ? want_int(args.pos[2], line, what) : -1;
-    std::string out;
-    size_t p = 0;
-    if (from.empty()) {
-      out = s.text;  // Python inserts `to` between characters; no chat template does that
-    } else {
-      size_t f;
-      while (count != 0 && (f = s.text.find(from, p)) != std::string::npos) {
-        out += s.text.substr(p, f - p) + to;
-        p = f + from.size();
-        --count;
-      }
-      out += s.text.substr(p);
+    if (from.needle().empty()) return v;  // Python inserts `to` between characters; no chat template does that
+    // Kept pieces keep their marking and the replacement has the marking of `to`.
+    Str out;
+    size_t p = 0, f;
+    while (count != 0 && (f = from.find(s.text, p)) != std::string::npos) {
+      out.append(s.substr(p, f));
+      out.append(to);
+      p = f + from.needle().size();
+      --count;
     }
-    Str r{out, {}};
-    if (s.has_data() && !out.empty()) r.data.emplace_back(0, out.size());  // conservatively all data
-    return Value::string(r);
+    out.append(s.substr(p, s.text.size()));
+    return Value::string(std::move(out));
   }
   if (name == "reverse") {
     if (v.is(Value::Kind::String)) {
@@ -1094,6 +1586,7 @@ Value call_method(const Value& obj, const std::string& name, const Args& args, i
       List options = args.pos[0].is(Value::Kind::Array) ? *args.pos[0].list : List{args.pos[0]};
       for (const Value& o : options) {
         const std::string& x = want_string(o, line, what).text;
+        charge_bytes(x.size());
         const bool hit = name == "startswith" ? s.text.rfind(x, 0) == 0
                                               : s.text.size() >= x.size() && s.text.compare(s.text.size() - x.size(), x.size(), x) == 0;
         if (hit) return Value::boolean(true);
@@ -1108,6 +1601,7 @@ Value call_method(const Value& obj, const std::string& name, const Args& args, i
       if (sep == nullptr || sep->is(Value::Kind::None)) {
         size_t p = 0;
         const std::string& t = s.text;
+        charge_bytes(t.size());
         while (true) {
           while (p < t.size() && std::isspace(static_cast<unsigned char>(t[p]))) ++p;
           if (p >= t.size()) break;
@@ -1118,18 +1612,20 @@ Value call_method(const Value& obj, const std::string& name, const Args& args, i
           } else {
             while (e < t.size() && !std::isspace(static_cast<unsigned char>(t[e]))) ++e;
           }
+          charge_items(1);
           out.push_back(Value::string(s.substr(p, e)));
           if (max_split > 0) --max_split;
           p = e;
           if (max_split == 0 && p < t.size()) max_split = 0;
         }
       } else {
-        const std::string& d = want_string(*sep, line, what).text;
-        if (d.empty()) fail(line, what + ": empty separator");
+        const Finder d(want_string(*sep, line, what).text);
+        if (d.needle().empty()) fail(line, what + ": empty separator");
         size_t p = 0, f;
-        while (max_split != 0 && (f = s.text.find(d, p)) != std::string::npos) {
+        while (max_split != 0 && (f = d.find(s.text, p)) != std::string::npos) {
+          charge_items(1);
           out.push_back(Value::string(s.substr(p, f)));
-          p = f + d.size();
+          p = f + d.needle().size();
           if (max_split > 0) --max_split;
         }
         out.push_back(Value::string(s.substr(p, s.text.size())));
@@ -1169,12 +1665,12 @@ Value call_method(const Value& obj, const std::string& name, const Args& args, i
 
 struct Literal final : Expr {
   Value value;
-  Value eval(Scope&) const override { return value; }
+  Value compute(Scope&) const override { return value; }
 };
 
 struct NameRef final : Expr {
   std::string name;
-  Value eval(Scope& s) const override {
+  Value compute(Scope& s) const override {
     const Value* v = s.lookup(name);
     return v != nullptr ? *v : Value::undefined(name);
   }
@@ -1183,8 +1679,9 @@ struct NameRef final : Expr {
 struct ListExpr final : Expr {
   std::vector<ExprPtr> items;
   bool tuple = false;
-  Value eval(Scope& s) const override {
+  Value compute(Scope& s) const override {
     List out;
+    out.reserve(items.size());
     for (const auto& e : items) out.push_back(e->eval(s));
     Value v = Value::of_list(std::move(out));
     v.is_tuple = tuple;
@@ -1194,9 +1691,14 @@ struct ListExpr final : Expr {
 
 struct DictExpr final : Expr {
   std::vector<std::pair<ExprPtr, ExprPtr>> items;
-  Value eval(Scope& s) const override {
+  Value compute(Scope& s) const override {
     auto d = std::make_shared<Dict>();
-    for (const auto& [k, v] : items) d->set(to_str(k->eval(s)).text, v->eval(s));
+    for (const auto& [k, v] : items) {
+      Str key = to_str(k->eval(s));
+      d->keys_data = d->keys_data || key.has_data();
+      charge_steps(d->items.size());  // set() scans the keys
+      d->set(key.text, v->eval(s));
+    }
     return Value::of_dict(std::move(d));
   }
 };
@@ -1204,7 +1706,7 @@ struct DictExpr final : Expr {
 struct Attr final : Expr {
   ExprPtr obj;
   std::string name;
-  Value eval(Scope& s) const override {
+  Value compute(Scope& s) const override {
     const Value o = obj->eval(s);
     if (o.is(Value::Kind::Undefined)) {
       fail(line, (o.name.empty() ? std::string("a value") : "'" + o.name + "'") + " is undefined, so it has no attribute '" + name + "'");
@@ -1215,63 +1717,131 @@ struct Attr final : Expr {
 
 struct Subscript final : Expr {
   ExprPtr obj, index;
-  Value eval(Scope& s) const override { return get_item(obj->eval(s), index->eval(s), line); }
+  Value compute(Scope& s) const override {
+    const Value o = obj->eval(s);
+    return get_item(o, index->eval(s), line);
+  }
 };
 
 struct Slice final : Expr {
   ExprPtr obj, start, stop, step;
-  Value eval(Scope& s) const override {
+  Value compute(Scope& s) const override {
     const Value o = obj->eval(s);
     const bool is_str = o.is(Value::Kind::String);
     if (!is_str && !o.is(Value::Kind::Array)) fail(line, "cannot slice " + kind_name(o));
-    const List items = is_str ? iterate(o, line) : *o.list;
-    const auto n = static_cast<int64_t>(items.size());
+    const std::string& t = o.s.text;
+    const auto n = static_cast<int64_t>(is_str ? count_chars(t) : o.list->size());
     auto opt = [&](const ExprPtr& e) -> std::optional<int64_t> {
       if (!e) return std::nullopt;
       const Value v = e->eval(s);
       if (v.is(Value::Kind::None)) return std::nullopt;
       return want_int(v, line, "slice index");
     };
+    const std::optional<int64_t> start_index = opt(start), stop_index = opt(stop);
     const int64_t st = opt(step).value_or(1);
     if (st == 0) fail(line, "slice step cannot be zero");
     auto clamp = [&](std::optional<int64_t> x, int64_t def) {
       if (!x) return def;
-      int64_t k = *x < 0 ? *x + n : *x;
+      const int64_t k = *x < 0 ? *x + n : *x;  // no overflow: n >= 0
       return st > 0 ? std::clamp<int64_t>(k, 0, n) : std::clamp<int64_t>(k, -1, n - 1);
     };
-    const int64_t b = clamp(opt(start), st > 0 ? 0 : n - 1);
-    const int64_t e = clamp(opt(stop), st > 0 ? n : -1);
+    const int64_t b = clamp(start_index, st > 0 ? 0 : n - 1);
+    const int64_t e = clamp(stop_index, st > 0 ? n : -1);
+    if (is_str && st == 1) {  // the common case: one substring, no table of character offsets
+      size_t lo = 0;
+      for (int64_t k = 0; k < b; ++k) lo = next_char(t, lo);
+      size_t hi = lo;
+      for (int64_t k = b; k < e; ++k) hi = next_char(t, hi);
+      return Value::string(o.s.substr(lo, hi));
+    }
+    // Strings are sliced by character: `starts` holds each one's byte offset, and the end.
+    const std::vector<size_t> starts = is_str ? char_starts(t) : std::vector<size_t>();
     List out;
-    for (int64_t k = b; st > 0 ? k < e : k > e; k += st) out.push_back(items[static_cast<size_t>(k)]);
-    if (!is_str) return Value::of_list(std::move(out));
     Str r;
-    for (const Value& c : out) r.append(c.s);
-    return Value::string(r);
+    for (int64_t k = b; st > 0 ? k < e : k > e;) {
+      charge_items(1);
+      const auto at = static_cast<size_t>(k);
+      if (is_str) {
+        r.append(o.s.substr(starts[at], starts[at + 1]));
+      } else {
+        out.push_back((*o.list)[at]);
+      }
+      if (__builtin_add_overflow(k, st, &k)) break;  // a step past int64 leaves the range
+    }
+    return is_str ? Value::string(std::move(r)) : Value::of_list(std::move(out));
   }
 };
+
+[[noreturn]] void int_overflow(int line, const std::string& op) {
+  fail(line, "integer overflow in " + op + ": the renderer's integers are 64-bit (Python's are unbounded)");
+}
 
 struct Unary final : Expr {
   std::string op;
   ExprPtr operand;
-  Value eval(Scope& s) const override {
+  Value compute(Scope& s) const override {
     const Value v = operand->eval(s);
     if (op == "not") return Value::boolean(!truthy(v));
-    if (v.is(Value::Kind::Int)) return Value::integer(op == "-" ? -v.i : v.i);
+    if (v.is(Value::Kind::Int)) {
+      if (op == "-" && v.i == INT64_MIN) int_overflow(line, "unary -");
+      return Value::integer(op == "-" ? -v.i : v.i);
+    }
     if (v.is(Value::Kind::Float)) return Value::real(op == "-" ? -v.f : v.f);
     fail(line, "unary " + op + " needs a number, found " + kind_name(v));
   }
 };
 
+// Python's int // and % (floor division); b != 0 and not (INT64_MIN, -1).
 int64_t floor_div(int64_t a, int64_t b) {
   int64_t q = a / b;
   if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
   return q;
 }
+int64_t floor_mod(int64_t a, int64_t b) {
+  if (b == -1) return 0;  // INT64_MIN % -1 traps
+  int64_t r = a % b;
+  if (r != 0 && ((r < 0) != (b < 0))) r += b;
+  return r;
+}
+
+// Python's float divmod (Objects/floatobject.c), for // and %; b != 0.
+std::pair<double, double> float_divmod(double a, double b) {
+  double mod = std::fmod(a, b);
+  double div = (a - mod) / b;
+  if (mod != 0.0) {
+    if ((b < 0) != (mod < 0)) {
+      mod += b;
+      div -= 1.0;
+    }
+  } else {
+    mod = std::copysign(0.0, b);
+  }
+  double floordiv = 0.0;
+  if (div != 0.0) {
+    floordiv = std::floor(div);
+    if (div - floordiv > 0.5) floordiv += 1.0;
+  } else {
+    floordiv = std::copysign(0.0, a / b);
+  }
+  return {floordiv, mod};
+}
+
+// base ** exponent by squaring: 64 multiplications at most, each checked.
+int64_t int_pow(int64_t base, int64_t exponent, int line) {
+  int64_t r = 1;
+  for (auto e = static_cast<uint64_t>(exponent);;) {
+    if ((e & 1) != 0 && __builtin_mul_overflow(r, base, &r)) int_overflow(line, "**");
+    e >>= 1;
+    if (e == 0) return r;
+    // Squaring only while bits remain: if it overflows, so would the result.
+    if (__builtin_mul_overflow(base, base, &base)) int_overflow(line, "**");
+  }
+}
 
 struct Binary final : Expr {
   std::string op;
   ExprPtr lhs, rhs;
-  Value eval(Scope& s) const override {
+  Value compute(Scope& s) const override {
     if (op == "and") {
       Value a = lhs->eval(s);
       return truthy(a) ? rhs->eval(s) : a;
@@ -1280,7 +1850,7 @@ struct Binary final : Expr {
       Value a = lhs->eval(s);
       return truthy(a) ? a : rhs->eval(s);
     }
-    const Value a = lhs->eval(s);
+    Value a = lhs->eval(s);
     const Value b = rhs->eval(s);
     if (op == "==") return Value::boolean(equal(a, b));
     if (op == "!=") return Value::boolean(!equal(a, b));
@@ -1290,69 +1860,107 @@ struct Binary final : Expr {
     if (op == ">=") return Value::boolean(!less(a, b, line));
     if (op == "in") return Value::boolean(contains(b, a, line));
     if (op == "not in") return Value::boolean(!contains(b, a, line));
-    if (op == "~") {
-      Str r = to_str(a);
-      r.append(to_str(b));
-      return Value::string(r);
-    }
-    if (op == "+") {
-      if (a.is(Value::Kind::String) && b.is(Value::Kind::String)) {
-        Str r = a.s;
+    if (op == "~" || (op == "+" && a.is(Value::Kind::String) && b.is(Value::Kind::String))) {
+      Str r = a.is(Value::Kind::String) ? std::move(a.s) : to_str(a);
+      if (b.is(Value::Kind::String)) {
         r.append(b.s);
-        return Value::string(r);
+      } else {
+        r.append(to_str(b));
       }
-      if (a.is(Value::Kind::Array) && b.is(Value::Kind::Array)) {
-        List r = *a.list;
-        r.insert(r.end(), b.list->begin(), b.list->end());
-        return Value::of_list(std::move(r));
-      }
+      return Value::string(std::move(r));
     }
-    if (op == "*" && (a.is(Value::Kind::String) || a.is(Value::Kind::Array)) && b.is(Value::Kind::Int)) {
-      if (a.is(Value::Kind::String)) {
-        Str r;
-        for (int64_t k = 0; k < b.i; ++k) r.append(a.s);
-        return Value::string(r);
-      }
+    if (op == "+" && a.is(Value::Kind::Array) && b.is(Value::Kind::Array)) {
+      charge_items(a.list->size() + b.list->size());
       List r;
-      for (int64_t k = 0; k < b.i; ++k) r.insert(r.end(), a.list->begin(), a.list->end());
+      r.reserve(a.list->size() + b.list->size());
+      r.insert(r.end(), a.list->begin(), a.list->end());
+      r.insert(r.end(), b.list->begin(), b.list->end());
       return Value::of_list(std::move(r));
     }
+    if (op == "*" && (a.is(Value::Kind::String) || a.is(Value::Kind::Array)) && b.is(Value::Kind::Int)) return repeat(a, b.i);
     if (!a.number() || !b.number()) {
       fail(line, "unsupported operand types for " + op + ": " + kind_name(a) +
                      (a.is(Value::Kind::Undefined) && !a.name.empty() ? " ('" + a.name + "')" : "") + " and " + kind_name(b) +
                      (b.is(Value::Kind::Undefined) && !b.name.empty() ? " ('" + b.name + "')" : ""));
     }
-    const bool ints = !a.is(Value::Kind::Float) && !b.is(Value::Kind::Float);
-    const int64_t ai = ints ? want_int(a, line, op) : 0, bi = ints ? want_int(b, line, op) : 0;
+    if (a.integral() && b.integral()) return integers(a.as_int(), b.as_int());
     const double af = a.as_double(), bf = b.as_double();
-    if (op == "+") return ints ? Value::integer(ai + bi) : Value::real(af + bf);
-    if (op == "-") return ints ? Value::integer(ai - bi) : Value::real(af - bf);
-    if (op == "*") return ints ? Value::integer(ai * bi) : Value::real(af * bf);
+    if (op == "+") return Value::real(af + bf);
+    if (op == "-") return Value::real(af - bf);
+    if (op == "*") return Value::real(af * bf);
     if (op == "/") {
       if (bf == 0.0) fail(line, "division by zero");
       return Value::real(af / bf);
     }
     if (op == "//" || op == "%") {
-      if (bf == 0.0) fail(line, op == "%" ? "modulo by zero" : "division by zero");
-      if (ints) return Value::integer(op == "//" ? floor_div(ai, bi) : ai - floor_div(ai, bi) * bi);
-      const double q = std::floor(af / bf);
-      return Value::real(op == "//" ? q : af - q * bf);
+      if (bf == 0.0) fail(line, op == "%" ? "float modulo by zero" : "float floor division by zero");
+      const auto [q, r] = float_divmod(af, bf);
+      return Value::real(op == "//" ? q : r);
     }
-    if (op == "**") {
-      if (ints && bi >= 0) {
-        int64_t r = 1;
-        for (int64_t k = 0; k < bi; ++k) r *= ai;
-        return Value::integer(r);
-      }
-      return Value::real(std::pow(af, bf));
-    }
+    if (op == "**") return power(af, bf);
     fail(line, "unsupported operator " + op);
+  }
+
+ private:
+  // Checked: where Python would grow a big int, an error.
+  Value integers(int64_t a, int64_t b) const {
+    int64_t r = 0;
+    const bool overflow = op == "+"   ? __builtin_add_overflow(a, b, &r)
+                          : op == "-" ? __builtin_sub_overflow(a, b, &r)
+                          : op == "*" ? __builtin_mul_overflow(a, b, &r)
+                                      : false;
+    if (overflow) int_overflow(line, op);
+    if (op == "+" || op == "-" || op == "*") return Value::integer(r);
+    if (op == "/") {
+      if (b == 0) fail(line, "division by zero");
+      return Value::real(static_cast<double>(a) / static_cast<double>(b));
+    }
+    if (op == "//") {
+      if (b == 0) fail(line, "integer division or modulo by zero");
+      if (a == INT64_MIN && b == -1) int_overflow(line, op);
+      return Value::integer(floor_div(a, b));
+    }
+    if (op == "%") {
+      if (b == 0) fail(line, "integer modulo by zero");
+      return Value::integer(floor_mod(a, b));
+    }
+    if (op == "**") return b >= 0 ? Value::integer(int_pow(a, b, line)) : power(static_cast<double>(a), static_cast<double>(b));
+    fail(line, "unsupported operator " + op);
+  }
+
+  Value power(double a, double b) const {
+    if (a == 0.0 && b < 0.0) fail(line, "0.0 cannot be raised to a negative power");
+    if (a < 0.0 && std::isfinite(b) && b != std::floor(b)) fail(line, "a negative number to a fractional power is complex");
+    const double r = std::pow(a, b);
+    if (std::isinf(r) && std::isfinite(a) && std::isfinite(b)) fail(line, "** result out of range (a float overflow)");
+    return Value::real(r);
+  }
+
+  // str * n and list * n, refused before the result is built when it would not fit.
+  Value repeat(const Value& a, int64_t n) const {
+    if (n <= 0 || (a.is(Value::Kind::Array) && a.list->empty())) return a.is(Value::Kind::String) ? Value::string(std::string()) : Value::of_list({});
+    const auto times = static_cast<uint64_t>(n);
+    if (a.is(Value::Kind::String)) {
+      check_string_size(saturating_mul(a.s.text.size(), times));
+      Str r;
+      r.text.reserve(a.s.text.size() * times);
+      for (uint64_t k = 0; k < times && !a.s.text.empty(); ++k) r.append(a.s);
+      return Value::string(std::move(r));
+    }
+    uint64_t bytes = 0;
+    for (const Value& x : *a.list) bytes += x.s.text.size();
+    ensure_steps(saturating_mul(times, a.list->size() * (1 + sizeof(Value) / kBytesPerStep) + bytes / kBytesPerStep));
+    charge_items(times * a.list->size());
+    List r;
+    r.reserve(times * a.list->size());
+    for (uint64_t k = 0; k < times; ++k) r.insert(r.end(), a.list->begin(), a.list->end());
+    return Value::of_list(std::move(r));
   }
 };
 
 struct Conditional final : Expr {
   ExprPtr cond, then, otherwise;  // otherwise may be null: undefined
-  Value eval(Scope& s) const override {
+  Value compute(Scope& s) const override {
     if (truthy(cond->eval(s))) return then->eval(s);
     return otherwise ? otherwise->eval(s) : Value::undefined();
   }
@@ -1362,7 +1970,10 @@ struct FilterExpr final : Expr {
   ExprPtr operand;
   std::string name;
   ArgExprs args;
-  Value eval(Scope& s) const override { return apply_filter(name, operand->eval(s), args.eval(s), line); }
+  Value compute(Scope& s) const override {
+    const Value v = operand->eval(s);
+    return apply_filter(name, v, args.eval(s), line);
+  }
 };
 
 struct TestExpr final : Expr {
@@ -1370,13 +1981,25 @@ struct TestExpr final : Expr {
   std::string name;
   ArgExprs args;
   bool negated = false;
-  Value eval(Scope& s) const override { return Value::boolean(run_test(name, operand->eval(s), args.eval(s), line) != negated); }
+  Value compute(Scope& s) const override {
+    const Value v = operand->eval(s);
+    return Value::boolean(run_test(name, v, args.eval(s), line) != negated);
+  }
 };
+
+// The length of range(b, e, st), st != 0 (at most 2^64 - 1, so it fits).
+uint64_t range_length(int64_t b, int64_t e, int64_t st) {
+  if (st > 0 ? b >= e : b <= e) return 0;
+  // Unsigned differences wrap into the right values for any int64 pair.
+  const uint64_t span = st > 0 ? static_cast<uint64_t>(e) - static_cast<uint64_t>(b) : static_cast<uint64_t>(b) - static_cast<uint64_t>(e);
+  const uint64_t stride = st > 0 ? static_cast<uint64_t>(st) : 0 - static_cast<uint64_t>(st);
+  return span / stride + (span % stride != 0 ? 1 : 0);
+}
 
 struct Call final : Expr {
   ExprPtr callee;  // NameRef (a global function) or Attr (a method)
   ArgExprs args;
-  Value eval(Scope& s) const override {
+  Value compute(Scope& s) const override {
     const Args a = args.eval(s);
     if (const auto* attr = dynamic_cast<const Attr*>(callee.get())) return call_method(attr->obj->eval(s), attr->name, a, line);
     const auto* ref = dynamic_cast<const NameRef*>(callee.get());
@@ -1390,11 +2013,15 @@ struct Call final : Expr {
       auto d = std::make_shared<Dict>();
       for (const Value& p : a.pos) {
         if (!p.is(Value::Kind::Object)) fail(line, "namespace() takes keyword arguments or a dict");
+        d->keys_data = d->keys_data || p.dict->keys_data;
+        charge_steps(saturating_mul(p.dict->items.size(), d->items.size() + p.dict->items.size()));  // set() scans the keys
         for (const auto& [k, v] : p.dict->items) d->set(k, v);
       }
       for (const auto& [k, v] : a.kw) d->set(k, v);
-      Value ns = Value::of_dict(std::move(d));
+      Value ns = Value::of_dict(d);
       ns.is_namespace = true;
+      ns.depth = 1;  // nothing recurses into a namespace (printing, tojson and == do not)
+      s.namespaces.push_back(std::move(d));
       return ns;
     }
     if (fn == "dict") {
@@ -1413,11 +2040,11 @@ struct Call final : Expr {
         if (a.pos.size() == 3) st = want_int(a.pos[2], line, "range()");
       }
       if (st == 0) fail(line, "range() step cannot be zero");
+      const uint64_t n = range_length(b, e, st);
+      charge_items(n);  // before allocating
       List out;
-      for (int64_t k = b; st > 0 ? k < e : k > e; k += st) {
-        out.push_back(Value::integer(k));
-        if (out.size() > 100000) fail(line, "range() is too long for a chat template");
-      }
+      out.reserve(n);
+      for (uint64_t k = 0; k < n; ++k) out.push_back(Value::integer(static_cast<int64_t>(static_cast<uint64_t>(b) + k * static_cast<uint64_t>(st))));
       return Value::of_list(std::move(out));
     }
     if (fn == "strftime_now") {
@@ -1437,17 +2064,22 @@ struct Call final : Expr {
 // ---- statements -------------------------------------------------------------------------
 
 struct TextNode final : Node {
-  std::string text;
-  Flow render(Scope&, Str& out) const override {
-    out.text += text;
+  Str text;
+  Flow run(Scope&, Str& out) const override {
+    emit(out, text);
     return Flow::Normal;
   }
 };
 
 struct OutputNode final : Node {
   ExprPtr expr;
-  Flow render(Scope& s, Str& out) const override {
-    out.append(to_str(expr->eval(s)));
+  Flow run(Scope& s, Str& out) const override {
+    const Value v = expr->eval(s);
+    if (v.is(Value::Kind::String)) {
+      emit(out, v.s);
+    } else {
+      emit(out, to_str(v));
+    }
     return Flow::Normal;
   }
 };
@@ -1455,7 +2087,7 @@ struct OutputNode final : Node {
 struct IfNode final : Node {
   std::vector<std::pair<ExprPtr, Body>> branches;
   Body otherwise;
-  Flow render(Scope& s, Str& out) const override {
+  Flow run(Scope& s, Str& out) const override {
     for (const auto& [cond, body] : branches) {
       if (truthy(cond->eval(s))) return render_body(body, s, out);
     }
@@ -1480,35 +2112,36 @@ struct ForNode final : Node {
     for (size_t k = 0; k < targets.size(); ++k) s.set(targets[k], parts[k]);
   }
 
-  Flow render(Scope& s, Str& out) const override {
-    const List all = iterate(iterable->eval(s), line);
-    List items;
+  Flow run(Scope& s, Str& out) const override {
+    List items = iterate(iterable->eval(s), line);
     if (filter) {
-      for (const Value& item : all) {
+      List kept;
+      for (const Value& item : items) {
         s.frames.emplace_back();
         bind(s, item);
         const bool keep = truthy(filter->eval(s));
         s.frames.pop_back();
-        if (keep) items.push_back(item);
+        if (keep) kept.push_back(item);
       }
-    } else {
-      items = all;
+      items = std::move(kept);
     }
     const auto n = static_cast<int64_t>(items.size());
     for (int64_t k = 0; k < n; ++k) {
+      step(line);  // an iteration, even of an empty body
       // Each iteration is a scope of its own, as in Jinja: a set inside the body is gone at the
       // next iteration and after the loop (hence namespace()).
       s.frames.emplace_back();
       auto loop = std::make_shared<Dict>();
-      loop->set("index", Value::integer(k + 1));
-      loop->set("index0", Value::integer(k));
-      loop->set("revindex", Value::integer(n - k));
-      loop->set("revindex0", Value::integer(n - k - 1));
-      loop->set("first", Value::boolean(k == 0));
-      loop->set("last", Value::boolean(k == n - 1));
-      loop->set("length", Value::integer(n));
-      loop->set("previtem", k > 0 ? items[static_cast<size_t>(k - 1)] : Value::undefined("loop.previtem"));
-      loop->set("nextitem", k + 1 < n ? items[static_cast<size_t>(k + 1)] : Value::undefined("loop.nextitem"));
+      loop->items.reserve(9);
+      loop->items.emplace_back("index", Value::integer(k + 1));
+      loop->items.emplace_back("index0", Value::integer(k));
+      loop->items.emplace_back("revindex", Value::integer(n - k));
+      loop->items.emplace_back("revindex0", Value::integer(n - k - 1));
+      loop->items.emplace_back("first", Value::boolean(k == 0));
+      loop->items.emplace_back("last", Value::boolean(k == n - 1));
+      loop->items.emplace_back("length", Value::integer(n));
+      loop->items.emplace_back("previtem", k > 0 ? items[static_cast<size_t>(k - 1)] : Value::undefined("loop.previtem"));
+      loop->items.emplace_back("nextitem", k + 1 < n ? items[static_cast<size_t>(k + 1)] : Value::undefined("loop.nextitem"));
       s.set("loop", Value::of_dict(loop));
       bind(s, items[static_cast<size_t>(k)]);
       const Flow f = render_body(body, s, out);
@@ -1524,14 +2157,14 @@ struct SetNode final : Node {
   std::string target, attribute;  // attribute: set ns.attr = ...
   ExprPtr value;
   Body block;  // {% set x %}...{% endset %}
-  Flow render(Scope& s, Str&) const override {
+  Flow run(Scope& s, Str&) const override {
     Value v;
     if (value) {
       v = value->eval(s);
     } else {
       Str captured;
       render_body(block, s, captured);
-      v = Value::string(captured);
+      v = Value::string(std::move(captured));
     }
     if (attribute.empty()) {
       s.set(target, std::move(v));
@@ -1546,19 +2179,19 @@ struct SetNode final : Node {
 
 struct FlowNode final : Node {
   Flow flow;
-  Flow render(Scope&, Str&) const override { return flow; }
+  Flow run(Scope&, Str&) const override { return flow; }
 };
 
 struct BlockNode final : Node {  // generation blocks: rendered through
   Body body;
-  Flow render(Scope& s, Str& out) const override { return render_body(body, s, out); }
+  Flow run(Scope& s, Str& out) const override { return render_body(body, s, out); }
 };
 
 // ---- parser -----------------------------------------------------------------------------
 
 class Parser {
  public:
-  explicit Parser(std::vector<Token> tokens) : t_(std::move(tokens)) {}
+  Parser(std::vector<Token> tokens, int max_depth) : t_(std::move(tokens)), max_depth_(max_depth) {}
 
   Body parse_template() {
     std::string end;
@@ -1589,6 +2222,52 @@ class Parser {
       default: return "'" + t.text + "'";
     }
   }
+  // Counts a level of the parser's recursion (blocks, brackets, unary operators, "else"
+  // chains) for as long as it lives.
+  class Nest {
+   public:
+    Nest(Parser& p, int line) : p_(p) {
+      if (p_.depth_ >= p_.max_depth_) {
+        fail(line, "blocks and brackets nested deeper than max_depth = " + std::to_string(p_.max_depth_));
+      }
+      ++p_.depth_;
+    }
+    ~Nest() { --p_.depth_; }
+    Nest(const Nest&) = delete;
+    Nest& operator=(const Nest&) = delete;
+
+   private:
+    Parser& p_;
+  };
+
+  // Sets `e`'s height from its children's: loops build chains (a + b + c ..., x.a.b ...,
+  // x | f | g ...) whose evaluation and destruction recurse along them without the parser
+  // recursing.
+  void grow(Expr& e, std::initializer_list<const Expr*> children, const ArgExprs* args = nullptr) {
+    int h = 0;
+    for (const Expr* c : children) {
+      if (c != nullptr) h = std::max(h, c->height);
+    }
+    if (args != nullptr) {
+      for (const auto& a : args->pos) h = std::max(h, a->height);
+      for (const auto& [k, a] : args->kw) h = std::max(h, a->height);
+    }
+    set_height(e, h + 1);
+  }
+  void set_height(Expr& e, int height) {
+    e.height = height;
+    if (height > max_depth_) {
+      fail(e.line, "an expression nested deeper than max_depth = " + std::to_string(max_depth_) +
+                       " (brackets, or a chain of operators, filters, tests or attributes)");
+    }
+  }
+  template <typename Items, typename Height>
+  void grow_over(Expr& e, const Items& items, Height height) {
+    int h = 0;
+    for (const auto& item : items) h = std::max(h, height(item));
+    set_height(e, h + 1);
+  }
+
   std::string name_token(const char* what) {
     if (peek().type != Tok::Name) fail(peek().line, std::string("expected ") + what + ", found " + describe_token(peek()));
     return next().text;
@@ -1633,6 +2312,7 @@ class Parser {
 
   NodePtr parse_statement() {
     const int line = next().line;  // BlockBegin
+    const Nest nest(*this, line);
     const std::string kw = name_token("a statement");
     if (kw == "if") {
       auto n = std::make_unique<IfNode>();
@@ -1737,9 +2417,10 @@ class Parser {
       c->then = std::move(e);
       c->cond = parse_or();
       if (at_name("else")) {
-        next();
+        const Nest nest(*this, next().line);
         c->otherwise = parse_or_condition(true);
       }
+      grow(*c, {c->then.get(), c->cond.get(), c->otherwise.get()});
       e = std::move(c);
     }
     return e;
@@ -1751,6 +2432,7 @@ class Parser {
     b->op = std::move(op);
     b->lhs = std::move(l);
     b->rhs = std::move(r);
+    grow(*b, {b->lhs.get(), b->rhs.get()});
     return b;
   }
 
@@ -1773,10 +2455,12 @@ class Parser {
   ExprPtr parse_not() {
     if (at_name("not")) {
       const int line = next().line;
+      const Nest nest(*this, line);
       auto u = std::make_unique<Unary>();
       u->line = line;
       u->op = "not";
       u->operand = parse_not();
+      grow(*u, {u->operand.get()});
       return u;
     }
     return parse_compare();
@@ -1837,10 +2521,12 @@ class Parser {
     ExprPtr e;
     if (at_op("-") || at_op("+")) {
       const Token& t = next();
+      const Nest nest(*this, t.line);
       auto u = std::make_unique<Unary>();
       u->line = t.line;
       u->op = t.text;
       u->operand = parse_unary(false);
+      grow(*u, {u->operand.get()});
       e = std::move(u);
     } else {
       e = parse_postfix(parse_primary());
@@ -1850,6 +2536,7 @@ class Parser {
 
   ArgExprs parse_call_args() {
     ArgExprs a;
+    const Nest nest(*this, peek().line);
     expect_op("(");
     while (!at_op(")")) {
       if (peek().type == Tok::Name && peek(1).type == Tok::Op && peek(1).text == "=") {
@@ -1881,13 +2568,15 @@ class Parser {
           auto lit = std::make_unique<Literal>();
           lit->value = Value::integer(next().i);
           s->index = std::move(lit);
+          grow(*s, {s->obj.get()});
           e = std::move(s);
           continue;
         }
         a->name = name_token("an attribute name");
+        grow(*a, {a->obj.get()});
         e = std::move(a);
       } else if (at_op("[")) {
-        next();
+        const Nest nest(*this, next().line);
         ExprPtr start, stop, step;
         if (!at_op(":")) start = parse_expr();
         if (at_op(":")) {
@@ -1904,6 +2593,7 @@ class Parser {
           sl->start = std::move(start);
           sl->stop = std::move(stop);
           sl->step = std::move(step);
+          grow(*sl, {sl->obj.get(), sl->start.get(), sl->stop.get(), sl->step.get()});
           e = std::move(sl);
         } else {
           expect_op("]");
@@ -1911,6 +2601,7 @@ class Parser {
           s->line = line;
           s->obj = std::move(e);
           s->index = std::move(start);
+          grow(*s, {s->obj.get(), s->index.get()});
           e = std::move(s);
         }
       } else if (at_op("(")) {
@@ -1918,6 +2609,7 @@ class Parser {
         c->line = line;
         c->callee = std::move(e);
         c->args = parse_call_args();
+        grow(*c, {c->callee.get()}, &c->args);
         e = std::move(c);
       } else {
         return e;
@@ -1935,6 +2627,7 @@ class Parser {
         f->operand = std::move(e);
         f->name = name_token("a filter name");
         if (at_op("(")) f->args = parse_call_args();
+        grow(*f, {f->operand.get()}, &f->args);
         e = std::move(f);
       } else if (at_name("is")) {
         next();
@@ -1959,6 +2652,7 @@ class Parser {
                     peek().text != "if" && peek().text != "in" && peek().text != "not" && peek().text != "is")) {
           t->args.pos.push_back(parse_primary());  // "x is divisibleby 3", "x is sameas none"
         }
+        grow(*t, {t->operand.get()}, &t->args);
         e = std::move(t);
       } else {
         return e;
@@ -1993,7 +2687,7 @@ class Parser {
       return r;
     }
     if (at_op("(")) {
-      next();
+      const Nest nest(*this, next().line);
       if (at_op(")")) {
         next();
         auto l = std::make_unique<ListExpr>();
@@ -2012,13 +2706,14 @@ class Parser {
           l->items.push_back(parse_expr());
         }
         l->tuple = true;
+        grow_over(*l, l->items, [](const ExprPtr& x) { return x->height; });
         e = std::move(l);
       }
       expect_op(")");
       return e;
     }
     if (at_op("[")) {
-      next();
+      const Nest nest(*this, next().line);
       auto l = std::make_unique<ListExpr>();
       l->line = line;
       while (!at_op("]")) {
@@ -2027,10 +2722,11 @@ class Parser {
         next();
       }
       expect_op("]");
+      grow_over(*l, l->items, [](const ExprPtr& x) { return x->height; });
       return l;
     }
     if (at_op("{")) {
-      next();
+      const Nest nest(*this, next().line);
       auto d = std::make_unique<DictExpr>();
       d->line = line;
       while (!at_op("}")) {
@@ -2041,6 +2737,7 @@ class Parser {
         next();
       }
       expect_op("}");
+      grow_over(*d, d->items, [](const auto& kv) { return std::max(kv.first->height, kv.second->height); });
       return d;
     }
     fail(line, "expected an expression, found " + describe_token(t));
@@ -2048,18 +2745,32 @@ class Parser {
 
   std::vector<Token> t_;
   size_t pos_ = 0;
+  int max_depth_;
+  int depth_ = 0;
 };
 
 struct Root final : Node {
   Body body;
-  Flow render(Scope& s, Str& out) const override { return render_body(body, s, out); }
+  Flow run(Scope& s, Str& out) const override { return render_body(body, s, out); }
+};
+
+// Makes `b` the budget of this thread's render for as long as it lives.
+class ActiveBudget {
+ public:
+  explicit ActiveBudget(Budget* b) : saved_(t_budget) { t_budget = b; }
+  ~ActiveBudget() { t_budget = saved_; }
+  ActiveBudget(const ActiveBudget&) = delete;
+  ActiveBudget& operator=(const ActiveBudget&) = delete;
+
+ private:
+  Budget* saved_;
 };
 
 std::string where(const std::string& name, int line) { return name + ", line " + std::to_string(line); }
 
 }  // namespace
 
-Template::Template(const std::string& source, std::string name) : name_(std::move(name)) {
+Template::Template(const std::string& source, std::string name, RenderLimits limits) : name_(std::move(name)), limits_(limits) {
   try {
     auto root = std::make_shared<Root>();
     // Jinja drops a single trailing newline of the template (keep_trailing_newline=False).
@@ -2068,7 +2779,7 @@ Template::Template(const std::string& source, std::string name) : name_(std::mov
       text.pop_back();
       if (!text.empty() && text.back() == '\r') text.pop_back();
     }
-    root->body = Parser(Lexer(text).run()).parse_template();
+    root->body = Parser(Lexer(text).run(), limits_.max_depth).parse_template();
     root_ = std::move(root);
   } catch (const RenderError& e) {
     throw InputError(where(name_, e.line) + ": " + e.message);
@@ -2081,18 +2792,22 @@ Template& Template::operator=(Template&&) noexcept = default;
 
 std::vector<Span> Template::render(const nlohmann::ordered_json& context, const std::set<std::string>& data_keys) const {
   if (!context.is_object() && !context.is_null()) throw InputError(name_ + ": the render context must be a JSON object");
-  Scope scope;
-  scope.template_name = &name_;
-  scope.frames.emplace_back();
-  if (context.is_object()) {
-    for (const auto& [k, v] : context.items()) scope.set(k, from_json(v, data_keys.count(k) != 0));
-  }
-  scope.frames.emplace_back();  // the template's own top-level sets
+  Budget budget;
+  budget.limits = limits_;
+  const ActiveBudget active(&budget);
   Str out;
   try {
+    Scope scope;
+    scope.template_name = &name_;
+    scope.frames.emplace_back();
+    if (context.is_object()) {
+      for (const auto& [k, v] : context.items()) scope.set(k, from_json(v, data_keys.count(k) != 0));
+    }
+    scope.frames.emplace_back();  // the template's own top-level sets
     root_->render(scope, out);
   } catch (const RenderError& e) {
-    throw InputError(where(name_, e.line) + ": " + e.message);
+    // Line 0: converting the context, before the template runs.
+    throw InputError((e.line > 0 ? where(name_, e.line) : name_ + ", render context") + ": " + e.message);
   }
   std::vector<Span> spans;
   size_t p = 0;
