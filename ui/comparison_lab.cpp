@@ -42,8 +42,10 @@
 
 #include <algorithm>
 #include <fstream>
+#include <sstream>
 #include <utility>
 
+#include "core/base/json_util.h"
 #include "core/demo/paths.h"
 #include "core/eval/prompt_set.h"
 #include "ui/charts/line_chart.h"
@@ -1386,7 +1388,9 @@ bool ComparisonLab::openBundle(const QString& dir) {
       error(tr("Cannot read %1").arg(file));
       return false;
     }
-    j = nlohmann::json::parse(f);
+    std::stringstream text;
+    text << f.rdbuf();
+    j = json_util::parse(text.str(), file.toStdString());
     if (j.value("format", std::string()) != "icet-session") {
       error(tr("%1 is not an ICET Studio session (format: expected \"icet-session\")").arg(file));
       return false;

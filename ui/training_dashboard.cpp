@@ -31,10 +31,9 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
-#include <fstream>
-
 #include <utility>
 
+#include "core/base/json_util.h"
 #include "ui/charts/line_chart.h"
 #include "ui/comparison_lab.h"  // demoRoot()
 
@@ -208,7 +207,7 @@ QWidget* TrainingDashboard::buildForm() {
   auto* form = new QFormLayout(box);
   nlohmann::json base;
   try {
-    base = nlohmann::json::parse(m_baseConfig.isEmpty() ? std::string("{}") : m_baseConfig.toStdString());
+    base = json_util::parse(m_baseConfig.isEmpty() ? std::string("{}") : m_baseConfig.toStdString(), "training config");
   } catch (const std::exception&) {
     base = nlohmann::json::object();
   }
@@ -459,8 +458,7 @@ void TrainingDashboard::endStory(TrainingJob::State state) {
   // whatever the form shows now.
   nlohmann::json j = nlohmann::json::object();
   try {
-    std::ifstream in(std::filesystem::path(job->runDir().toStdString()) / "config.json");
-    j = nlohmann::json::parse(in);
+    j = json_util::read_file(std::filesystem::path(job->runDir().toStdString()) / "config.json");
   } catch (const std::exception&) {
     j = nlohmann::json::object();
   }
@@ -496,7 +494,7 @@ bool TrainingDashboard::loadConfigFile(const QString& path) {
 void TrainingDashboard::fillForm() {
   nlohmann::json base;
   try {
-    base = nlohmann::json::parse(m_baseConfig.toStdString());
+    base = json_util::parse(m_baseConfig.toStdString(), "training config");
   } catch (const std::exception&) {
     return;
   }
@@ -531,7 +529,7 @@ void TrainingDashboard::fillForm() {
 QString TrainingDashboard::configJson() const {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(m_baseConfig.isEmpty() ? std::string("{}") : m_baseConfig.toStdString());
+    j = json_util::parse(m_baseConfig.isEmpty() ? std::string("{}") : m_baseConfig.toStdString(), "training config");
   } catch (const std::exception&) {
     j = nlohmann::json::object();
   }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #endif
 
+#include "core/base/json_util.h"
 #include "core/jobs/job.h"
 #include "ui/comparison_lab.h"  // demoRoot()
 
@@ -93,7 +94,7 @@ QString TrainingJob::defaultConfigJson() {
 
 QString TrainingJob::validateConfig(const QString& json, const QString& source, QString* error) {
   try {
-    const auto cfg = rl::config_from_json(nlohmann::json::parse(json.toStdString()), source.toStdString());
+    const auto cfg = rl::config_from_json(json_util::parse(json.toStdString(), source.toStdString()), source.toStdString());
     rl::validate(cfg, source.toStdString());
     return QString::fromStdString(rl::to_json(cfg).dump(2));
   } catch (const std::exception& e) {
@@ -165,7 +166,7 @@ bool TrainingJob::launch(bool resume, const QString& configJson, QString* error,
       run = rl::TrainingRun::resume(m_runDir.toStdString());
     } else {
       const auto cfg =
-          rl::config_from_json(nlohmann::json::parse(configJson.toStdString()), "training form");
+          rl::config_from_json(json_util::parse(configJson.toStdString(), "training form"), "training form");
       run = rl::TrainingRun::create(cfg, m_runDir.toStdString());
     }
     if (maxSteps > 0) {

@@ -7,6 +7,27 @@
 
 namespace icet::json_util {
 
+void check_depth(int depth, const std::string& where) {
+  if (depth > kMaxDepth) {
+    throw InputError(describe(where, "JSON nested at most " + std::to_string(kMaxDepth) + " levels deep",
+                              "deeper nesting", "The file is damaged or not what it claims to be."));
+  }
+}
+
+nlohmann::json parse(std::string_view text, const std::string& where) {
+  const auto callback = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json&) {
+    if (event == nlohmann::json::parse_event_t::object_start || event == nlohmann::json::parse_event_t::array_start) {
+      check_depth(depth, where);
+    }
+    return true;
+  };
+  try {
+    return nlohmann::json::parse(text.begin(), text.end(), callback);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw InputError(describe(where, "valid JSON", std::string("a parse error (") + e.what() + ")"));
+  }
+}
+
 nlohmann::json read_file(const std::filesystem::path& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) {
@@ -16,11 +37,7 @@ nlohmann::json read_file(const std::filesystem::path& file) {
   }
   std::stringstream buffer;
   buffer << in.rdbuf();
-  try {
-    return nlohmann::json::parse(buffer.str());
-  } catch (const nlohmann::json::parse_error& e) {
-    throw InputError(describe(file.string(), "valid JSON", std::string("a parse error (") + e.what() + ")"));
-  }
+  return parse(buffer.str(), file.string());
 }
 
 std::string type_name(const nlohmann::json& value) {

@@ -5,9 +5,24 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace icet::json_util {
+
+// Nesting deeper than this is refused while parsing. nlohmann's parser and destructor are
+// iterative, but copying and dumping a value recurse once per level, so a hostile file nested a
+// million deep would overflow the stack later and far from the file (a metadata copy, an error
+// message). Real configs, tokenizers and templates nest under 10 levels.
+inline constexpr int kMaxDepth = 256;
+
+// InputError naming `where`, the depth and the limit when `depth` (nlohmann's parser-callback
+// depth) exceeds kMaxDepth. For parsers that need their own callback (safetensors headers).
+void check_depth(int depth, const std::string& where);
+
+// Parses JSON text; invalid JSON or nesting past kMaxDepth is an InputError naming `where`
+// (with the parser's position).
+nlohmann::json parse(std::string_view text, const std::string& where);
 
 // Reads a JSON file; a missing, unreadable or malformed file is an InputError naming it
 // (with the parser's line/column).

@@ -6,6 +6,7 @@
 #include <functional>
 
 #include "core/base/error.h"
+#include "core/base/json_util.h"
 #include "core/base/log.h"
 #include "core/demo/judges.h"
 #include "core/demo/paths.h"
@@ -73,8 +74,11 @@ nlohmann::json run_demo_build(const DemoBuildOptions& options, const BuildProgre
   // A partial build updates the previous record, so build.json keeps describing every part.
   nlohmann::json record = nlohmann::json::object();
   if (!options.only.empty() && fs::exists(out / "build.json")) {
-    std::ifstream in(out / "build.json");
-    record = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    try {
+      record = json_util::read_file(out / "build.json");
+    } catch (const InputError&) {
+      record = nlohmann::json::object();  // damaged: rewritten whole below
+    }
     if (!record.is_object()) record = nlohmann::json::object();
   }
   record["seed"] = options.seed;
@@ -149,8 +153,12 @@ nlohmann::json run_demo_report(const DemoReportOptions& options, const std::func
   // committed models were built with).
   uint64_t seed = 1;
   if (fs::exists(dir / "build.json")) {
-    std::ifstream in(dir / "build.json");
-    const nlohmann::json record = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    nlohmann::json record;
+    try {
+      record = json_util::read_file(dir / "build.json");
+    } catch (const InputError&) {
+      record = nullptr;  // damaged: the default seed
+    }
     if (record.is_object() && record.contains("seed") && record["seed"].is_number_unsigned()) seed = record["seed"].get<uint64_t>();
   }
   const std::vector<DemoExample> heldout =

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/base/error.h"
+#include "core/base/json_util.h"
 
 namespace icet::eval {
 namespace {
@@ -137,13 +138,7 @@ PromptSet load_prompt_set(const std::filesystem::path& file) {
       }
       item = from_json(j, at);
     } else {
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::parse_error& e) {
-        throw InputError(describe(at, "one JSON object per line", std::string("invalid JSON (") + e.what() + ")"));
-      }
-      item = from_json(j, at);
+      item = from_json(json_util::parse(line, at), at);
     }
     if (item.id.empty()) throw InputError(describe(at + ": field 'id'", "a non-empty id", "\"\""));
     if (item.prompt.empty()) throw InputError(describe(at + ": field 'prompt'", "a non-empty prompt", "\"\""));

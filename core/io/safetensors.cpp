@@ -21,6 +21,7 @@
 #include <sstream>
 
 #include "core/base/error.h"
+#include "core/base/json_util.h"
 #include "core/base/log.h"
 
 namespace icet::io {
@@ -70,6 +71,9 @@ json parse_json_checked(std::string_view text, const std::string& where,
   std::string duplicate;
   const int depth_checked = dup_scope.empty() ? 1 : 2;
   auto callback = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) {
+      json_util::check_depth(depth, where);
+    }
     if (event == json::parse_event_t::key) {
       const auto& key = parsed.get_ref<const std::string&>();
       if (depth == 1) {

@@ -82,9 +82,9 @@ void truncate_log(const std::filesystem::path& file, int64_t step) {
   while (std::getline(in, line)) {
     if (line.empty()) continue;
     try {
-      const auto j = nlohmann::json::parse(line);
+      const auto j = json_util::parse(line, file.string());
       if (j.value("step", int64_t{0}) <= step) kept += line + "\n";
-    } catch (const nlohmann::json::exception&) {
+    } catch (const std::exception&) {
       break;  // a torn last line from a killed process
     }
   }
@@ -165,11 +165,7 @@ void export_metrics_csv(const std::filesystem::path& metrics_jsonl, const std::f
   while (std::getline(in, line)) {
     ++n;
     if (line.empty()) continue;
-    try {
-      rows.push_back(nlohmann::json::parse(line));
-    } catch (const nlohmann::json::exception& e) {
-      throw InputError(describe(metrics_jsonl.string() + ":" + std::to_string(n), "a JSON object", e.what()));
-    }
+    rows.push_back(json_util::parse(line, metrics_jsonl.string() + ":" + std::to_string(n)));
     for (const auto& [k, v] : rows.back().items()) {
       if (k != "step" && k != "seconds") keys.insert(k);
     }

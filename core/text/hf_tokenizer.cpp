@@ -1853,13 +1853,7 @@ std::optional<std::string> config_token(const Source& src, const json& cfg, cons
   src.fail(key, "a token string or an AddedToken object", json_util::type_name(*v));
 }
 
-json parse_text(const std::string& text, const std::string& file) {
-  try {
-    return json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw InputError(describe(file, "valid JSON", std::string("a parse error (") + e.what() + ")"));
-  }
-}
+json parse_text(const std::string& text, const std::string& file) { return json_util::parse(text, file); }
 
 std::unique_ptr<PostProcessor> make_post_processor(
     const Source& src, const json& cfg, const std::string& path,

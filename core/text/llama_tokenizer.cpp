@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "core/base/error.h"
+#include "core/base/json_util.h"
 #include "core/base/log.h"
 
 namespace icet::text {
@@ -103,7 +104,9 @@ json read_json_file(const fs::path& file) {
                               "Check the file's permissions"));
   }
   try {
-    json value = json::parse(in);
+    std::stringstream text;
+    text << in.rdbuf();
+    json value = json_util::parse(text.str(), file.string());
     if (!value.is_object()) {
       throw InputError(describe(file.string(), "a JSON object",
                                 std::string("a JSON ") + value.type_name(),

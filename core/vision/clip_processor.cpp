@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/base/error.h"
+#include "core/base/json_util.h"
 #include "core/base/log.h"
 
 namespace icet::vision {
@@ -236,11 +237,7 @@ json read_preprocessor_config(const std::filesystem::path& file) {
   }
   std::stringstream text;
   text << in.rdbuf();
-  try {
-    return json::parse(text.str());
-  } catch (const json::exception& e) {
-    throw InputError(fmt::format("{}: not valid JSON ({})", file.string(), e.what()));
-  }
+  return json_util::parse(text.str(), file.string());
 }
 
 ClipProcessorConfig load_clip_processor_config(const std::filesystem::path& preprocessor_config_json) {

@@ -250,7 +250,7 @@ class TestClipProcessor : public QObject {
     const fs::path file = fs::path(dir.path().toStdString()) / "preprocessor_config.json";
     std::ofstream(file) << R"({"size": {"shortest_edge": 30}, )";
     std::string msg = input_error_of([&] { icet::vision::load_clip_processor_config(file); });
-    QVERIFY2(contains(msg, file.string() + ": not valid JSON"), msg.c_str());
+    QVERIFY2(contains(msg, file.string() + ": expected valid JSON"), msg.c_str());
 
     std::ofstream(file) << R"({"crop_size": {"height": 30, "width": "30"}})";
     msg = input_error_of([&] { icet::vision::load_clip_processor_config(file); });
