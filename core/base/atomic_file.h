@@ -7,8 +7,9 @@
 
 namespace icet {
 
-// Writes `text` to <file>.tmp, fsyncs it, renames it over `file` and fsyncs the folder.
-// EnvironmentError naming the file when the disk refuses.
+// Writes `text` to a temp file of its own beside `file` (<file>.tmp.XXXXXX), fsyncs it, renames
+// it over `file` and fsyncs the folder; concurrent writers of one file each land whole. On any
+// failure the temp file is removed and an EnvironmentError names the file.
 void write_file_atomic(const std::filesystem::path& file, const std::string& text);
 // fsync of a file or folder (best effort for folders on file systems that refuse it).
 void fsync_path(const std::filesystem::path& path);

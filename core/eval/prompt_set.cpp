@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/base/atomic_file.h"
 #include "core/base/error.h"
 #include "core/base/json_util.h"
 
@@ -169,14 +170,7 @@ void write_prompt_set(const std::filesystem::path& file, const std::vector<Promp
       out << j.dump() << "\n";
     }
   }
-  const std::filesystem::path tmp = file.string() + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    if (!f) throw EnvironmentError(tmp.string() + ": cannot write the prompt set");
-    f << out.str();
-    if (!f) throw EnvironmentError(tmp.string() + ": write failed");
-  }
-  std::filesystem::rename(tmp, file);
+  write_file_atomic(file, out.str());  // fsynced: a crash leaves the old set or the new one
 }
 
 }  // namespace icet::eval
