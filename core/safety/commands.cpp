@@ -6,6 +6,7 @@
 #include "core/base/error.h"
 #include "core/base/log.h"
 #include "core/runtime/device.h"
+#include "core/safety/judge_factory.h"
 #include "core/safety/llama_guard.h"
 #include "core/safety/reward_model.h"
 
@@ -36,13 +37,12 @@ nlohmann::json run_judge(const std::filesystem::path& judge_dir, const std::stri
 
 nlohmann::json run_score(const std::filesystem::path& rm_dir, const std::string& prompt,
                          const std::string& response, const std::string& device, const std::string& dtype) {
-  RewardModel::Options options;
-  options.load = models::load_options(device, dtype);
-  const auto model = RewardModel::load(rm_dir, options);
+  const auto model = load_reward_model(rm_dir, device, dtype);
+  const models::LoadOptions load = models::load_options(device, dtype);  // the names it resolved to
   return {{"reward", model->score(prompt, response)},
           {"model_id", model->id()},
-          {"device", options.load.device.str()},
-          {"dtype", runtime::dtype_name(options.load.dtype)}};
+          {"device", load.device.str()},
+          {"dtype", runtime::dtype_name(load.dtype)}};
 }
 
 nlohmann::json run_judge_benchmark(const std::filesystem::path& judge_dir, int64_t conversations) {
