@@ -24,3 +24,9 @@ endif()
 add_library(icet_qt_defs INTERFACE)
 target_compile_definitions(icet_qt_defs INTERFACE
   QT_NO_KEYWORDS QT_NO_CAST_FROM_ASCII QT_NO_NARROWING_CONVERSIONS_IN_CONNECT)
+# Executables that link Qt export none of the Qt code compiled into them: Qt 5 comes in with
+# LibTorch's OpenCV and must not bind to it (cmake/qt_executable.map says more).
+target_link_options(icet_qt_defs INTERFACE
+  "$<$<STREQUAL:$<TARGET_PROPERTY:TYPE>,EXECUTABLE>:LINKER:--version-script=${CMAKE_CURRENT_LIST_DIR}/qt_executable.map>")
+set_property(TARGET icet_qt_defs APPEND PROPERTY
+  INTERFACE_LINK_DEPENDS "${CMAKE_CURRENT_LIST_DIR}/qt_executable.map")

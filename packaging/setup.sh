@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # ICET Studio set-up: installs the Debian 12 packages the project needs (only the missing
-# ones), configures and builds, then launches the app (`run`) or runs the tests (`test`).
+# ones), configures and builds, then launches the app (`run`) or runs the tests (`test`), or
+# builds the libFuzzer targets and runs each for SECONDS (`fuzz`, default 60).
 #
 #   packaging/setup.sh run  [icet-studio options]   e.g. --threads 4
 #   packaging/setup.sh test [ctest options]         e.g. -L unit
+#   packaging/setup.sh fuzz [SECONDS]               e.g. 600 (per target; preset `fuzz`)
 #
 # Environment: ICET_PRESET picks the CMake preset (default: release; ci when CI=true).
 set -euo pipefail
@@ -11,8 +13,18 @@ set -euo pipefail
 verb="${1:-}"
 case "$verb" in
   run | test) shift ;;
+  fuzz)
+    shift
+    fuzz_seconds="${1:-60}"
+    case "$fuzz_seconds" in
+      '' | *[!0-9]*)
+        echo "usage: packaging/setup.sh fuzz [SECONDS]  (seconds per target, default 60)" >&2
+        exit 2
+        ;;
+    esac
+    ;;
   *)
-    echo "usage: packaging/setup.sh run|test [options]" >&2
+    echo "usage: packaging/setup.sh run|test [options] | fuzz [SECONDS]" >&2
     exit 2
     ;;
 esac
@@ -27,6 +39,11 @@ packages=(
   qt6-qpa-plugins fonts-dejavu-core
   libopencv-dev libspdlog-dev nlohmann-json3-dev libcli11-dev
 )
+# The fuzz targets need clang and its libFuzzer runtime (libclang_rt.fuzzer; Debian 12's clang
+# is clang 14).
+if [ "$verb" = fuzz ]; then
+  packages+=(clang libclang-rt-14-dev)
+fi
 # The tests also compare our tokenizers with reference implementations from the npm registry.
 # A Node.js installed another way (e.g. NodeSource, which bundles npm) is used as it is.
 if [ "$verb" = test ] && ! { command -v node >/dev/null && command -v npm >/dev/null; }; then
@@ -79,6 +96,9 @@ preset="${ICET_PRESET:-release}"
 if [ "${CI:-}" = "true" ] && [ -z "${ICET_PRESET:-}" ]; then
   preset=ci
 fi
+if [ "$verb" = fuzz ]; then
+  preset=fuzz  # a tree of its own: clang, sanitizers, and only the fuzz targets
+fi
 
 echo "setup: configuring and building (preset $preset)"
 cmake --preset "$preset" >/dev/null
@@ -104,5 +124,46 @@ case "$verb" in
       grep "^SKIP   :" "$log" | sed 's/^/  /'
     fi
     exit "$status"
+    ;;
+  fuzz)
+    # Each target runs on a working copy of its committed seeds (build/fuzz/corpus/<name>), so
+    # what libFuzzer adds never lands in the source tree; crash, timeout and OOM inputs go to
+    # build/fuzz/artifacts/<name>/. A target is reported as failed when libFuzzer exits non-zero.
+    bin="build/fuzz/tests/fuzz"
+    mapfile -t targets < <(grep -v '^$' "$bin/targets.txt")
+    failed=()
+    for target in "${targets[@]}"; do
+      name="${target#fuzz_}"
+      # Inputs stay near the size of real headers and configs; tokenizers need more room.
+      case "$name" in
+        hf_tokenizer) max_len=8192 ;;
+        sentencepiece | image) max_len=16384 ;;
+        adapter_config) max_len=2048 ;;
+        *) max_len=4096 ;;
+      esac
+      corpus="build/fuzz/corpus/$name"
+      artifacts="build/fuzz/artifacts/$name"
+      log="build/fuzz/$target.log"
+      mkdir -p "$corpus" "$artifacts"
+      cp -n "tests/fuzz/corpus/$name"/* "$corpus/" 2>/dev/null || true
+      rc=0
+      ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:symbolize=1" \
+        UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+        "$bin/$target" "$corpus" -max_total_time="$fuzz_seconds" -max_len="$max_len" -timeout=10 \
+        -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$artifacts/" >"$log" 2>&1 || rc=$?
+      execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)"
+      if [ "$rc" -eq 0 ]; then
+        echo "fuzz: $target: ${execs:-?} executions in ${fuzz_seconds} s, no crash"
+      else
+        failed+=("$target")
+        echo "fuzz: $target: FAILED (exit $rc) after ${execs:-?} executions; log $log, input(s) in $artifacts/" >&2
+        grep -m 3 -E "^(==[0-9]+==ERROR|SUMMARY|.*runtime error)" "$log" | sed 's/^/  /' >&2 || true
+      fi
+    done
+    if ((${#failed[@]})); then
+      echo "fuzz: ${#failed[@]} of ${#targets[@]} target(s) crashed or hung: ${failed[*]}" >&2
+      exit 1
+    fi
+    echo "fuzz: all ${#targets[@]} targets ran ${fuzz_seconds} s each without a crash"
     ;;
 esac

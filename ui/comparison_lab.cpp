@@ -14,9 +14,11 @@
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFormLayout>
+#include <QFutureWatcher>
 #include <QKeyEvent>
 #include <QGroupBox>
 #include <QHBoxLayout>
+#include <QImageReader>
 #include <QLabel>
 #include <QListWidget>
 #include <QMenu>
@@ -37,19 +39,20 @@
 #include <QToolButton>
 #include <QUrl>
 #include <QVBoxLayout>
+#include <QtConcurrent/QtConcurrentRun>
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "core/base/json_util.h"
 #include "core/demo/paths.h"
 #include "core/eval/prompt_set.h"
+#include "core/vision/image.h"
 #include "ui/charts/line_chart.h"
 #include "ui/comparison_pane.h"
+#include "ui/session_bundle.h"
 
 namespace icet::ui {
 namespace {
@@ -758,7 +761,7 @@ void ComparisonLab::onFailed(const QString& context, const QString& text, quint6
       // The model still holds the last good image: show and run that one, not the bad file.
       m_imageBytes = m_goodImageBytes;
       m_imageName = m_goodImageName;
-      updatePreview(QImage::fromData(m_imageBytes));
+      showPreview(m_imageBytes);
       error(m_imageBytes.isEmpty() ? tr("Could not use the image: %1").arg(text)
                                    : tr("Could not use the image: %1 (kept the previous image)").arg(text));
     } else {
@@ -828,9 +831,9 @@ void ComparisonLab::setImage(const QImage& image, const QString& name) {
 void ComparisonLab::setImageBytes(const QByteArray& bytes, const QString& name) {
   m_imageBytes = bytes;
   m_imageName = name;
-  // The preview decodes with Qt; the model decodes with the core's checked decoder on the
-  // worker, which reports corrupt files.
-  updatePreview(QImage::fromData(bytes));
+  // The preview decodes with Qt on a pool thread; the model decodes with the core's checked
+  // decoder on the worker, which reports corrupt files.
+  showPreview(bytes);
   for (ComparisonPane* p : panes()) {
     p->clearAnswer();
   }
@@ -842,14 +845,58 @@ void ComparisonLab::setImageBytes(const QByteArray& bytes, const QString& name) 
   }
 }
 
+namespace {
+
+// A preview-sized image, or a null one for data Qt cannot decode or above the core's limits.
+// Runs on a pool thread. The header is read first, so a decompression bomb is refused before
+// any pixel buffer; JPEG decodes straight at the preview's scale.
+QImage decodePreview(const QByteArray& bytes, QSize box) {
+  QBuffer buffer;
+  buffer.setData(bytes);
+  buffer.open(QIODevice::ReadOnly);
+  QImageReader reader(&buffer);
+  const QSize size = reader.size();
+  const vision::ImageLimits limits;
+  if (!size.isValid() || size.width() > limits.max_side || size.height() > limits.max_side ||
+      static_cast<int64_t>(size.width()) * size.height() > limits.max_pixels) {
+    return {};
+  }
+  // Qt's default allocation limit (128 MB) is below the 8192 x 8192 the model accepts.
+  reader.setAllocationLimit(static_cast<int>(limits.max_pixels * 4 / (1 << 20)) + 1);
+  reader.setScaledSize(size.scaled(box, Qt::KeepAspectRatio).expandedTo(QSize(1, 1)));
+  return reader.read();
+}
+
+}  // namespace
+
+void ComparisonLab::showPreview(const QByteArray& bytes) {
+  const quint64 ticket = ++m_previewTicket;
+  if (bytes.isEmpty()) {
+    updatePreview(QImage());
+    return;
+  }
+  // The watcher is the lab's child: if the lab goes first, the result is dropped with it.
+  auto* watcher = new QFutureWatcher<QImage>(this);
+  connect(watcher, &QFutureWatcher<QImage>::finished, this, [this, watcher, ticket] {
+    watcher->deleteLater();
+    if (ticket == m_previewTicket) {
+      updatePreview(watcher->result());
+    }
+  });
+  const QSize box = m_preview->size().expandedTo(QSize(240, 180)) * m_preview->devicePixelRatioF();
+  watcher->setFuture(QtConcurrent::run(decodePreview, bytes, box));
+}
+
 void ComparisonLab::updatePreview(const QImage& image) {
   if (image.isNull()) {
     m_preview->setPixmap(QPixmap());
     m_preview->setText(tr("(no preview)"));
     return;
   }
-  m_preview->setPixmap(QPixmap::fromImage(
-      image.scaled(QSize(240, 180), Qt::KeepAspectRatio, Qt::SmoothTransformation)));
+  QPixmap pixmap = QPixmap::fromImage(image.scaled(QSize(240, 180) * m_preview->devicePixelRatioF(),
+                                                   Qt::KeepAspectRatio, Qt::SmoothTransformation));
+  pixmap.setDevicePixelRatio(m_preview->devicePixelRatioF());
+  m_preview->setPixmap(pixmap);
   m_preview->setToolTip(m_imageName);
 }
 
@@ -1297,7 +1344,6 @@ bool ComparisonLab::exportBundle(const QString& dir) {
   j["presentation"] = m_presentation;
   QString imageFile;
   if (!m_imageBytes.isEmpty()) {
-    const QImage img = QImage::fromData(m_imageBytes);
     const QString suffix = QFileInfo(m_imageName).suffix().toLower();
     imageFile = QStringLiteral("image.") + (suffix.isEmpty() ? QStringLiteral("png") : suffix);
     QSaveFile f(out.filePath(imageFile));
@@ -1379,45 +1425,30 @@ bool ComparisonLab::exportBundle(const QString& dir) {
 }
 
 bool ComparisonLab::openBundle(const QString& dir) {
-  const QDir in(dir);
-  const QString file = in.filePath(QStringLiteral("session.json"));
-  nlohmann::json j;
+  const QString file = QDir(dir).filePath(QStringLiteral("session.json"));
   try {
-    std::ifstream f(file.toStdString());
-    if (!f) {
-      error(tr("Cannot read %1").arg(file));
-      return false;
-    }
-    std::stringstream text;
-    text << f.rdbuf();
-    j = json_util::parse(text.str(), file.toStdString());
-    if (j.value("format", std::string()) != "icet-session") {
-      error(tr("%1 is not an ICET Studio session (format: expected \"icet-session\")").arg(file));
-      return false;
-    }
-    const QString model = fromStd(j.at("model").value("path", std::string()));
-    const QString judge = fromStd(j.value("judge", std::string()));
-    const QString reward = fromStd(j.value("reward_model", std::string()));
+    // Everything is read and checked before anything changes: a bad bundle leaves the lab as it was.
+    const SessionBundle b = read_session_bundle(dir);
+    const QByteArray image = read_session_image(dir, b);
     stopAll();
     // Requests queue on the one worker in this order: model, judge, reward, image, answers.
-    const bool reopened = !model.isEmpty() && (model != m_modelPath || !m_service->hasModel());
+    const bool reopened = !b.modelPath.isEmpty() && (b.modelPath != m_modelPath || !m_service->hasModel());
     if (reopened) {
-      openModel(model);
+      openModel(b.modelPath);
     }
-    if (judge != m_judgePath) {
-      openJudge(judge);
+    if (b.judgePath != m_judgePath) {
+      openJudge(b.judgePath);
     }
-    if (reward != m_rewardPath) {
-      openReward(reward);
+    if (b.rewardPath != m_rewardPath) {
+      openReward(b.rewardPath);
     }
     // The adapters the answers were made with (a reopened model starts without any): every
     // pane's (version 1 bundles: the model's, for all panes), the model's current one last.
-    const QString current = fromStd(j.at("model").value("adapter", std::string()));
-    const auto& saved = j.at("panes");
+    const QString current = b.currentAdapter;
     QStringList paneAdapters;
     QStringList wanted;
-    for (const auto& pj : saved) {
-      const QString a = pj.contains("adapter") ? fromStd(pj["adapter"].get<std::string>()) : current;
+    for (const SessionBundle::Pane& pane : b.panes) {
+      const QString a = pane.adapter.value_or(current);
       paneAdapters << a;
       if (!a.isEmpty() && a != current && !wanted.contains(a)) {
         wanted << a;
@@ -1436,39 +1467,36 @@ bool ComparisonLab::openBundle(const QString& dir) {
         requestAdapter(a, {});
       }
     }
-    setPrompt(fromStd(j.value("prompt", std::string())));
-    if (j.contains("sampling")) {
-      setSamplingParams(generate::sampling_from_json(j["sampling"], file.toStdString()));
+    setPrompt(b.prompt);
+    if (b.sampling) {
+      setSamplingParams(*b.sampling);
     }
-    if (j.contains("image")) {
-      QFile img(in.filePath(fromStd(j["image"].at("file").get<std::string>())));
-      if (!img.open(QIODevice::ReadOnly)) {
-        error(tr("Cannot read the session image %1").arg(img.fileName()));
-        return false;
-      }
-      setImageBytes(img.readAll(), fromStd(j["image"].value("source", std::string())));
+    if (!b.imageFile.isEmpty()) {
+      setImageBytes(image, b.imageSource);
     }
     // Panes: same count, layers, seeds and adapters as saved.
     auto have = panes();
-    while (have.size() > std::max<qsizetype>(2, static_cast<qsizetype>(saved.size()))) {
+    const auto saved = static_cast<qsizetype>(b.panes.size());
+    while (have.size() > std::max<qsizetype>(2, saved)) {
       removePane(have.back());
       have.pop_back();
     }
-    while (have.size() < static_cast<qsizetype>(saved.size())) {
+    while (have.size() < saved) {
       have.push_back(addPane(1));
     }
-    for (size_t i = 0; i < saved.size(); ++i) {
-      ComparisonPane* p = have[static_cast<qsizetype>(i)];
-      p->setLayer(saved[i].value("layer", 1));
-      if (saved[i].contains("seed")) {
-        p->setSeed(saved[i]["seed"].get<quint64>());
+    for (qsizetype i = 0; i < saved; ++i) {
+      const SessionBundle::Pane& pane = b.panes[static_cast<size_t>(i)];
+      ComparisonPane* p = have[i];
+      p->setLayer(pane.layer);
+      if (pane.seed) {
+        p->setSeed(*pane.seed);
       }
-      p->setProperty("pendingLayer", saved[i].value("layer", 1));
-      p->setAdapter(paneAdapters.value(static_cast<qsizetype>(i)));
+      p->setProperty("pendingLayer", pane.layer);
+      p->setAdapter(paneAdapters.value(i));
     }
     {
       const QSignalBlocker block(m_slider);
-      m_slider->setValue(j.value("slider_layer", m_slider->value()));
+      m_slider->setValue(b.sliderLayer.value_or(m_slider->value()));
       updateSliderLabel();
     }
   } catch (const std::exception& e) {

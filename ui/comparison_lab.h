@@ -151,6 +151,9 @@ class ComparisonLab : public QWidget {
   void onSweepFinished(quint64 id, const QVector<Answer>& answers);
   void showSweep();
   void updateSliderLabel();
+  // Decodes `bytes` for the preview on a pool thread (a large or hostile file must not stall
+  // the GUI); the newest request wins, older results are dropped.
+  void showPreview(const QByteArray& bytes);
   void updatePreview(const QImage& image);
   void addRecent(const QString& key, const QString& value);
   void runPane(ComparisonPane* pane);
@@ -158,6 +161,7 @@ class ComparisonLab : public QWidget {
 
   ModelService* m_service = nullptr;
   QLabel* m_preview = nullptr;
+  quint64 m_previewTicket = 0;  // the newest showPreview request
   QToolButton* m_recentImages = nullptr;
   QListWidget* m_gallery = nullptr;
   QPlainTextEdit* m_prompt = nullptr;

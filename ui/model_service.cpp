@@ -80,7 +80,13 @@ struct ModelService::Worker {
   }
 };
 
-ModelService::ModelService(QObject* parent) : QObject(parent), m_worker(std::make_shared<Worker>()) {
+ModelService::ModelService(QObject* parent, ModelOpener opener)
+    : QObject(parent), m_opener(std::move(opener)), m_worker(std::make_shared<Worker>()) {
+  if (!m_opener) {
+    m_opener = [](const std::string& dir, const engine::ProgressCallback& progress) {
+      return engine::Session::open(dir, {}, progress);
+    };
+  }
   qRegisterMetaType<ModelInfo>();
   qRegisterMetaType<Answer>();
   m_thread = new QThread(this);
@@ -148,8 +154,12 @@ void ModelService::postTask(const QString& activity, const QString& context,
 
 void ModelService::openModel(const QString& dir) {
   const std::string path = dir.toStdString();
-  postTask(tr("Loading model…"), QStringLiteral("model"), [this, path](Worker& w) -> std::function<void()> {
-    w.session = engine::Session::open(path);
+  // Cancellable between tensors: closing the app mid-load (a 7B checkpoint takes minutes on a
+  // CPU) must not wait for the whole load.
+  auto cancel = std::make_shared<std::atomic<bool>>(false);
+  m_cancels.push_back(cancel);
+  postTask(tr("Loading model…"), QStringLiteral("model"), [this, path, cancel](Worker& w) -> std::function<void()> {
+    w.session = m_opener(path, [cancel](size_t, size_t) { return !cancel->load(); });
     const ModelInfo info = toInfo(w.session->summary());  // a new session has no adapter
     return [this, info] {
       m_info = info;

@@ -91,8 +91,13 @@ class ModelService : public QObject {
   Q_OBJECT
 
  public:
-  explicit ModelService(QObject* parent = nullptr);
-  ~ModelService() override;  // cancels everything and joins the worker
+  // Opens a snapshot on the worker; `progress` returns false once the load is cancelled.
+  using ModelOpener =
+      std::function<std::unique_ptr<engine::Session>(const std::string& dir, const engine::ProgressCallback& progress)>;
+
+  // `opener`: engine::Session::open with the default options unless given (tests).
+  explicit ModelService(QObject* parent = nullptr, ModelOpener opener = {});
+  ~ModelService() override;  // cancels everything (a model load within one tensor) and joins the worker
 
   // All of these return at once; results arrive as signals on the GUI thread.
   void openModel(const QString& dir);
@@ -140,6 +145,7 @@ class ModelService : public QObject {
                 std::function<std::function<void()>(Worker&)> work);
   void done();
 
+  ModelOpener m_opener;
   QThread* m_thread = nullptr;
   QObject* m_context = nullptr;  // lives on m_thread; queued lambdas run there
   std::shared_ptr<Worker> m_worker;

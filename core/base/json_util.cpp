@@ -1,11 +1,38 @@
 #include "core/base/json_util.h"
 
+#include <cmath>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
+#include "core/base/atomic_file.h"
 #include "core/base/error.h"
 
 namespace icet::json_util {
+namespace {
+
+constexpr const char* kInt64Range = " from -2^63 to 2^63 - 1";
+
+// The value as int64_t when it is exactly one (an integer, or a float without a fraction) and
+// in range; nullopt otherwise. The range is checked before converting: a double at or past
+// 2^63 cast to int64_t is undefined behaviour, and an unsigned above 2^63 - 1 would wrap.
+std::optional<int64_t> exact_int64(const nlohmann::json& v) {
+  if (v.is_number_unsigned()) {
+    const auto u = v.get<uint64_t>();
+    if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return std::nullopt;
+    return static_cast<int64_t>(u);
+  }
+  if (v.is_number_integer()) return v.get<int64_t>();
+  if (v.is_number_float()) {
+    constexpr double kTwo63 = 9223372036854775808.0;
+    const double d = v.get<double>();
+    if (d >= -kTwo63 && d < kTwo63 && d == std::trunc(d)) return static_cast<int64_t>(d);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 
 void check_depth(int depth, const std::string& where) {
   if (depth > kMaxDepth) {
@@ -23,21 +50,17 @@ nlohmann::json parse(std::string_view text, const std::string& where) {
   };
   try {
     return nlohmann::json::parse(text.begin(), text.end(), callback);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
+    // parse_error, and out_of_range for a number past double's range ("1e999": 406).
     throw InputError(describe(where, "valid JSON", std::string("a parse error (") + e.what() + ")"));
   }
 }
 
-nlohmann::json read_file(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
-    throw InputError(file.string() + ": cannot open the file (" +
-                     (std::filesystem::exists(file) ? "permission denied" : "it does not exist") +
-                     ")");
+nlohmann::json read_file(const std::filesystem::path& file, std::uint64_t max_bytes) {
+  if (!std::filesystem::exists(file)) {
+    throw InputError(file.string() + ": cannot open the file (it does not exist)");
   }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return parse(buffer.str(), file.string());
+  return parse(read_file_limited(file, max_bytes, "a JSON file"), file.string());
 }
 
 std::string type_name(const nlohmann::json& value) {
@@ -97,11 +120,11 @@ int64_t Reader::integer(const char* key, std::optional<int64_t> fallback) const 
     if (fallback) return *fallback;
     type_error(key, "an integer");
   }
-  if (v->is_number_integer() || v->is_number_unsigned()) {
-    return v->get<int64_t>();
+  if (const auto i = exact_int64(*v)) {
+    return *i;
   }
-  if (v->is_number_float() && v->get<double>() == static_cast<double>(static_cast<int64_t>(v->get<double>()))) {
-    return static_cast<int64_t>(v->get<double>());
+  if (v->is_number()) {
+    throw InputError(describe(where(key), std::string("an integer") + kInt64Range, v->dump()));
   }
   type_error(key, "an integer");
 }
@@ -156,7 +179,11 @@ std::vector<int64_t> Reader::integers(const char* key, std::optional<std::vector
     if (!item.is_number_integer() && !item.is_number_unsigned()) {
       type_error(key, "a list of integers");
     }
-    out.push_back(item.get<int64_t>());
+    const auto i = exact_int64(item);
+    if (!i) {
+      throw InputError(describe(where(key), std::string("a list of integers") + kInt64Range, item.dump()));
+    }
+    out.push_back(*i);
   }
   return out;
 }

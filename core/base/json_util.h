@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -24,9 +25,13 @@ void check_depth(int depth, const std::string& where);
 // (with the parser's position).
 nlohmann::json parse(std::string_view text, const std::string& where);
 
-// Reads a JSON file; a missing, unreadable or malformed file is an InputError naming it
-// (with the parser's line/column).
-nlohmann::json read_file(const std::filesystem::path& file);
+// The largest JSON file read_file takes by default. The largest real ones are tokenizer.json
+// files (Llama 3: 9 MB; multilingual vocabularies: about 35 MB).
+inline constexpr std::uint64_t kMaxJsonFileBytes = 256ull << 20;
+
+// Reads a JSON file; a missing, unreadable, non-regular (/dev/zero, a FIFO), oversized or
+// malformed file is an InputError naming it (with the parser's line/column).
+nlohmann::json read_file(const std::filesystem::path& file, std::uint64_t max_bytes = kMaxJsonFileBytes);
 
 // Typed access with errors that name the file and the key path, e.g.
 // "config.json: key 'text_config.hidden_size': expected an integer, found a string".

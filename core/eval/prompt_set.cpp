@@ -11,6 +11,7 @@
 #include "core/base/atomic_file.h"
 #include "core/base/error.h"
 #include "core/base/json_util.h"
+#include "core/eval/csv.h"
 
 namespace icet::eval {
 namespace {
@@ -47,51 +48,21 @@ PromptItem from_json(const nlohmann::json& j, const std::string& at) {
   text("refusal", item.refusal, false);
   text("compliant", item.compliant, false);
   text("task", item.task, false);
+  if (const auto it = j.find("answers"); it != j.end() && !it->is_null()) {
+    // JSONL: an array of strings; CSV: a cell holding that array as JSON text ("" for none).
+    nlohmann::json list = *it;
+    if (list.is_string()) list = list.get<std::string>().empty() ? nlohmann::json::array() : json_util::parse(list.get<std::string>(), at + ": field 'answers'");
+    if (!list.is_array()) throw InputError(describe(at + ": field 'answers'", "an array of strings", std::string(list.type_name())));
+    for (const auto& a : list) {
+      if (!a.is_string()) throw InputError(describe(at + ": field 'answers'", "an array of strings", "an element of type " + std::string(a.type_name())));
+      item.answers.push_back(a.get<std::string>());
+    }
+  }
   if (const auto it = j.find("harmful"); it != j.end() && !it->is_null()) {
     if (!it->is_boolean()) throw InputError(describe(at + ": field 'harmful'", "true or false", it->dump()));
     item.harmful = it->get<bool>();
   }
   return item;
-}
-
-// One CSV record (RFC 4180 quoting, no line breaks inside fields).
-std::vector<std::string> split_csv(const std::string& line, const std::string& at) {
-  std::vector<std::string> fields(1);
-  bool quoted = false;
-  for (size_t i = 0; i < line.size(); ++i) {
-    const char c = line[i];
-    if (quoted) {
-      if (c == '"') {
-        if (i + 1 < line.size() && line[i + 1] == '"') {
-          fields.back() += '"';
-          ++i;
-        } else {
-          quoted = false;
-        }
-      } else {
-        fields.back() += c;
-      }
-    } else if (c == '"') {
-      if (!fields.back().empty()) throw InputError(describe(at, "a quote only at the start of a field", "a quote inside field " + std::to_string(fields.size())));
-      quoted = true;
-    } else if (c == ',') {
-      fields.emplace_back();
-    } else {
-      fields.back() += c;
-    }
-  }
-  if (quoted) throw InputError(describe(at, "a closing quote", "the end of the line"));
-  return fields;
-}
-
-std::string csv_field(const std::string& v) {
-  if (v.find_first_of(",\"\n") == std::string::npos) return v;
-  std::string out = "\"";
-  for (char c : v) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  return out + "\"";
 }
 
 bool is_csv(const std::filesystem::path& file) { return file.extension() == ".csv"; }
@@ -104,61 +75,63 @@ std::filesystem::path PromptSet::image_path(const PromptItem& item) const {
 }
 
 PromptSet load_prompt_set(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw InputError(file.string() + ": cannot open the prompt set (expected a .jsonl or .csv file)");
+  if (!std::filesystem::exists(file)) {
+    throw InputError(file.string() + ": cannot open the prompt set (expected a .jsonl or .csv file)");
+  }
+  // Whole public sets (JailBreakV-28K: 28K rows) are a few MiB; a bound keeps /dev/zero or a
+  // multi-GiB file from filling memory line by line.
+  const std::string text = read_file_limited(file, 256ull << 20, "a prompt set (.jsonl or .csv)");
   PromptSet set;
   set.file = file;
   std::set<std::string> ids;
+  auto add = [&](PromptItem item, const std::string& at) {
+    if (item.id.empty()) throw InputError(describe(at + ": field 'id'", "a non-empty id", "\"\""));
+    if (item.prompt.empty()) throw InputError(describe(at + ": field 'prompt'", "a non-empty prompt", "\"\""));
+    if (!ids.insert(item.id).second) throw InputError(describe(at + ": field 'id'", "a unique id", "\"" + item.id + "\" again"));
+    set.items.push_back(std::move(item));
+  };
+  if (is_csv(file)) {
+    // RFC 4180 (quoted commas, quotes and line breaks; BOM; CRLF), strict UTF-8: see csv.h.
+    const CsvTable table = parse_csv(text, file.string());
+    for (const char* required : {"id", "image", "prompt"}) table.require(required, {"id", "image", "prompt"});
+    for (size_t r = 0; r < table.rows.size(); ++r) {
+      const std::string at = table.where(r);
+      nlohmann::json j = nlohmann::json::object();
+      for (size_t i = 0; i < table.header.size(); ++i) {
+        if (table.header[i] == "harmful") j["harmful"] = parse_bool(table.rows[r][i], at);
+        else j[table.header[i]] = table.rows[r][i];
+      }
+      add(from_json(j, at), at);
+    }
+    return set;
+  }
+  const std::string_view body = strip_bom(text);
+  check_utf8(body, file.string());
+  std::istringstream in{std::string(body)};
   std::string line;
   size_t number = 0;
-  std::vector<std::string> header;
   while (std::getline(in, line)) {
     ++number;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
     const std::string at = where(file, number);
-    PromptItem item;
-    if (is_csv(file)) {
-      auto fields = split_csv(line, at);
-      if (header.empty()) {
-        header = fields;
-        for (const char* required : {"id", "image", "prompt"}) {
-          if (std::find(header.begin(), header.end(), required) == header.end()) {
-            throw InputError(describe(at + ": CSV header", std::string("a column '") + required + "'", line));
-          }
-        }
-        continue;
-      }
-      if (fields.size() != header.size()) {
-        throw InputError(describe(at, std::to_string(header.size()) + " fields (as the header)", std::to_string(fields.size())));
-      }
-      nlohmann::json j = nlohmann::json::object();
-      for (size_t i = 0; i < header.size(); ++i) {
-        if (header[i] == "harmful") j["harmful"] = parse_bool(fields[i], at);
-        else j[header[i]] = fields[i];
-      }
-      item = from_json(j, at);
-    } else {
-      item = from_json(json_util::parse(line, at), at);
-    }
-    if (item.id.empty()) throw InputError(describe(at + ": field 'id'", "a non-empty id", "\"\""));
-    if (item.prompt.empty()) throw InputError(describe(at + ": field 'prompt'", "a non-empty prompt", "\"\""));
-    if (!ids.insert(item.id).second) throw InputError(describe(at + ": field 'id'", "a unique id", "\"" + item.id + "\" again"));
-    set.items.push_back(std::move(item));
+    add(from_json(json_util::parse(line, at), at), at);
   }
-  if (is_csv(file) && header.empty()) throw InputError(describe(file.string(), "a CSV header row", "an empty file"));
   return set;
 }
 
 void write_prompt_set(const std::filesystem::path& file, const std::vector<PromptItem>& items) {
   std::ostringstream out;
   if (is_csv(file)) {
+    const bool with_answers = std::any_of(items.begin(), items.end(), [](const PromptItem& it) { return !it.answers.empty(); });
     for (size_t i = 0; i < kColumns.size(); ++i) out << (i ? "," : "") << kColumns[i];
-    out << "\n";
+    out << (with_answers ? ",answers\n" : "\n");
     for (const auto& it : items) {
-      out << csv_field(it.id) << ',' << csv_field(it.image) << ',' << csv_field(it.prompt) << ','
-          << csv_field(it.category) << ',' << (it.harmful ? "true" : "false") << ',' << csv_field(it.expected) << ','
-          << csv_field(it.refusal) << ',' << csv_field(it.compliant) << ',' << csv_field(it.task) << "\n";
+      out << csv_escape(it.id) << ',' << csv_escape(it.image) << ',' << csv_escape(it.prompt) << ','
+          << csv_escape(it.category) << ',' << (it.harmful ? "true" : "false") << ',' << csv_escape(it.expected) << ','
+          << csv_escape(it.refusal) << ',' << csv_escape(it.compliant) << ',' << csv_escape(it.task);
+      if (with_answers) out << ',' << csv_escape(it.answers.empty() ? std::string() : nlohmann::json(it.answers).dump());
+      out << "\n";
     }
   } else {
     for (const auto& it : items) {
@@ -167,6 +140,7 @@ void write_prompt_set(const std::filesystem::path& file, const std::vector<Promp
       if (!it.refusal.empty()) j["refusal"] = it.refusal;
       if (!it.compliant.empty()) j["compliant"] = it.compliant;
       if (!it.task.empty()) j["task"] = it.task;
+      if (!it.answers.empty()) j["answers"] = it.answers;
       out << j.dump() << "\n";
     }
   }

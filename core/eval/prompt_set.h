@@ -3,8 +3,8 @@
 // Prompt sets: (image, prompt) items for evaluation and RL, as JSONL (one object a line) or CSV
 // with a header row. Fields: id, image (path relative to the set file's folder), prompt,
 // category ("benign" or a harm category), harmful (bool), expected (benign items: the exact
-// answer), optional refusal and compliant (reference answers for harmful items) and
-// task (what the item asks, for per-task scores).
+// answer), optional refusal and compliant (reference answers for harmful items),
+// task (what the item asks, for per-task scores) and answers (all reference answers, VQA-style).
 
 #include <filesystem>
 #include <string>
@@ -22,6 +22,9 @@ struct PromptItem {
   std::string refusal;    // optional
   std::string compliant;  // optional
   std::string task;       // optional: what the item asks (demo: "colour", "count", ...), for per-task scores
+  // optional: every reference answer (VQA-v2: the 10 human answers) for vqa_accuracy; JSONL
+  // "answers": ["..."], CSV column "answers" holding that JSON array (written only when non-empty).
+  std::vector<std::string> answers;
 };
 
 struct PromptSet {

@@ -20,6 +20,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/base/atomic_file.h"
 #include "core/base/error.h"
 #include "core/base/json_util.h"
 #include "core/base/log.h"
@@ -89,7 +90,7 @@ json parse_json_checked(std::string_view text, const std::string& where,
   json parsed;
   try {
     parsed = json::parse(text.begin(), text.end(), callback);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for "1e999" (406)
     throw InputError(describe(where, "a valid JSON " + what,
                               std::string("invalid JSON (") + e.what() + ")",
                               "The file is damaged or not a " + what + "; re-download it"));
@@ -604,14 +605,8 @@ TensorStore TensorStore::open_file(const fs::path& file) {
 
 TensorStore TensorStore::open_index(const fs::path& index_file) {
   const std::string where = index_file.string();
-  std::ifstream in(index_file, std::ios::binary);
-  if (!in) {
-    throw InputError(describe(where, "a readable index file", "it cannot be opened",
-                              "Check the path and its permissions"));
-  }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  const std::string text = buffer.str();
+  // Real indexes list one entry per tensor: under 1 MiB even for 70B checkpoints.
+  const std::string text = read_file_limited(index_file, json_util::kMaxJsonFileBytes, "a checkpoint index");
   const json index = parse_json_checked(text, where, "weight_map", "checkpoint index", "tensor");
 
   TensorStore store;

@@ -10,11 +10,7 @@ namespace {
 
 using json_util::Reader;
 
-void require_positive(const Reader& r, const char* key, int64_t value) {
-  if (value <= 0) {
-    throw InputError(describe(r.where(key), "a positive integer", std::to_string(value)));
-  }
-}
+void require_positive(const Reader& r, const char* key, int64_t value) { require_config_size(r, key, value); }
 
 void require_divisible(const Reader& r, const char* key, int64_t value, const char* by_key, int64_t by) {
   if (by <= 0 || value % by != 0) {
@@ -25,6 +21,25 @@ void require_divisible(const Reader& r, const char* key, int64_t value, const ch
 }
 
 }  // namespace
+
+int64_t config_size_limit(std::string_view key) {
+  if (key == "vocab_size") return int64_t{1} << 22;
+  if (key == "intermediate_size") return int64_t{1} << 20;
+  if (key == "max_position_embeddings" || key == "n_positions") return int64_t{1} << 24;
+  if (key == "max_num_tiles") return 64;
+  if (key == "num_hidden_layers" || key == "n_layer" || key == "num_attention_heads" || key == "attention_heads" ||
+      key == "n_head" || key == "num_key_value_heads" || key == "num_channels") {
+    return 1024;
+  }
+  return int64_t{1} << 16;  // hidden_size, n_embd, head_dim, image_size, patch_size, num_labels
+}
+
+void require_config_size(const Reader& r, const char* key, int64_t value) {
+  const int64_t limit = config_size_limit(key);
+  if (value <= 0 || value > limit) {
+    throw InputError(describe(r.where(key), "a positive integer up to " + std::to_string(limit), std::to_string(value)));
+  }
+}
 
 ClipVisionConfig ClipVisionConfig::parse(const Reader& r) {
   ClipVisionConfig c;
@@ -133,6 +148,10 @@ LlavaConfig LlavaConfig::parse(const Reader& r) {
     c.vision.image_size = 336;
     c.vision.num_hidden_layers = 24;
     c.vision.num_attention_heads = 16;
+    c.assumed_defaults.push_back("vision_config (CLIP ViT-L/14-336: hidden_size 1024, 24 layers)");
+  }
+  if (!r.has("text_config")) {  // transformers builds LlamaConfig(): Llama-2-7B sizes
+    c.assumed_defaults.push_back("text_config (Llama-2-7B: hidden_size 4096, 32 layers, vocab_size 32000)");
   }
   c.text = LlamaConfig::parse(r.child("text_config"));
   c.image_token_index = r.integer("image_token_index", c.image_token_index);

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace icet::json_util {
@@ -74,6 +75,8 @@ struct LlavaConfig {  // LlavaConfig (llava-hf LLaVA-1.5)
   int64_t image_seq_length = 576;
   bool multimodal_projector_bias = true;
   std::optional<int64_t> pad_token_id;
+  // Sections config.json lacks, filled with transformers' defaults (named in load errors).
+  std::vector<std::string> assumed_defaults;
 
   // hidden_states index the checkpoint's own setting selects (e.g. -2 -> 23 of 0..24).
   int64_t default_exit_layer() const;
@@ -83,6 +86,13 @@ struct LlavaConfig {  // LlavaConfig (llava-hf LLaVA-1.5)
 };
 
 LlavaConfig load_llava_config(const std::filesystem::path& config_json);
+
+// The largest value a size key of a config.json may hold (e.g. "hidden_size": 65536,
+// "num_hidden_layers": 1024), far above every released model: tensors, loops and tables are
+// sized from these numbers, so a typo or a hostile file is refused before any of that.
+int64_t config_size_limit(std::string_view key);
+// InputError naming the key unless 0 < value <= config_size_limit(key).
+void require_config_size(const json_util::Reader& r, const char* key, int64_t value);
 
 // generation_config.json; every field optional.
 struct GenerationConfig {

@@ -11,6 +11,7 @@
 #include "core/base/json_util.h"
 #include "core/base/log.h"
 #include "core/io/safetensors.h"
+#include "core/models/config.h"
 #include "core/models/ops.h"
 #include "core/models/sequence_classifier.h"
 
@@ -54,9 +55,7 @@ Gpt2Config Gpt2Config::parse(const Reader& r) {
   for (auto [key, value] : {std::pair{"vocab_size", c.vocab_size}, {"n_positions", c.n_positions},
                             {"n_embd", c.n_embd}, {"n_layer", c.n_layer}, {"n_head", c.n_head},
                             {"num_labels", c.num_labels}}) {
-    if (value <= 0) {
-      throw InputError(describe(r.where(key), "a positive integer", std::to_string(value)));
-    }
+    require_config_size(r, key, value);
   }
   if (c.n_embd % c.n_head != 0) {
     throw InputError(describe(r.where("n_embd"), "a multiple of n_head (" + std::to_string(c.n_head) + ")",

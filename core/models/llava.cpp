@@ -65,6 +65,7 @@ std::unique_ptr<LlavaModel> load_llava(const LlavaConfig& config, const io::Tens
                                        const std::string& source, const LoadOptions& options,
                                        const LoadProgress& progress) {
   WeightLoader weights(store, options, source, progress);
+  weights.set_assumed_defaults(config.assumed_defaults);
   auto model = std::make_unique<LlavaModel>(config, weights);
   weights.finish();
   log::get("models")->info("loaded llava from {}: vision {} layers x {}, text {} layers x {}", source,

@@ -134,6 +134,7 @@ std::unique_ptr<LlavaNextModel> load_llava_next(const LlavaNextConfig& config, c
                                                 const std::string& source, const LoadOptions& options,
                                                 const LoadProgress& progress) {
   WeightLoader weights(store, options, source, progress);
+  weights.set_assumed_defaults(config.base.assumed_defaults);
   auto model = std::make_unique<LlavaNextModel>(config, weights);
   weights.finish();
   log::get("models")->info("loaded llava_next from {}: vision {} layers x {}, text {} layers x {}, {} grid pinpoints",

@@ -159,16 +159,8 @@ void save_peft_adapter(const LoraSet& set, const std::filesystem::path& dir, con
   write_file_atomic(dir / "adapter_config.json", cfg.dump(2) + "\n");
 }
 
-LoraSet load_peft_adapter(const std::filesystem::path& dir, const LlamaModel& model, const std::string& module_prefix,
-                          bool trainable) {
-  const auto cfg_file = dir / "adapter_config.json";
-  const auto st_file = dir / "adapter_model.safetensors";
-  if (!std::filesystem::is_regular_file(cfg_file) || !std::filesystem::is_regular_file(st_file)) {
-    throw InputError(describe(dir.string(), "a PEFT LoRA folder (adapter_config.json + adapter_model.safetensors)",
-                              "missing files", "Choose the adapter/ folder of a training run or a checkpoint."));
-  }
-  const nlohmann::json j = json_util::read_file(cfg_file);
-  const json_util::Reader r(j, cfg_file.string());
+LoraConfig parse_peft_adapter_config(const nlohmann::json& j, const std::string& file) {
+  const json_util::Reader r(j, file);
   const std::string type = r.string("peft_type", "LORA");
   if (type != "LORA") throw InputError(describe(r.where("peft_type"), "\"LORA\"", "\"" + type + "\""));
   if (r.has("use_dora") && r.boolean("use_dora", false)) {
@@ -177,17 +169,36 @@ LoraSet load_peft_adapter(const std::filesystem::path& dir, const LlamaModel& mo
   if (r.string("bias", "none") != "none") {
     throw InputError(describe(r.where("bias"), "\"none\"", "\"" + r.string("bias") + "\""));
   }
-  LoraSet set;
-  set.config.r = r.integer("r");
-  set.config.alpha = r.number("lora_alpha");
-  set.config.dropout = r.number("lora_dropout", 0.0);
-  set.config.base_model = j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string()
-                              ? j["base_model_name_or_path"].get<std::string>()
-                              : std::string();
+  LoraConfig config;
+  config.r = r.integer("r");
+  config.alpha = r.number("lora_alpha");
+  config.dropout = r.number("lora_dropout", 0.0);
+  if (config.r < 1) {
+    throw InputError(describe(r.where("r"), "a LoRA rank >= 1", std::to_string(config.r)));
+  }
+  if (!(config.dropout >= 0.0 && config.dropout < 1.0)) {
+    throw InputError(describe(r.where("lora_dropout"), "a probability in [0, 1)", std::to_string(config.dropout)));
+  }
+  config.base_model = j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string()
+                          ? j["base_model_name_or_path"].get<std::string>()
+                          : std::string();
   if (r.has("use_rslora") && r.boolean("use_rslora", false)) {
     // rsLoRA scales by alpha / sqrt(r): express it as an equivalent alpha.
-    set.config.alpha = set.config.alpha * std::sqrt(static_cast<double>(set.config.r));
+    config.alpha = config.alpha * std::sqrt(static_cast<double>(config.r));
   }
+  return config;
+}
+
+LoraSet load_peft_adapter(const std::filesystem::path& dir, const LlamaModel& model, const std::string& module_prefix,
+                          bool trainable) {
+  const auto cfg_file = dir / "adapter_config.json";
+  const auto st_file = dir / "adapter_model.safetensors";
+  if (!std::filesystem::is_regular_file(cfg_file) || !std::filesystem::is_regular_file(st_file)) {
+    throw InputError(describe(dir.string(), "a PEFT LoRA folder (adapter_config.json + adapter_model.safetensors)",
+                              "missing files", "Choose the adapter/ folder of a training run or a checkpoint."));
+  }
+  LoraSet set;
+  set.config = parse_peft_adapter_config(json_util::read_file(cfg_file), cfg_file.string());
   const auto file = io::SafetensorsFile::open(st_file);
   const auto dtype = model.linear_weight(0, LoraModule::q_proj).scalar_type();
   const auto device = model.linear_weight(0, LoraModule::q_proj).device();

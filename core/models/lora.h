@@ -24,6 +24,7 @@
 
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
+#include <nlohmann/json_fwd.hpp>
 
 #include <array>
 #include <filesystem>
@@ -85,6 +86,10 @@ at::Tensor lora_dense(const at::Tensor& x, const at::Tensor& w, const at::Tensor
 // Writes adapter_config.json + adapter_model.safetensors into `dir` (created; files replaced
 // atomically).
 void save_peft_adapter(const LoraSet& set, const std::filesystem::path& dir, const std::string& module_prefix);
+// adapter_config.json's settings (r, lora_alpha, lora_dropout, rsLoRA folded into alpha,
+// base_model_name_or_path; targets stay the default: load_peft_adapter takes them from the
+// tensors). InputError naming `file` and the key for a value this loader cannot apply.
+LoraConfig parse_peft_adapter_config(const nlohmann::json& j, const std::string& file);
 // Reads a PEFT LoRA folder for `model` (shapes checked against it); tensors as the model's
 // dtype and device, no grad unless `trainable`. InputError naming the file and key or tensor.
 LoraSet load_peft_adapter(const std::filesystem::path& dir, const LlamaModel& model, const std::string& module_prefix,

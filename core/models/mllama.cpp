@@ -75,10 +75,10 @@ MllamaVisionConfig MllamaVisionConfig::parse(const Reader& r) {
                             {"attention_heads", c.num_attention_heads}, {"num_channels", c.num_channels},
                             {"intermediate_size", c.intermediate_size}, {"image_size", c.image_size},
                             {"patch_size", c.patch_size}, {"max_num_tiles", c.max_num_tiles}}) {
-    if (value <= 0) throw InputError(describe(r.where(key), "a positive integer", std::to_string(value)));
+    require_config_size(r, key, value);
   }
-  if (c.num_global_layers < 0) {
-    throw InputError(describe(r.where("num_global_layers"), "an integer >= 0", std::to_string(c.num_global_layers)));
+  if (c.num_global_layers < 0 || c.num_global_layers > config_size_limit("num_hidden_layers")) {
+    throw InputError(describe(r.where("num_global_layers"), "an integer from 0 to 1024", std::to_string(c.num_global_layers)));
   }
   if (c.hidden_size % c.num_attention_heads != 0) {
     throw InputError(describe(r.where("hidden_size"), "a multiple of attention_heads", std::to_string(c.hidden_size)));
@@ -144,6 +144,8 @@ MllamaConfig MllamaConfig::parse(const nlohmann::json& j, const std::string& sou
     throw InputError(describe(r.where("model_type"), "\"mllama\"", "\"" + type + "\""));
   }
   MllamaConfig c;
+  if (!r.has("vision_config")) c.assumed_defaults.push_back("vision_config (Llama 3.2 11B's vision tower)");
+  if (!r.has("text_config")) c.assumed_defaults.push_back("text_config (Llama 3.1 8B sizes: hidden_size 4096, 40 layers)");
   c.vision = MllamaVisionConfig::parse(r.child("vision_config"));
   c.text = MllamaTextConfig::parse(r.child("text_config"));
   c.image_token_index = r.integer("image_token_index", c.image_token_index);
@@ -577,6 +579,7 @@ std::unique_ptr<MllamaModel> load_mllama(const MllamaConfig& config, const io::T
                                          const std::string& source, const LoadOptions& options,
                                          const LoadProgress& progress) {
   WeightLoader weights(store, options, source, progress);
+  weights.set_assumed_defaults(config.assumed_defaults);
   auto model = std::make_unique<MllamaModel>(config, weights);
   weights.finish();
   log::get("models")->info("loaded mllama from {}: vision {}+{} layers x {}, text {} layers x {} (cross {})", source,

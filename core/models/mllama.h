@@ -54,6 +54,8 @@ struct MllamaConfig {  // MllamaConfig
   MllamaVisionConfig vision;
   MllamaTextConfig text;
   int64_t image_token_index = 128256;
+  // Sections config.json lacks, filled with transformers' defaults (named in load errors).
+  std::vector<std::string> assumed_defaults;
   static MllamaConfig parse(const nlohmann::json& j, const std::string& source);
 };
 

@@ -50,6 +50,13 @@ WeightLoader WeightLoader::schema(LoadOptions options) { return WeightLoader(opt
 
 bool WeightLoader::contains(const std::string& name) const { return store_ != nullptr && store_->contains(name); }
 
+void WeightLoader::problem(std::string text) {
+  // Only the first few are shown: a config typo that mis-sizes every tensor of a large model
+  // must not build a message per tensor.
+  if (problems_.size() < 12) problems_.push_back(std::move(text));
+  ++problem_count_;
+}
+
 void WeightLoader::tick() {
   if (progress_ && !progress_(taken_.size(), total_)) {
     throw Cancelled();
@@ -57,27 +64,29 @@ void WeightLoader::tick() {
 }
 
 at::Tensor WeightLoader::take(const std::string& name, std::vector<int64_t> shape) {
-  auto placeholder = [&] {
-    return at::zeros(shape, at::TensorOptions().dtype(options_.dtype).device(options_.device));
-  };
+  const auto opts = at::TensorOptions().dtype(options_.dtype).device(options_.device);
+  // A problem's stand-in is one zero broadcast to the config's shape: no memory in that shape is
+  // allocated, so a config.json typo (hidden_size 40960) reports every mismatch instead of
+  // exhausting memory first. The model is never run: finish() throws.
+  auto placeholder = [&] { return at::zeros({}, opts).expand(shape); };
   if (store_ == nullptr) {
     recorded_.push_back({name, shape});
-    return placeholder();
+    return at::zeros(shape, opts);
   }
   if (!store_->contains(name)) {
-    problems_.push_back("missing tensor '" + name + "' " + shape_string(shape));
+    problem("missing tensor '" + name + "' " + shape_string(shape));
     return placeholder();
   }
   taken_.insert(name);
   const io::TensorInfo& info = store_->info(name);
   if (info.shape != shape) {
-    problems_.push_back("tensor '" + name + "' in " + store_->file_of(name).filename().string() +
+    problem("tensor '" + name + "' in " + store_->file_of(name).filename().string() +
                         ": expected shape " + shape_string(shape) + " (from config.json), found " +
                         shape_string(info.shape));
     return placeholder();
   }
   if (!is_floating(info.dtype)) {
-    problems_.push_back("tensor '" + name + "': expected a floating-point dtype (F32, F16, BF16), found " +
+    problem("tensor '" + name + "': expected a floating-point dtype (F32, F16, BF16), found " +
                         std::string(io::dtype_name(info.dtype)));
     return placeholder();
   }
@@ -116,26 +125,29 @@ void WeightLoader::finish(const std::vector<std::string>& ignore_prefixes) {
       unexpected.push_back(name);
     }
   }
-  if (problems_.empty() && unexpected.empty()) {
+  if (problem_count_ == 0 && unexpected.empty()) {
     log::get("models")->debug("{}: all {} tensors loaded", source_, taken_.size());
     return;
   }
   std::ostringstream msg;
-  msg << source_ << ": the weights do not match config.json (" << problems_.size() << " problem(s), "
+  msg << source_ << ": the weights do not match config.json (" << problem_count_ << " problem(s), "
       << unexpected.size() << " unexpected tensor(s); expected tensors found: " << taken_.size() << " of "
       << total_ << ")";
   const size_t shown = 12;
   for (size_t i = 0; i < problems_.size() && i < shown; ++i) {
     msg << "\n  - " << problems_[i];
   }
-  if (problems_.size() > shown) {
-    msg << "\n  - ... and " << problems_.size() - shown << " more";
+  if (problem_count_ > shown) {
+    msg << "\n  - ... and " << problem_count_ - shown << " more";
   }
   for (size_t i = 0; i < unexpected.size() && i < shown; ++i) {
     msg << "\n  - unexpected tensor '" << unexpected[i] << "'";
   }
   if (unexpected.size() > shown) {
     msg << "\n  - ... and " << unexpected.size() - shown << " more unexpected";
+  }
+  for (const auto& d : assumed_defaults_) {
+    msg << "\nconfig.json has no " << d << ", so transformers' default was assumed.";
   }
   msg << "\nCheck that config.json belongs to these weights (same model and size).";
   throw InputError(msg.str());

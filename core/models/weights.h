@@ -65,12 +65,17 @@ class WeightLoader {
   // checkpoints carry).
   void finish(const std::vector<std::string>& ignore_prefixes = {});
 
+  // Sections config.json lacked and the family's defaults filled in (e.g. "text_config
+  // (Llama-2-7B sizes)"): named in finish()'s error, where they usually explain the mismatch.
+  void set_assumed_defaults(std::vector<std::string> sections) { assumed_defaults_ = std::move(sections); }
+
   const LoadOptions& options() const { return options_; }
   // With options.trainable: the weights taken so far, by checkpoint name, in take() order.
   const std::vector<std::pair<std::string, at::Tensor>>& parameters() const { return parameters_; }
 
  private:
   void tick();
+  void problem(std::string text);
 
   WeightLoader(LoadOptions options);  // schema mode
 
@@ -80,7 +85,9 @@ class WeightLoader {
   std::string source_;
   LoadProgress progress_;
   std::set<std::string> taken_;
-  std::vector<std::string> problems_;
+  std::vector<std::string> problems_;  // the first few, for the message
+  size_t problem_count_ = 0;
+  std::vector<std::string> assumed_defaults_;
   std::vector<std::pair<std::string, at::Tensor>> parameters_;
   size_t total_ = 0;
 };

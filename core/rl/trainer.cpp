@@ -18,6 +18,7 @@
 #include <cmath>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -25,6 +26,7 @@
 
 #include "core/base/atomic_file.h"
 #include "core/base/error.h"
+#include "core/base/folder_lock.h"
 #include "core/base/json_util.h"
 #include "core/base/log.h"
 #include "core/eval/evaluate.h"
@@ -187,6 +189,9 @@ void export_metrics_csv(const std::filesystem::path& metrics_jsonl, const std::f
 }
 
 struct TrainingRun::Impl {
+  // One trainer per run folder: held from create/resume until run() returns, so a stopped run
+  // kept for display (the app's job list) does not block resuming it elsewhere.
+  std::optional<FolderLock> lock;
   LppoConfig config;
   std::filesystem::path dir;
   int64_t max_steps = 0;
@@ -303,16 +308,14 @@ struct TrainingRun::Impl {
         {"method", config.method}};
     write_file_atomic(tmp / "state.json", state.dump(2) + "\n");  // written last: marks the folder complete
     fsync_path(tmp);
-    std::filesystem::remove_all(final_dir);
-    std::filesystem::rename(tmp, final_dir);
-    fsync_path(root);
-    // The latest adapter, for loading into the engine (replaced as a whole folder).
+    replace_folder(tmp, final_dir);  // a redone step (after a kill) swaps out its torn folder
+    // The latest adapter, for loading into the engine: swapped in whole, so adapter/ always
+    // holds a complete adapter once the first checkpoint is written.
     const auto adapter_tmp = dir / ".adapter.tmp";
     std::filesystem::remove_all(adapter_tmp);
     models::save_peft_adapter(lora, adapter_tmp, kLmPrefix);
-    std::filesystem::remove_all(dir / "adapter");
-    std::filesystem::rename(adapter_tmp, dir / "adapter");
-    fsync_path(dir);
+    fsync_path(adapter_tmp);
+    replace_folder(adapter_tmp, dir / "adapter");
     // Keep the last K.
     std::vector<std::filesystem::path> all;
     for (const auto& e : std::filesystem::directory_iterator(root)) {
@@ -871,12 +874,17 @@ std::unique_ptr<TrainingRun> TrainingRun::create(const LppoConfig& config, const
   check_paths(config, "config");
   // Before the run folder exists: a layer the model lacks leaves nothing behind.
   check_layers(config, models::load_llava_config(config.model / "config.json").vision.num_hidden_layers, "config");
-  if (std::filesystem::exists(run_dir / "config.json")) {
-    throw InputError(describe(run_dir.string(), "a new run folder", "a folder that already holds a run (config.json)",
-                              "Resume it with `icet train --resume " + run_dir.string() + "` or choose another --out."));
-  }
+  auto check_new = [&] {
+    if (std::filesystem::exists(run_dir / "config.json")) {
+      throw InputError(describe(run_dir.string(), "a new run folder", "a folder that already holds a run (config.json)",
+                                "Resume it with `icet train --resume " + run_dir.string() + "` or choose another --out."));
+    }
+  };
+  check_new();
   std::filesystem::create_directories(run_dir);
   auto impl = std::make_unique<Impl>();
+  impl->lock.emplace(FolderLock::acquire(run_dir, "a run folder"));
+  check_new();  // again under the lock: a job that started here meanwhile has written it
   impl->config = config;
   for (std::filesystem::path* p : {&impl->config.model, &impl->config.reward_model, &impl->config.judge,
                                    &impl->config.train_set, &impl->config.eval_set}) {
@@ -895,6 +903,7 @@ std::unique_ptr<TrainingRun> TrainingRun::resume(const std::filesystem::path& ru
                               "Start a run with `icet train --config FILE --out DIR`."));
   }
   auto impl = std::make_unique<Impl>();
+  impl->lock.emplace(FolderLock::acquire(run_dir, "a run folder"));
   impl->config = config_from_json(json_util::read_file(file), file.string());
   impl->dir = run_dir;
   impl->max_steps = impl->config.max_steps;
@@ -909,6 +918,11 @@ std::unique_ptr<TrainingRun> TrainingRun::resume(const std::filesystem::path& ru
 
 void TrainingRun::run(const std::atomic<bool>* cancel, const std::function<void(const TrainProgress&)>& progress) {
   Impl& m = *impl_;
+  if (!m.lock) m.lock.emplace(FolderLock::acquire(m.dir, "a run folder"));  // run again after returning
+  struct Release {
+    std::optional<FolderLock>& lock;
+    ~Release() { lock.reset(); }
+  } release{m.lock};
   if (m.config.threads > 0) at::set_num_threads(m.config.threads);
   m.started = Clock::now();
   if (!m.policy) {

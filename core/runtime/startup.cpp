@@ -7,6 +7,16 @@
 #include "core/base/log.h"
 #include "core/runtime/threads.h"
 
+// Under ASan or TSan (the asan preset) the sanitizer's allocator serves malloc and its mallopt
+// accepts nothing, so there is no glibc heap to tune and no reason to warn.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define ICET_SANITIZER_MALLOC 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+#define ICET_SANITIZER_MALLOC 1
+#endif
+#endif
+
 namespace icet::runtime {
 namespace {
 
@@ -17,7 +27,7 @@ namespace {
 // 576`). A fixed 32 MiB threshold (glibc's maximum) and a 256 MiB trim threshold let freed
 // activations be reused; weights and larger buffers are still mapped on their own.
 void keep_freed_memory() {
-#if defined(__GLIBC__)
+#if defined(__GLIBC__) && !defined(ICET_SANITIZER_MALLOC)
   const bool ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 256 << 20) == 1;
   if (!ok) log::get("runtime")->warn("malloc settings were not accepted; large tensors may be slower to allocate");
 #endif

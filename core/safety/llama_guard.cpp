@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/base/atomic_file.h"
 #include "core/base/error.h"
 #include "core/base/json_util.h"
 #include "core/base/log.h"
@@ -47,13 +48,7 @@ std::string prepare(const std::string& template_text, const Conversation& c) {
 }
 
 std::string read_text_file(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
-    throw InputError(describe(file.string(), "a readable template file", "a file that cannot be opened"));
-  }
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
+  return read_file_limited(file, 16ull << 20, "a template file");
 }
 
 }  // namespace

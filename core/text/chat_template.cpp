@@ -3,6 +3,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/base/atomic_file.h"
 #include "core/base/error.h"
 #include "core/base/json_util.h"
 
@@ -10,11 +11,9 @@ namespace icet::text {
 namespace {
 
 std::string read_file(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw InputError(describe(file.string(), "a readable file", "a file that cannot be opened"));
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
+  // Chat templates are a few KiB; tokenizer_config.json files that carry one are under 1 MiB
+  // apart from those that embed added tokens (a few MiB).
+  return read_file_limited(file, json_util::kMaxJsonFileBytes, "a tokenizer or template file");
 }
 
 // tokenizer_config.json "chat_template": a string, or [{"name": ..., "template": ...}, ...].

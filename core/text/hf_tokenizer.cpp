@@ -12,6 +12,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "core/base/atomic_file.h"
 #include "core/base/error.h"
 #include "core/base/json_util.h"
 #include "core/base/log.h"
@@ -1944,15 +1945,10 @@ HfTokenizer::~HfTokenizer() = default;
 std::unique_ptr<HfTokenizer> HfTokenizer::load(const std::filesystem::path& tokenizer_json,
                                                const std::filesystem::path& tokenizer_config_json) {
   auto read = [](const std::filesystem::path& file) {
-    std::ifstream in(file, std::ios::binary);
-    if (!in) {
-      throw InputError(describe(
-          file.string(), "a readable tokenizer file",
-          std::filesystem::exists(file) ? "a file that cannot be opened" : "no such file"));
+    if (!std::filesystem::exists(file)) {
+      throw InputError(describe(file.string(), "a readable tokenizer file", "no such file"));
     }
-    std::stringstream buffer;
-    buffer << in.rdbuf();
-    return buffer.str();
+    return read_file_limited(file, json_util::kMaxJsonFileBytes, "a tokenizer file");
   };
   const std::string text = read(tokenizer_json);
   std::error_code ec;

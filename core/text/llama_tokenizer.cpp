@@ -7,6 +7,7 @@
 #include <fstream>
 #include <utility>
 
+#include "core/base/atomic_file.h"
 #include "core/base/error.h"
 #include "core/base/json_util.h"
 #include "core/base/log.h"
@@ -98,15 +99,9 @@ std::string py_rstrip(std::string_view s) {
 // --- config files ------------------------------------------------------------------------------
 
 json read_json_file(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
-    throw InputError(describe(file.string(), "a readable JSON file", "a file that cannot be opened",
-                              "Check the file's permissions"));
-  }
+  const std::string text = read_file_limited(file, json_util::kMaxJsonFileBytes, "a JSON file");
   try {
-    std::stringstream text;
-    text << in.rdbuf();
-    json value = json_util::parse(text.str(), file.string());
+    json value = json_util::parse(text, file.string());
     if (!value.is_object()) {
       throw InputError(describe(file.string(), "a JSON object",
                                 std::string("a JSON ") + value.type_name(),

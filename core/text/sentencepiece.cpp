@@ -9,6 +9,7 @@
 #include <queue>
 #include <sstream>
 
+#include "core/base/atomic_file.h"
 #include "core/base/error.h"
 
 namespace icet::text {
@@ -430,14 +431,8 @@ SentencePieceModel SentencePieceModel::load(const std::filesystem::path& file) {
         std::filesystem::exists(file, ec) ? "something that is not a file" : "no such file",
         "Point to the model's Hugging Face snapshot folder"));
   }
-  std::ifstream in(file, std::ios::binary);
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (!in && !in.eof()) {
-    throw InputError(
-        describe(file.string(), "a readable file", "a read error", "Check the file's permissions"));
-  }
-  return parse(buffer.str(), file.string());
+  // Real tokenizer.model files are under 5 MiB (Gemma's 256K pieces: 4.2 MiB).
+  return parse(read_file_limited(file, 256ull << 20, "a SentencePiece tokenizer.model file"), file.string());
 }
 
 SentencePieceModel SentencePieceModel::parse(std::string_view bytes, const std::string& source) {

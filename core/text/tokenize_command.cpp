@@ -44,7 +44,7 @@ int run_tokenize_command(const fs::path& tokenizer_dir_or_file, bool special, st
     nlohmann::json text;
     try {
       text = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error&) {
+    } catch (const nlohmann::json::exception&) {  // parse_error, or out_of_range for "1e999"
       text = nullptr;
     }
     if (!text.is_string()) {

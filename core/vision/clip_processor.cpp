@@ -230,14 +230,11 @@ ClipProcessorConfig ClipProcessorConfig::from_json(const nlohmann::json& j,
 }
 
 json read_preprocessor_config(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
+  if (!std::filesystem::exists(file)) {
     throw InputError(file.string() + ": cannot open the file. Check that the model folder has a "
                                      "preprocessor_config.json.");
   }
-  std::stringstream text;
-  text << in.rdbuf();
-  return json_util::parse(text.str(), file.string());
+  return json_util::read_file(file);
 }
 
 ClipProcessorConfig load_clip_processor_config(const std::filesystem::path& preprocessor_config_json) {

@@ -7,6 +7,7 @@
 #include <QClipboard>
 #include <QDragEnterEvent>
 #include <QDropEvent>
+#include <QElapsedTimer>
 #include <QFile>
 #include <QLabel>
 #include <QMimeData>
@@ -179,7 +180,7 @@ class TestImageInput : public QObject {
     QVERIFY(dragAndDrop(m_window->statusBar(), fakeMime.get()));
     QVERIFY(refused(before, QStringLiteral("photo.png"), bytes, hash));
     QVERIFY(bar()->text().contains(QStringLiteral("kept the previous image")));
-    QVERIFY(!preview()->pixmap().isNull());
+    QTRY_VERIFY(!preview()->pixmap().isNull());
 
     before = bar()->count();
     std::unique_ptr<QMimeData> folder(filesMime(m_tmp.path()));
@@ -191,6 +192,26 @@ class TestImageInput : public QObject {
     remote.setUrls({QUrl(QStringLiteral("https://example.org/cat.png"))});
     QVERIFY(dragAndDrop(preview(), &remote));
     QVERIFY(refused(before, QStringLiteral("Only local image files"), bytes, hash));
+  }
+
+  // A large photo is decoded for the preview on a pool thread: opening it returns at once
+  // (decoding 7000 x 7000 pixels and scaling them took about 0.6 s on the GUI thread), and the
+  // preview follows.
+  void largeImagesPreviewOffTheGuiThread() {
+    QImage big(7000, 7000, QImage::Format_RGB888);
+    big.fill(QColor(30, 90, 200));
+    const QString path = m_tmp.filePath(QStringLiteral("large.png"));
+    QVERIFY(big.save(path, "PNG", 0));  // fastest compression: the decode still inflates 147 MB
+    big = QImage();
+    const QString hash = m_lab->service()->imageHash();
+    QElapsedTimer timer;
+    timer.start();
+    QVERIFY(m_lab->openImageFile(path));
+    const qint64 ms = timer.elapsed();
+    QVERIFY2(ms < 200, qPrintable(QStringLiteral("openImageFile blocked the GUI thread for %1 ms").arg(ms)));
+    QTRY_VERIFY_WITH_TIMEOUT(!preview()->pixmap().isNull() && preview()->toolTip() == path, 30000);
+    QCOMPARE(preview()->pixmap().toImage().pixelColor(10, 10), QColor(30, 90, 200));
+    QTRY_VERIFY_WITH_TIMEOUT(m_lab->service()->imageHash() != hash && m_lab->service()->pending() == 0, 60000);
   }
 
   void pastesImagesAndImageFiles() {
@@ -206,7 +227,7 @@ class TestImageInput : public QObject {
     paste->trigger();
     QTRY_VERIFY_WITH_TIMEOUT(m_lab->service()->imageHash() != hash && m_lab->service()->pending() == 0, 30000);
     QCOMPARE(QImage::fromData(m_lab->imageBytes()).convertToFormat(QImage::Format_RGB888), image);
-    QVERIFY(!preview()->pixmap().isNull());
+    QTRY_VERIFY(!preview()->pixmap().isNull());
 
     // A copied file (file manager): its bytes, as if opened; Ctrl+V with the prompt focused.
     auto* prompt = m_lab->findChild<QPlainTextEdit*>(QStringLiteral("PromptEdit"));

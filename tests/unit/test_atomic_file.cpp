@@ -1,4 +1,5 @@
 #include <QTemporaryDir>
+#include <sys/stat.h>
 #include <QTest>
 
 #include <atomic>
@@ -34,6 +35,55 @@ class TestAtomicFile : public QObject {
   }
 
  private Q_SLOTS:
+  // Bounded reads of files from other people: devices, pipes and folders are refused before a
+  // byte is read (a FIFO without blocking), a file over the limit is refused, one at it is read.
+  void boundedReadsRefuseDevicesPipesAndLargeFiles() {
+    QTemporaryDir tmp;
+    const fs::path dir = tmp.path().toStdString();
+    auto refused = [](const fs::path& file, std::uint64_t limit, const std::string& what) {
+      try {
+        icet::read_file_limited(file, limit, "a test file");
+      } catch (const icet::InputError& e) {
+        const std::string m = e.what();
+        return m.find(file.string()) != std::string::npos && m.find(what) != std::string::npos;
+      }
+      return false;
+    };
+    QVERIFY(refused("/dev/zero", 1 << 20, "a character device"));
+    const fs::path fifo = dir / "fifo";
+    QVERIFY(::mkfifo(fifo.c_str(), 0600) == 0);
+    QVERIFY(refused(fifo, 1 << 20, "a pipe"));  // returns: no writer is waited for
+    QVERIFY(refused(dir, 1 << 20, "a folder"));
+    QVERIFY(refused(dir / "missing", 1 << 20, "No such file"));
+    std::ofstream(dir / "ten") << "0123456789";
+    QVERIFY(refused(dir / "ten", 9, "at most 9 bytes"));
+    QCOMPARE(icet::read_file_limited(dir / "ten", 10, "a test file"), std::string("0123456789"));
+    std::ofstream(dir / "empty");
+    QCOMPARE(icet::read_file_limited(dir / "empty", 10, "a test file"), std::string());
+  }
+
+  // replace_folder swaps a whole folder in: the target always exists with the old or the new
+  // content, the staged folder is gone afterwards, and a first write is a plain rename.
+  void replaceFolderSwapsWholeFolders() {
+    QTemporaryDir tmp;
+    const fs::path dir = tmp.path().toStdString();
+    auto stage = [&](const std::string& content) {
+      fs::create_directories(dir / "staged");
+      std::ofstream(dir / "staged" / "file") << content;
+    };
+    stage("first");
+    icet::replace_folder(dir / "staged", dir / "target");
+    QCOMPARE(read(dir / "target" / "file"), std::string("first"));
+    QVERIFY(!fs::exists(dir / "staged"));
+    stage("second");
+    std::ofstream(dir / "target" / "stale") << "only in the old folder";
+    icet::replace_folder(dir / "staged", dir / "target");
+    QCOMPARE(read(dir / "target" / "file"), std::string("second"));
+    QVERIFY(!fs::exists(dir / "target" / "stale"));
+    QVERIFY(!fs::exists(dir / "staged"));
+    QCOMPARE(entries(dir), std::vector<std::string>{"target"});
+  }
+
   void writesAndReplaces() {
     QTemporaryDir tmp;
     const fs::path dir = tmp.path().toStdString(), file = dir / "state.json";

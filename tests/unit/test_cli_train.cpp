@@ -1,3 +1,5 @@
+#include <QCoreApplication>
+#include <QProcess>
 #include <QTemporaryDir>
 #include <QTest>
 
@@ -6,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/base/error.h"
 #include "core/rl/trainer.h"
 #include "support/cli.h"
 #include "support/rl_world.h"
@@ -71,6 +74,78 @@ class TestCliTrain : public QObject {
     QCOMPARE(b.size(), size_t{3});  // step 2's first attempt was cut from the log
     QCOMPARE(a.size(), b.size());
     for (size_t i = 0; i < a.size(); ++i) QVERIFY2(a[i] == b[i], (a[i].dump() + "\n" + b[i].dump()).c_str());
+  }
+
+  // Killed between swapping step 2's adapter in and clearing step 1's: adapter/ holds a whole
+  // adapter (step 2's), never nothing; the leftover is cleared and the run resumes. (Removing
+  // adapter/ and then renaming the new one in left no adapter/ when killed in between.)
+  void sigkillDuringAdapterSwapLeavesAWholeAdapter() {
+    QTemporaryDir tmp;
+    const fs::path root = tmp.path().toStdString();
+    auto config = icet::test::tiny_config(root);
+    config.max_steps = 3;
+    config.keep_last = 3;
+    config.eval_every = 0;
+    std::ofstream(root / "cfg.json") << icet::rl::to_json(config).dump(2);
+    const fs::path run = root / "run";
+
+    QProcess p;
+    auto env = QProcessEnvironment::systemEnvironment();
+    env.insert(QStringLiteral("XDG_DATA_HOME"), tmp.path());
+    env.insert(QStringLiteral("ICET_TEST_KILL_IN_FOLDER_SWAP"), QStringLiteral("adapter"));
+    p.setProcessEnvironment(env);
+    p.start(QStringLiteral(ICET_CLI_PATH), {QStringLiteral("train"), QStringLiteral("--config"),
+                                             QString::fromStdString((root / "cfg.json").string()), QStringLiteral("--out"),
+                                             QString::fromStdString(run.string()), QStringLiteral("--json")});
+    QVERIFY(p.waitForFinished(120000));
+    QCOMPARE(p.exitStatus(), QProcess::CrashExit);  // at step 2: step 1 had no adapter/ to swap with
+    QCOMPARE(icet::rl::latest_checkpoint(run).filename().string(), std::string("step-00000002"));
+    auto bytes = [](const fs::path& f) {
+      std::ifstream in(f, std::ios::binary);
+      return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    const std::string adapter = bytes(run / "adapter" / "adapter_model.safetensors");
+    QVERIFY(!adapter.empty());
+    QVERIFY(adapter == bytes(run / "checkpoints" / "step-00000002" / "adapter_model.safetensors"));
+    QVERIFY(fs::exists(run / "adapter" / "adapter_config.json"));
+
+    const auto resumed = icet::test::run_cli({QStringLiteral("train"), QStringLiteral("--resume"), QString::fromStdString(run.string()), QStringLiteral("--json")},
+                                             tmp.path());
+    QVERIFY2(resumed.code == 0, resumed.err.constData());
+    QVERIFY(bytes(run / "adapter" / "adapter_model.safetensors") ==
+            bytes(run / "checkpoints" / "step-00000003" / "adapter_model.safetensors"));
+    QVERIFY(!fs::exists(run / ".adapter.tmp"));
+  }
+
+  // One trainer per run folder: from create/resume until its run() returns (here: created, not
+  // started), resuming its folder from another process or in this one is refused with the
+  // holder's pid, and works once it is gone. A killed holder leaves no stale lock (the kernel
+  // drops it: sigkillDuringAdapterSwapLeavesAWholeAdapter resumes after a kill).
+  void aRunFolderTakesOneTrainerAtATime() {
+    QTemporaryDir tmp;
+    const fs::path root = tmp.path().toStdString();
+    auto config = icet::test::tiny_config(root);
+    const fs::path run = root / "run";
+    auto first = icet::rl::TrainingRun::create(config, run);
+    const QString pid = QString::number(QCoreApplication::applicationPid());
+
+    const auto other = icet::test::run_cli({QStringLiteral("train"), QStringLiteral("--resume"), QString::fromStdString(run.string()), QStringLiteral("--json")},
+                                           tmp.path());
+    QVERIFY(other.code != 0);
+    QVERIFY2(other.err.contains("in use by another job (process " + pid.toUtf8() + ")"), other.err.constData());
+    try {
+      icet::rl::TrainingRun::resume(run);
+      QFAIL("a second trainer on a live run's folder was not refused");
+    } catch (const icet::InputError& e) {
+      QVERIFY2(QString::fromUtf8(e.what()).contains(QStringLiteral("in use by another job")), e.what());
+    }
+    try {
+      icet::rl::TrainingRun::create(config, root / "run");
+      QFAIL("a new run in a live run's folder was not refused");
+    } catch (const icet::InputError&) {
+    }
+    first.reset();
+    QVERIFY(icet::rl::TrainingRun::resume(run) != nullptr);
   }
 
   // `icet train --layers 1,3 --schedule fixed`: the paper's reading, one run (its own adapter)

@@ -1,6 +1,8 @@
 #include <ATen/Functions.h>
 #include <QTemporaryDir>
 #include <QTest>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
@@ -75,6 +77,29 @@ class TestLlavaSession : public QObject {
     }
     QFAIL("no icet::Error thrown");
   }
+
+  // Caps this process's address space at its current size + `extra` bytes while alive (not
+  // under AddressSanitizer, whose shadow memory needs terabytes of address space).
+  struct AddressSpaceCap {
+    rlimit old{};
+    bool set = false;
+    explicit AddressSpaceCap(long long extra) {
+#if !defined(__SANITIZE_ADDRESS__)
+      std::ifstream statm("/proc/self/statm");
+      long long pages = 0;
+      statm >> pages;
+      ::getrlimit(RLIMIT_AS, &old);
+      rlimit cap = old;
+      cap.rlim_cur = static_cast<rlim_t>(pages * ::sysconf(_SC_PAGESIZE) + extra);
+      set = ::setrlimit(RLIMIT_AS, &cap) == 0;
+#else
+      (void)extra;
+#endif
+    }
+    ~AddressSpaceCap() {
+      if (set) ::setrlimit(RLIMIT_AS, &old);
+    }
+  };
 
  private Q_SLOTS:
   void initTestCase() {
@@ -271,6 +296,32 @@ class TestLlavaSession : public QObject {
     editConfig(dir, [](nlohmann::json& j) { j["text_config"]["intermediate_size"] = 128; });
     expectError([&] { icet::engine::Session::open(dir); },
                 {"language_model.model.layers.0.mlp.gate_proj.weight", "expected shape [128, 64]", "found [96, 64]"});
+  }
+
+  // A config.json typo that sizes the model far past its weights (hidden_size 64 -> 65536:
+  // one q_proj alone would be 16 GiB), or one without text_config (transformers then assumes
+  // Llama-2-7B: 26 GiB), is reported tensor by tensor without allocating in the config's
+  // shapes. The address space is capped at +1 GiB meanwhile, so such an allocation fails here.
+  void configTyposAreReportedWithoutAllocatingTheirShapes() {
+    QTemporaryDir tmp;
+    const fs::path dir = copyFixture(tmp, m_dir);
+    editConfig(dir, [](nlohmann::json& j) {
+      j["text_config"]["hidden_size"] = 65536;
+      j["text_config"].erase("head_dim");  // hidden_size / heads: 16384
+    });
+    {
+      AddressSpaceCap cap(1ll << 30);
+      expectError([&] { icet::engine::Session::open(dir); },
+                  {"the weights do not match config.json", ", 65536] (from config.json)", "more"});
+    }
+    editConfig(dir, [](nlohmann::json& j) { j.erase("text_config"); });
+    {
+      AddressSpaceCap cap(1ll << 30);
+      expectError([&] { icet::engine::Session::open(dir); },
+                  {"config.json has no text_config (Llama-2-7B", "expected shape [32000, 4096]"});
+    }
+    editConfig(dir, [](nlohmann::json& j) { j["text_config"] = {{"num_hidden_layers", 2000000000}}; });
+    expectError([&] { icet::engine::Session::open(dir); }, {"text_config.num_hidden_layers", "up to 1024"});
   }
 
   void missingAndUnexpectedTensors() {
