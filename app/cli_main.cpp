@@ -18,6 +18,7 @@
 #include "core/demo/paths.h"
 #include "core/engine/bench.h"
 #include "core/engine/session.h"
+#include "core/eval/import_command.h"
 #include "core/io/load_bench.h"
 #include "core/rl/commands.h"
 #include "core/runtime/diagnostics.h"
@@ -233,6 +234,34 @@ int main(int argc, char** argv) {
   bench_load->add_option("file", load_file, "A .safetensors file (default: generate a 2 GB one)");
   bench_load->add_flag("--json", bench_json, "Print one JSON object");
 
+  // Public evaluation sets as downloaded -> prompt sets (core/eval/import_command.h).
+  CLI::App* importc = app.add_subcommand(
+      "import", "Convert a public set (JailBreakV-28K, RedTeam-2K, AdvBench, images x prompts, VQA-v2, XSTest) "
+                "into a prompt set");
+  icet::eval::ImportCommand import_cmd;
+  std::vector<std::string> import_format_names;
+  for (const char* const* p = icet::eval::import_formats(); *p != nullptr; ++p) import_format_names.emplace_back(*p);
+  bool import_json = false;
+  importc->add_option("format", import_cmd.format, "Source format")->required()->check(CLI::IsMember(import_format_names));
+  importc->add_option("--out", import_cmd.out, "Prompt set to write (.jsonl or .csv)")->required();
+  importc->add_option("--csv", import_cmd.csv, "The set's CSV (jailbreakv, redteam2k, advbench, xstest)");
+  importc->add_option("--questions", import_cmd.questions, "VQA-v2 questions JSON");
+  importc->add_option("--annotations", import_cmd.annotations, "VQA-v2 annotations JSON");
+  importc->add_option("--prompts", import_cmd.prompts, "Text file, one prompt a line (images-x-prompts)");
+  importc->add_option("--images", import_cmd.images, "Image folder (advbench, images-x-prompts, vqa-v2)");
+  importc->add_option("--image", import_cmd.image,
+                      "The image for text-only sets (redteam2k, xstest; default: a blank one beside --out)");
+  importc->add_option("--image-root", import_cmd.image_root, "jailbreakv: folder image_path is relative to");
+  importc->add_option("--query-column", import_cmd.query_column,
+                      "jailbreakv: jailbreak_query (default) or redteam_query; redteam2k: question");
+  importc->add_option("--image-pattern", import_cmd.image_pattern, "vqa-v2 image file names (default COCO_val2014_%012d.jpg)");
+  importc->add_option("--prompt-suffix", import_cmd.prompt_suffix, "vqa-v2: appended to each question");
+  importc->add_option("--seed", import_cmd.seed, "Seed of the AdvBench image pairing and of --sample");
+  importc->add_option("--sample", import_cmd.sample, "Keep N seeded-random items (0: all)");
+  importc->add_flag("--safe-only", import_cmd.safe_only, "xstest: only the safe prompts (over-refusal)");
+  importc->add_flag("--benign", import_cmd.benign, "images-x-prompts: the prompts are benign");
+  importc->add_flag("--json", import_json, "Print the summary as one JSON line");
+
   // L-PPO training, evaluation and benchmark (core/rl/commands.h).
   CLI::App* train = app.add_subcommand("train", "L-PPO (or SFT baseline) training run with a progress bar");
   std::string train_config, train_out, train_resume;
@@ -418,6 +447,15 @@ int main(int argc, char** argv) {
       std::signal(SIGINT, on_train_sigint);
       const auto j = icet::rl::run_train_command(cmd, std::cerr, &g_train_cancel);
       std::cout << (train_json ? j.dump() : j.dump(2)) << "\n";
+    } else if (importc->parsed()) {
+      const auto j = icet::eval::run_import_command(import_cmd);
+      if (import_json) {
+        std::cout << j.dump() << "\n";
+      } else {
+        std::printf("%s: %zu items (%zu harmful, %zu benign) from %s\n", j.at("out").get<std::string>().c_str(),
+                    j.at("items").get<size_t>(), j.at("harmful").get<size_t>(), j.at("benign").get<size_t>(),
+                    j.at("format").get<std::string>().c_str());
+      }
     } else if (evalc->parsed()) {
       eval_cmd.model = eval_model;
       eval_cmd.set = eval_set;

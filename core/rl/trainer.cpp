@@ -191,7 +191,7 @@ void export_metrics_csv(const std::filesystem::path& metrics_jsonl, const std::f
 struct TrainingRun::Impl {
   // One trainer per run folder: held from create/resume until run() returns, so a stopped run
   // kept for display (the app's job list) does not block resuming it elsewhere.
-  std::optional<FolderLock> lock;
+  std::optional<FolderLock> folder_lock;
   LppoConfig config;
   std::filesystem::path dir;
   int64_t max_steps = 0;
@@ -883,7 +883,7 @@ std::unique_ptr<TrainingRun> TrainingRun::create(const LppoConfig& config, const
   check_new();
   std::filesystem::create_directories(run_dir);
   auto impl = std::make_unique<Impl>();
-  impl->lock.emplace(FolderLock::acquire(run_dir, "a run folder"));
+  impl->folder_lock.emplace(FolderLock::acquire(run_dir, "a run folder"));
   check_new();  // again under the lock: a job that started here meanwhile has written it
   impl->config = config;
   for (std::filesystem::path* p : {&impl->config.model, &impl->config.reward_model, &impl->config.judge,
@@ -903,7 +903,7 @@ std::unique_ptr<TrainingRun> TrainingRun::resume(const std::filesystem::path& ru
                               "Start a run with `icet train --config FILE --out DIR`."));
   }
   auto impl = std::make_unique<Impl>();
-  impl->lock.emplace(FolderLock::acquire(run_dir, "a run folder"));
+  impl->folder_lock.emplace(FolderLock::acquire(run_dir, "a run folder"));
   impl->config = config_from_json(json_util::read_file(file), file.string());
   impl->dir = run_dir;
   impl->max_steps = impl->config.max_steps;
@@ -918,11 +918,11 @@ std::unique_ptr<TrainingRun> TrainingRun::resume(const std::filesystem::path& ru
 
 void TrainingRun::run(const std::atomic<bool>* cancel, const std::function<void(const TrainProgress&)>& progress) {
   Impl& m = *impl_;
-  if (!m.lock) m.lock.emplace(FolderLock::acquire(m.dir, "a run folder"));  // run again after returning
+  if (!m.folder_lock) m.folder_lock.emplace(FolderLock::acquire(m.dir, "a run folder"));  // run again after returning
   struct Release {
     std::optional<FolderLock>& lock;
     ~Release() { lock.reset(); }
-  } release{m.lock};
+  } release{m.folder_lock};
   if (m.config.threads > 0) at::set_num_threads(m.config.threads);
   m.started = Clock::now();
   if (!m.policy) {
