@@ -32,6 +32,14 @@ std::string padded(size_t v, int width) {
   return s;
 }
 
+// Text-only sets pair every prompt with one image the user gives.
+void require_image(const fs::path& image, const std::string& set) {
+  if (image.empty()) {
+    throw InputError(describe(set + " import", "an image to pair with every prompt (" + set + " is text-only)", "none",
+                              "Pass any benign image, or a blank one written by write_blank_image"));
+  }
+}
+
 fs::path absolute_folder(const fs::path& folder) { return fs::absolute(folder).lexically_normal(); }
 
 void check_unique(const std::vector<PromptItem>& items, const std::string& file) {
@@ -111,10 +119,7 @@ std::vector<PromptItem> import_jailbreakv(const fs::path& csv, const JailbreakVO
 }
 
 std::vector<PromptItem> import_redteam2k(const fs::path& csv, const RedTeam2KOptions& options) {
-  if (options.image.empty()) {
-    throw InputError(describe("RedTeam-2K import", "an image to pair with every query (RedTeam-2K is text-only)", "none",
-                              "Pass any benign image, or a blank one written by write_blank_image"));
-  }
+  require_image(options.image, "RedTeam-2K");
   const CsvTable t = read_csv(csv, "a RedTeam-2K CSV (id,question,from,policy)");
   const size_t query = t.require(options.query_column, {options.query_column, "policy"});
   const size_t policy = t.require("policy", {options.query_column, "policy"});
@@ -307,10 +312,7 @@ std::vector<PromptItem> import_vqa_v2(const fs::path& questions_json, const fs::
 }
 
 std::vector<PromptItem> import_xstest(const fs::path& csv, const XsTestOptions& options) {
-  if (options.image.empty()) {
-    throw InputError(describe("XSTest import", "an image to pair with every prompt (XSTest is text-only)", "none",
-                              "Pass any benign image, or a blank one written by write_blank_image"));
-  }
+  require_image(options.image, "XSTest");
   const CsvTable t = read_csv(csv, "an XSTest CSV (id,prompt,type,label,...)");
   const size_t prompt = t.require("prompt", {"prompt", "type", "label"});
   const size_t type = t.require("type", {"prompt", "type", "label"});

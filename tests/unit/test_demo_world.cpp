@@ -164,8 +164,8 @@ class TestDemoWorld : public QObject {
   void promptSetsRoundTripAndReportLines() {
     QTemporaryDir tmp;
     std::vector<icet::eval::PromptItem> items(2);
-    items[0] = {"a", "images/a.png", "What colour is the star?", "benign", false, "Red.", "", "", "colour"};
-    items[1] = {"b", "images/b.png", "Say \"hi\", please", "fraud", true, "", "Sorry.", "Sure.", "harmful"};
+    items[0] = {"a", "images/a.png", "What colour is the star?", "benign", false, "Red.", "", "", "colour", {}};
+    items[1] = {"b", "images/b.png", "Say \"hi\", please", "fraud", true, "", "Sorry.", "Sure.", "harmful", {}};
     for (const char* name : {"set.jsonl", "set.csv"}) {
       const fs::path file = fs::path(tmp.path().toStdString()) / name;
       icet::eval::write_prompt_set(file, items);

@@ -16,17 +16,6 @@
 
 namespace fs = std::filesystem;
 
-// `expr` throws an InputError whose message holds every string in the braces (any other
-// exception escapes and fails the test).
-#define ICET_EXPECT_INPUT_ERROR(expr, ...)                                                      \
-  do {                                                                                         \
-    const std::string message = icet::test::input_error_of([&] { (void)(expr); });             \
-    QVERIFY2(!message.empty(), "no InputError thrown");                                        \
-    for (const std::string& part : std::initializer_list<std::string> __VA_ARGS__) {          \
-      QVERIFY2(message.find(part) != std::string::npos, (message + " lacks: " + part).c_str()); \
-    }                                                                                          \
-  } while (false)
-
 // Inputs found by the libFuzzer targets (tests/fuzz, `packaging/setup.sh fuzz`), minimised:
 // each crashed, hung or escaped as a non-InputError before its fix.
 class TestFuzzFindings : public QObject {

@@ -17,16 +17,6 @@
 
 namespace fs = std::filesystem;
 
-// `expr` throws an InputError whose message holds every string in the braces.
-#define ICET_EXPECT_INPUT_ERROR(expr, ...)                                                   \
-  do {                                                                                      \
-    const std::string message = icet::test::input_error_of([&] { (void)(expr); });          \
-    QVERIFY2(!message.empty(), "no InputError thrown");                                     \
-    for (const std::string& part : std::initializer_list<std::string> __VA_ARGS__) {       \
-      QVERIFY2(message.find(part) != std::string::npos, (message + " lacks: " + part).c_str()); \
-    }                                                                                       \
-  } while (false)
-
 // Deeply nested JSON in files other people send (checkpoint indexes, configs, tokenizers,
 // prompt sets) is refused while parsing, with an error naming the file. Without the limit,
 // nlohmann's recursive copy and dump overflow the stack on such a value: the index case below
