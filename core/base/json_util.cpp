@@ -1,9 +1,7 @@
 #include "core/base/json_util.h"
 
 #include <cmath>
-#include <fstream>
 #include <limits>
-#include <sstream>
 
 #include "core/base/atomic_file.h"
 #include "core/base/error.h"

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "core/base/atomic_file.h"
@@ -38,6 +39,21 @@ void require_image(const fs::path& image, const std::string& set) {
     throw InputError(describe(set + " import", "an image to pair with every prompt (" + set + " is text-only)", "none",
                               "Pass any benign image, or a blank one written by write_blank_image"));
   }
+}
+
+// "<prefix><the row's id column>", or "<prefix><fallback number, zero-padded>" without one.
+std::string row_id(const std::vector<std::string>& row, std::optional<size_t> id, const std::string& prefix,
+                   size_t fallback, int width) {
+  const std::string raw = id ? trim(row[*id]) : std::string();
+  return prefix + (raw.empty() ? padded(fallback, width) : raw);
+}
+
+// The field at `column` of row `r`, which must not be blank (errors name the file, line and column).
+const std::string& nonblank(const CsvTable& t, size_t r, size_t column, const std::string& name,
+                            const std::string& expected) {
+  const std::string& v = t.rows[r][column];
+  if (trim(v).empty()) throw InputError(describe(t.where(r) + ": column '" + name + "'", expected, "an empty field"));
+  return v;
 }
 
 fs::path absolute_folder(const fs::path& folder) { return fs::absolute(folder).lexically_normal(); }
@@ -100,14 +116,9 @@ std::vector<PromptItem> import_jailbreakv(const fs::path& csv, const JailbreakVO
   for (size_t r = 0; r < t.rows.size(); ++r) {
     const auto& row = t.rows[r];
     PromptItem it;
-    const std::string raw_id = id ? trim(row[*id]) : std::string();
-    it.id = "jbv-" + (raw_id.empty() ? padded(r, 5) : raw_id);
-    it.prompt = row[query];
-    if (trim(it.prompt).empty()) {
-      throw InputError(describe(t.where(r) + ": column '" + options.query_column + "'", "a query", "an empty field"));
-    }
-    const std::string rel = trim(row[image]);
-    if (rel.empty()) throw InputError(describe(t.where(r) + ": column 'image_path'", "an image path", "an empty field"));
+    it.id = row_id(row, id, "jbv-", r, 5);
+    it.prompt = nonblank(t, r, query, options.query_column, "a query");
+    const std::string rel = trim(nonblank(t, r, image, "image_path", "an image path"));
     it.image = fs::path(rel).is_absolute() ? rel : (root / rel).lexically_normal().string();
     it.category = trim(row[policy]).empty() ? "harmful" : trim(row[policy]);
     it.harmful = true;
@@ -131,12 +142,8 @@ std::vector<PromptItem> import_redteam2k(const fs::path& csv, const RedTeam2KOpt
   for (size_t r = 0; r < t.rows.size(); ++r) {
     const auto& row = t.rows[r];
     PromptItem it;
-    const std::string raw_id = id ? trim(row[*id]) : std::string();
-    it.id = "rt2k-" + (raw_id.empty() ? padded(r, 4) : raw_id);
-    it.prompt = row[query];
-    if (trim(it.prompt).empty()) {
-      throw InputError(describe(t.where(r) + ": column '" + options.query_column + "'", "a query", "an empty field"));
-    }
+    it.id = row_id(row, id, "rt2k-", r, 4);
+    it.prompt = nonblank(t, r, query, options.query_column, "a query");
     it.image = image;
     it.category = trim(row[policy]).empty() ? "harmful" : trim(row[policy]);
     it.harmful = true;
@@ -157,8 +164,7 @@ std::vector<PromptItem> import_advbench(const fs::path& csv, const fs::path& ima
   for (size_t r = 0; r < t.rows.size(); ++r) {
     PromptItem it;
     it.id = "advbench-s" + std::to_string(seed) + "-" + padded(r, 4);
-    it.prompt = t.rows[r][goal];
-    if (trim(it.prompt).empty()) throw InputError(describe(t.where(r) + ": column 'goal'", "a behaviour", "an empty field"));
+    it.prompt = nonblank(t, r, goal, "goal", "a behaviour");
     it.compliant = t.rows[r][target];
     it.image = images[perm[r % images.size()]].string();
     it.category = "advbench";
@@ -335,10 +341,8 @@ std::vector<PromptItem> import_xstest(const fs::path& csv, const XsTestOptions& 
     }
     if (options.safe_only && harmful) continue;
     PromptItem it;
-    const std::string raw_id = id ? trim(row[*id]) : std::string();
-    it.id = "xstest-" + (raw_id.empty() ? padded(r + 1, 3) : raw_id);
-    it.prompt = row[prompt];
-    if (trim(it.prompt).empty()) throw InputError(describe(t.where(r) + ": column 'prompt'", "a prompt", "an empty field"));
+    it.id = row_id(row, id, "xstest-", r + 1, 3);
+    it.prompt = nonblank(t, r, prompt, "prompt", "a prompt");
     it.image = image;
     it.harmful = harmful;
     it.category = harmful ? (kind.empty() ? "harmful" : kind) : "benign";

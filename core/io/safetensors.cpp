@@ -15,10 +15,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <set>
-#include <sstream>
 
 #include "core/base/atomic_file.h"
 #include "core/base/error.h"

@@ -1,7 +1,5 @@
 #include "core/text/chat_template.h"
 
-#include <fstream>
-#include <sstream>
 
 #include "core/base/atomic_file.h"
 #include "core/base/error.h"

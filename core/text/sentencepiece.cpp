@@ -3,11 +3,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <functional>
 #include <iterator>
 #include <queue>
-#include <sstream>
 
 #include "core/base/atomic_file.h"
 #include "core/base/error.h"

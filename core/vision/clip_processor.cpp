@@ -4,8 +4,6 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/fmt/fmt.h>
 
-#include <fstream>
-#include <sstream>
 
 #include "core/base/error.h"
 #include "core/base/json_util.h"
