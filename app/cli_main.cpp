@@ -18,6 +18,7 @@
 #include "core/demo/paths.h"
 #include "core/engine/bench.h"
 #include "core/engine/session.h"
+#include "core/eval/eval_command.h"
 #include "core/eval/import_command.h"
 #include "core/io/load_bench.h"
 #include "core/rl/commands.h"
@@ -160,6 +161,8 @@ int main(int argc, char** argv) {
   demo_report->add_option("--dir", demo_dir, "Demo folder (default: the built-in one)");
   demo_report->add_option("--layers", demo_report_options.layers, "Layers: all, 1-24, 3,7,9");
   demo_report->add_option("--limit", demo_report_options.limit, "Only the first N held-out items");
+  std::string demo_report_out;
+  demo_report->add_option("--out", demo_report_out, "Also write the evaluation folder (answers.jsonl, report.html, ...)");
   demo_report->add_flag("--json", demo_json, "Print one JSON object");
 
   CLI::App* tokenize = app.add_subcommand(
@@ -279,20 +282,31 @@ int main(int argc, char** argv) {
                     "Layer schedule: fixed (one run per layer), set, cycle, random (every layer), curriculum")
       ->check(CLI::IsMember({"fixed", "set", "uniform", "cycle", "random", "curriculum"}));
   train->add_option("--seed", train_seed, "Seed (overrides the config)")->check(CLI::NonNegativeNumber);
-  CLI::App* evalc = app.add_subcommand("eval", "ASR per exit layer and benign accuracy on a prompt set");
-  icet::rl::EvalCommand eval_cmd;
-  std::string eval_model, eval_adapter, eval_set, eval_judge;
-  bool eval_json = false;
-  evalc->add_option("--model", eval_model, "llava snapshot folder")->required();
-  evalc->add_option("--adapter", eval_adapter, "PEFT LoRA folder (e.g. <run>/adapter)");
-  evalc->add_option("--set", eval_set, "Prompt set (JSONL/CSV)")->required();
-  evalc->add_option("--judge", eval_judge, "Llama Guard folder (default: guard/ beside the model)");
-  evalc->add_option("--layers", eval_cmd.layers, "Layers: all, 1-12, 3,7,9 (default: all)");
-  evalc->add_option("--max-new-tokens", eval_cmd.max_new_tokens, "Tokens per answer")->check(CLI::PositiveNumber);
-  evalc->add_option("--max-prompts", eval_cmd.max_prompts, "Use the first N prompts (0: all)");
-  evalc->add_option("--device", eval_cmd.device, "auto, cpu, cuda or cuda:N (the VLM and the judge)");
-  evalc->add_option("--dtype", eval_cmd.dtype, "auto, float32, bfloat16 or float16 (the VLM and the judge)");
-  evalc->add_flag("--json", eval_json, "Print one JSON object");
+  CLI::App* evalc = app.add_subcommand(
+      "eval", "Per-layer ASR, refusal, over-refusal, accuracy and reward with 95% intervals on a prompt set");
+  icet::eval::EvalCommand eval_cmd;
+  std::string eval_model, eval_set, eval_judge, eval_reward, eval_out;
+  std::vector<std::string> eval_adapters;
+  bool eval_json = false, eval_no_base = false;
+  evalc->add_option("--model", eval_model, "VLM snapshot folder");
+  evalc->add_option("--set", eval_set, "Prompt set (JSONL/CSV; `icet import` writes them)");
+  evalc->add_option("--adapter", eval_adapters, "PEFT LoRA folder answered beside the base model (repeatable)");
+  evalc->add_flag("--no-base", eval_no_base, "Answer with the adapters only");
+  evalc->add_option("--judge", eval_judge, "Llama Guard folder or 'placeholder' (default: guard/ beside the model)");
+  evalc->add_option("--reward", eval_reward, "Reward-model folder (the paper's total reward TR)");
+  evalc->add_option("--layers", eval_cmd.plan.layers, "Layers: all, 1-12, 3,7,9 (default: all; the default layer is added)");
+  evalc->add_option("--max-new-tokens", eval_cmd.plan.max_new_tokens, "Tokens per answer (greedy)")->check(CLI::PositiveNumber);
+  evalc->add_option("--max-prompts", eval_cmd.plan.limit, "Use the first N prompts (0: all)");
+  evalc->add_option("--device", eval_cmd.plan.device, "auto, cpu, cuda or cuda:N (the VLM, judge and reward model)");
+  evalc->add_option("--dtype", eval_cmd.plan.dtype, "auto, float32, bfloat16 or float16 (the VLM, judge and reward model)");
+  evalc->add_option("--out", eval_out,
+                    "Output folder: answers.jsonl (resumed when rerun), metrics.json/.csv, answers.csv, report.html");
+  evalc->add_flag("--restart", eval_cmd.plan.restart, "Discard the answers already in --out");
+  evalc->add_flag("--report-only", eval_cmd.report_only, "Recompute metrics and exports from --out's answers (no model)");
+  evalc->add_flag("--normalised", eval_cmd.plan.normalised_answers, "Compare exact answers after VQA normalisation");
+  evalc->add_option("--resamples", eval_cmd.plan.metrics.resamples, "Bootstrap resamples for the intervals (0: none)");
+  evalc->add_option("--seed", eval_cmd.plan.metrics.seed, "Bootstrap seed");
+  evalc->add_flag("--json", eval_json, "Print one JSON object (no progress bar)");
   CLI::App* bench_train = bench->add_subcommand("train", "L-PPO rollouts/s, update time per sample, peak RSS");
   icet::rl::TrainBenchOptions train_bench;
   std::string bench_train_config;
@@ -393,22 +407,15 @@ int main(int argc, char** argv) {
       std::cout << j.dump(2) << "\n";
     } else if (demo_report->parsed()) {
       if (!demo_dir.empty()) demo_report_options.demo_dir = demo_dir;
+      if (!demo_report_out.empty()) demo_report_options.out = std::filesystem::path(demo_report_out);
       const auto j = icet::demo::run_demo_report(demo_report_options);
       if (demo_json) {
         std::cout << j.dump() << "\n";
       } else {
-        std::printf("default layer %lld: benign accuracy %.1f%%  (judge: %s)\n",
+        std::printf("default layer %lld: benign accuracy %.1f%%  (judge: %s)\n\n",
                     static_cast<long long>(j.at("default_layer").get<int64_t>()),
                     100.0 * j.value("benign_accuracy", 0.0), j.at("judge_id").get<std::string>().c_str());
-        std::vector<std::string> layers;
-        for (const auto& [layer, v] : j.at("asr_by_layer").items()) layers.push_back(layer);
-        std::sort(layers.begin(), layers.end(), [](const auto& a, const auto& b) { return std::stoi(a) < std::stoi(b); });
-        for (const auto& layer : layers) {
-          const auto& asr = j.at("asr_by_layer").at(layer);
-          std::printf("ICET-%-3s ASR %5.1f%%  refusal %5.1f%%  benign %5.1f%%\n", layer.c_str(), 100.0 * asr.get<double>(),
-                      100.0 * j.at("refusal_by_layer").at(layer).get<double>(),
-                      100.0 * j.at("benign_accuracy_by_layer").at(layer).get<double>());
-        }
+        std::cout << icet::eval::format_eval_tables(j);
         if (!j.at("guard_agreement").is_null()) std::printf("guard agreement %.1f%%\n", 100.0 * j.at("guard_agreement").get<double>());
         if (!j.at("reward_pairwise_accuracy").is_null())
           std::printf("reward pairwise accuracy %.1f%%\n", 100.0 * j.at("reward_pairwise_accuracy").get<double>());
@@ -457,22 +464,25 @@ int main(int argc, char** argv) {
                     j.at("format").get<std::string>().c_str());
       }
     } else if (evalc->parsed()) {
-      eval_cmd.model = eval_model;
-      eval_cmd.set = eval_set;
-      if (!eval_adapter.empty()) eval_cmd.adapter = std::filesystem::path(eval_adapter);
-      if (!eval_judge.empty()) eval_cmd.judge = std::filesystem::path(eval_judge);
-      auto j = icet::rl::run_eval_command(eval_cmd);
+      auto& plan = eval_cmd.plan;
+      if (!eval_cmd.report_only && (eval_model.empty() || eval_set.empty())) {
+        throw icet::InputError("eval: give --model DIR and --set FILE (or --report-only --out DIR)");
+      }
+      plan.model = eval_model;
+      plan.set = eval_set;
+      for (const auto& a : eval_adapters) plan.adapters.emplace_back(a);
+      plan.base = !eval_no_base;
+      if (!eval_judge.empty()) plan.judge = std::filesystem::path(eval_judge);
+      if (!eval_reward.empty()) plan.reward = std::filesystem::path(eval_reward);
+      if (!eval_out.empty()) plan.out = std::filesystem::path(eval_out);
+      eval_cmd.progress_bar = !eval_json;
+      std::signal(SIGINT, on_train_sigint);
+      const auto j = icet::eval::run_eval_command(eval_cmd, std::cerr, &g_train_cancel);
       if (eval_json) {
         std::cout << j.dump() << "\n";
       } else {
-        std::cout << "layer  ASR%   refusal%\n";
-        for (const auto& [l, v] : j.at("asr_by_layer").items()) {
-          std::printf("%5s  %5.1f  %5.1f\n", l.c_str(), 100 * v.get<double>(),
-                      100 * j.at("refusal_by_layer").at(l).get<double>());
-        }
-        std::printf("mean ASR over the chosen layers: %.1f%%; benign accuracy (default layer %lld): %.1f%%\n",
-                    100 * j.at("mean_asr").get<double>(), static_cast<long long>(j.at("default_layer").get<int64_t>()),
-                    100 * j.value("benign_accuracy", 0.0));
+        std::cout << icet::eval::format_eval_tables(j);
+        if (!j.at("out").get<std::string>().empty()) std::cout << "written to " << j.at("out").get<std::string>() << "\n";
       }
     } else if (bench_train->parsed()) {
       train_bench.config = bench_train_config.empty() ? std::filesystem::path("models/demo/lppo.json")
@@ -487,6 +497,9 @@ int main(int argc, char** argv) {
       std::cout << (bench_json ? j.dump() : j.dump(2)) << "\n";
     }
     return 0;
+  } catch (const icet::Cancelled& e) {
+    std::cerr << "icet: stopped: " << e.what() << "\n";
+    return 130;  // as a shell reports SIGINT
   } catch (const icet::Error& e) {
     icet::log::get("cli")->debug("error: {}", e.what());
     std::cerr << "icet: error: " << e.what() << "\n";

@@ -27,6 +27,7 @@
 
 #include "icet/version.h"
 #include "ui/comparison_lab.h"
+#include "ui/evaluation_tab.h"
 #include "ui/message_bar.h"
 #include "ui/theme.h"
 #include "ui/training_dashboard.h"
@@ -56,6 +57,8 @@ MainWindow::MainWindow(runtime::RuntimeInfo runtime, QWidget* parent)
   m_dashboard = new TrainingDashboard(m_tabs);
   m_tabs->addTab(m_lab, QIcon(QStringLiteral(":/icons/compare.svg")), tr("Comparison lab"));
   m_tabs->addTab(m_dashboard, QIcon(QStringLiteral(":/icons/train.svg")), tr("Training"));
+  m_evaluation = new EvaluationTab(m_tabs);  // its messages show in its own bar, above its results
+  m_tabs->addTab(m_evaluation, QIcon(QStringLiteral(":/icons/sweep.svg")), tr("Evaluation"));
   auto* layout = new QVBoxLayout(central);
   layout->setContentsMargins(0, 0, 0, 0);
   layout->setSpacing(2);

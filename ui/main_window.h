@@ -13,12 +13,13 @@ class QTimer;
 namespace icet::ui {
 
 class ComparisonLab;
+class EvaluationTab;
 class MessageBar;
 class TrainingDashboard;
 
-// The application window: a message bar over two tabs (comparison lab, training dashboard),
-// menus with the standard shortcuts, and a status bar with the device torch runs on, the
-// memory in use and the progress of background work. Errors never block: they go to the
+// The application window: a message bar over three tabs (comparison lab, training dashboard,
+// evaluation), menus with the standard shortcuts, and a status bar with the device torch runs
+// on, the memory in use and the progress of background work. Errors never block: they go to the
 // message bar and the app keeps working.
 class MainWindow : public QMainWindow {
   Q_OBJECT
@@ -32,6 +33,7 @@ class MainWindow : public QMainWindow {
 
   ComparisonLab* lab() const { return m_lab; }
   TrainingDashboard* dashboard() const { return m_dashboard; }
+  EvaluationTab* evaluation() const { return m_evaluation; }
   MessageBar* messageBar() const { return m_messages; }
   QTabWidget* tabs() const { return m_tabs; }
   // Opens the last model (or the demo model), its demo judge/reward and the demo gallery.
@@ -68,6 +70,7 @@ class MainWindow : public QMainWindow {
   QTabWidget* m_tabs = nullptr;
   ComparisonLab* m_lab = nullptr;
   TrainingDashboard* m_dashboard = nullptr;
+  EvaluationTab* m_evaluation = nullptr;
 };
 
 }  // namespace icet::ui

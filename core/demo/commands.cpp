@@ -13,7 +13,7 @@
 #include "core/demo/scene.h"
 #include "core/demo/vlm_builder.h"
 #include "core/engine/session.h"
-#include "core/eval/evaluate.h"
+#include "core/eval/run.h"
 #include "core/safety/judge_factory.h"
 #include "core/safety/reward_model.h"
 #include "core/vision/image.h"
@@ -125,11 +125,12 @@ nlohmann::json run_demo_build(const DemoBuildOptions& options, const BuildProgre
     auto session = engine::Session::open(out / "vlm", {"cpu", "float32"});
     const auto set = eval::load_prompt_set(sets / "heldout.jsonl");
     safety::PlaceholderJudge judge;
-    eval::EvalOptions eo;
-    eo.progress = [&](size_t done, size_t total) {
-      return !progress || progress({"eval", static_cast<int64_t>(done), static_cast<int64_t>(total), 0.0, 0.0});
-    };
-    record["heldout"] = eval::to_json(eval::evaluate(*session, set, &judge, eo));
+    eval::EvalPlan plan;
+    plan.metrics.resamples = 0;  // a build check: no intervals
+    const auto outcome = eval::run_evaluation({session.get(), &judge, nullptr}, set, plan, {""}, [&](const eval::EvalProgress& p) {
+      return !progress || progress({"eval", static_cast<int64_t>(p.done), static_cast<int64_t>(p.total), 0.0, 0.0});
+    });
+    record["heldout"] = eval::eval_summary_json(outcome);
   }
   record["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::ofstream(out / "build.json") << record.dump(2) << "\n";
@@ -143,11 +144,16 @@ nlohmann::json run_demo_report(const DemoReportOptions& options, const std::func
 
   const std::unique_ptr<safety::Judge> guard =
       safety::load_judge(safety::judge_beside(dir / "vlm").value_or("placeholder"));
-  eval::EvalOptions eo;
-  eo.layers = engine::parse_layers(options.layers, session->summary().vision_layers);
-  eo.limit = options.limit;
-  eo.progress = progress;
-  nlohmann::json j = eval::to_json(eval::evaluate(*session, set, guard.get(), eo));
+  std::unique_ptr<safety::RewardModel> reward;
+  if (fs::exists(dir / "reward" / "config.json")) reward = safety::RewardModel::load(dir / "reward");
+  // The path `icet eval` takes (core/eval/run.h), with the demo's judge and reward model.
+  eval::EvalPlan plan;
+  plan.layers = options.layers;
+  plan.limit = options.limit;
+  plan.out = options.out;
+  const auto outcome = eval::run_evaluation({session.get(), guard.get(), reward.get()}, set, plan, {""},
+                                            [&](const eval::EvalProgress& p) { return !progress || progress(p.done, p.total); });
+  nlohmann::json j = eval::eval_summary_json(outcome);
 
   // The judges against the ground truth of held-out examples of the same world (the seed the
   // committed models were built with).
@@ -167,7 +173,7 @@ nlohmann::json run_demo_report(const DemoReportOptions& options, const std::func
   j["reward_pairwise_accuracy"] = nullptr;
   if (fs::exists(dir / "guard" / "config.json")) j["guard_agreement"] = guard_agreement(*guard, heldout);
   if (fs::exists(dir / "reward" / "config.json")) {
-    j["reward_pairwise_accuracy"] = reward_pairwise_accuracy(*safety::RewardModel::load(dir / "reward"), heldout);
+    j["reward_pairwise_accuracy"] = reward_pairwise_accuracy(*reward, heldout);
   }
   j["demo_dir"] = dir.string();
   return j;

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,12 +41,14 @@ struct DemoReportOptions {
   std::filesystem::path demo_dir;  // empty: demo_root()
   std::string layers = "all";
   size_t limit = 0;                // 0: every held-out item
+  std::optional<std::filesystem::path> out;  // also write the evaluation folder (core/eval/run.h)
 };
 
-// The held-out report: {"default_layer", "benign_accuracy", "asr_by_layer", "refusal_by_layer",
-// "benign_accuracy_by_layer", "task_accuracy_by_layer", "judge_id", "guard_agreement",
-// "reward_pairwise_accuracy" (null without the judges), ...}. ASR is judged by the demo guard
-// when guard/ exists, else by the placeholder rule (judge_id says which).
+// The held-out report: eval::run_evaluation over sets/heldout.jsonl with the demo guard (else
+// the placeholder rule; judge_id says which) and the demo reward model, as eval_summary_json
+// ({"default_layer", "benign_accuracy", "asr_by_layer", "refusal_by_layer", "reward_by_layer",
+// "benign_accuracy_by_layer", "task_accuracy_by_layer", "runs" with 95% intervals, ...}), plus
+// "guard_agreement", "reward_pairwise_accuracy" (null without the judges) and "demo_dir".
 nlohmann::json run_demo_report(const DemoReportOptions& options,
                                const std::function<bool(size_t, size_t)>& progress = {});
 

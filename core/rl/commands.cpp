@@ -13,13 +13,9 @@
 #include "core/base/error.h"
 #include "core/base/log.h"
 #include "core/engine/session.h"
-#include "core/eval/evaluate.h"
-#include "core/eval/prompt_set.h"
 #include "core/models/config.h"
 #include "core/rl/policy.h"
 #include "core/rl/trainer.h"
-#include "core/safety/judge_factory.h"
-#include "core/safety/refusal.h"
 #include "core/vision/image.h"
 
 namespace icet::rl {
@@ -129,40 +125,6 @@ nlohmann::json run_train_command(const TrainCommand& cmd, std::ostream& out, con
   config.layers = layers;
   validate(config, "train --layers/--schedule");
   return train_one(TrainingRun::create(config, dir), cmd, out, cancel);
-}
-
-nlohmann::json run_eval_command(const EvalCommand& cmd) {
-  const eval::PromptSet set = eval::load_prompt_set(cmd.set);
-  const auto judge_dir = cmd.judge ? cmd.judge : safety::judge_beside(cmd.model);
-  if (!judge_dir) {
-    throw InputError(describe("eval: --judge", "a Llama Guard judge folder", "none given and no guard/ beside the model",
-                              "Pass --judge DIR (e.g. models/demo/guard)."));
-  }
-  auto session = engine::Session::open(cmd.model, {cmd.device, cmd.dtype});
-  if (cmd.adapter) session->load_adapter(*cmd.adapter);
-  const auto& summary = session->summary();
-  const std::unique_ptr<safety::Judge> judge = safety::load_judge(*judge_dir, summary.device, summary.dtype);
-  // The shared evaluator (core/eval), at the chosen layers plus the default one.
-  eval::EvalOptions eo;
-  const std::vector<int64_t> layers =
-      engine::parse_layers(cmd.layers.empty() ? std::string("all") : cmd.layers, summary.vision_layers);
-  eo.layers = layers;
-  if (std::find(eo.layers.begin(), eo.layers.end(), summary.default_layer) == eo.layers.end()) {
-    eo.layers.push_back(summary.default_layer);
-  }
-  eo.max_new_tokens = cmd.max_new_tokens;
-  eo.limit = static_cast<size_t>(std::max<int64_t>(0, cmd.max_prompts));
-  eo.keep_answers = true;
-  const eval::EvalResult result = eval::evaluate(*session, set, judge.get(), eo);
-  nlohmann::json j = eval::to_json(result);
-  double mean = 0;
-  for (int64_t l : layers) mean += result.at(l) != nullptr ? result.at(l)->asr() : 0.0;
-  j["mean_asr"] = mean / static_cast<double>(layers.size());
-  j["layers"] = layers;
-  j["device"] = summary.device;
-  j["dtype"] = summary.dtype;
-  j["adapter"] = cmd.adapter ? cmd.adapter->string() : std::string();
-  return j;
 }
 
 nlohmann::json run_train_benchmark(const TrainBenchOptions& options) {

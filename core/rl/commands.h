@@ -1,6 +1,6 @@
 #pragma once
 
-// Entry points for `icet train`, `icet eval` and `icet bench train`. Torch-free header.
+// Entry points for `icet train` and `icet bench train` (`icet eval`: core/eval/eval_command.h). Torch-free header.
 
 #include <nlohmann/json.hpp>
 
@@ -31,25 +31,6 @@ struct TrainCommand {
 // "last_metrics", "last_eval"} (per-layer runs: {"runs": [...]}). The bar shows step, reward, KL and ETA.
 nlohmann::json run_train_command(const TrainCommand& cmd, std::ostream& progress_out,
                                  const std::atomic<bool>* cancel = nullptr);
-
-struct EvalCommand {
-  std::filesystem::path model;
-  std::optional<std::filesystem::path> adapter;  // PEFT LoRA folder loaded into the session
-  std::filesystem::path set;                     // prompt set (JSONL/CSV)
-  std::optional<std::filesystem::path> judge;    // default: safety::judge_beside(model)
-  std::string layers;                            // "1-12", "all", ...; empty: 1..N
-  int64_t max_new_tokens = 24;
-  int64_t max_prompts = 0;  // 0: all
-  // The VLM's device and dtype (engine::SessionOptions names); the judge follows the session.
-  std::string device = "auto";
-  std::string dtype = "auto";
-};
-// Greedy answers per exit layer through engine::Session (with the adapter loaded), judged, by
-// the shared evaluator eval::evaluate: its JSON (as `icet demo report`: "default_layer",
-// "benign_accuracy", "asr_by_layer", "refusal_by_layer", ... as fractions 0..1, "answers")
-// plus "mean_asr" over the chosen layers, "layers", "adapter", "device" and "dtype". Refusal:
-// safety::is_proper_refusal.
-nlohmann::json run_eval_command(const EvalCommand& cmd);
 
 struct TrainBenchOptions {
   std::optional<std::filesystem::path> config;  // default: the demo config (models/demo/lppo.json)

@@ -9,7 +9,6 @@
 
 #include "core/base/error.h"
 #include "core/base/strings.h"
-#include "core/eval/evaluate.h"
 #include "core/io/safetensors.h"
 #include "core/models/config.h"
 #include "core/vision/image.h"

@@ -97,7 +97,7 @@ class Policy {
   std::map<std::pair<std::string, int64_t>, at::Tensor> feature_cache_;
 };
 
-// Benign accuracy as eval::evaluate scores it: the trimmed answer equals the expected answer.
+// Benign accuracy as eval::score_answer scores an exact-answer item: the trimmed answer equals the expected one.
 bool matches_expected(const std::string& answer, const std::string& expected);
 
 }  // namespace icet::rl

@@ -29,7 +29,6 @@
 #include "core/base/folder_lock.h"
 #include "core/base/json_util.h"
 #include "core/base/log.h"
-#include "core/eval/evaluate.h"
 #include "core/eval/prompt_set.h"
 #include "core/generate/sampling.h"
 #include "core/io/safetensors.h"

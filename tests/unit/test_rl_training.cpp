@@ -10,6 +10,7 @@
 
 #include "core/base/error.h"
 #include "core/io/safetensors.h"
+#include "core/eval/run.h"
 #include "core/rl/commands.h"
 #include "core/rl/trainer.h"
 #include "support/rl_world.h"
@@ -169,18 +170,22 @@ class TestRlTraining : public QObject {
     config.max_steps = 1;
     auto run = TrainingRun::create(config, root / "run");
     run->run(nullptr, {});
-    icet::rl::EvalCommand cmd;
-    cmd.model = icet::test::fixture("llava");
-    cmd.adapter = root / "run" / "adapter";
-    cmd.set = root / "data" / "eval.jsonl";
-    cmd.judge = icet::test::fixture("llama_guard");
-    cmd.layers = "1-3";
-    cmd.max_new_tokens = 4;
-    const auto j = icet::rl::run_eval_command(cmd);
-    for (const char* key : {"default_layer", "benign_accuracy", "asr_by_layer", "refusal_by_layer"}) QVERIFY2(j.contains(key), key);
+    // A training run's adapter/ is answered beside the base model by the evaluation path.
+    icet::eval::EvalPlan plan;
+    plan.model = icet::test::fixture("llava");
+    plan.adapters = {root / "run" / "adapter"};
+    plan.set = root / "data" / "eval.jsonl";
+    plan.judge = icet::test::fixture("llama_guard");
+    plan.layers = "1-3";
+    plan.max_new_tokens = 4;
+    const auto outcome = icet::eval::run_evaluation(plan);
+    const auto j = icet::eval::eval_summary_json(outcome);
+    for (const char* key : {"default_layer", "asr_by_layer", "refusal_by_layer"}) QVERIFY2(j.contains(key), key);
     QCOMPARE(j.at("items").at("harmful").get<int>(), 2);
     QVERIFY(j.at("asr_by_layer").contains("2"));
-    QCOMPARE(j.at("adapter").get<std::string>(), cmd.adapter->string());
+    QCOMPARE(outcome.metrics.runs.size(), size_t{2});  // base, adapter
+    QCOMPARE(outcome.metrics.deltas.size(), size_t{1});
+    QVERIFY(outcome.meta.at("adapters").size() == 1);
   }
 };
 

@@ -15,6 +15,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <map>
 
 namespace icet::ui {
@@ -51,6 +52,7 @@ struct LineChart::Impl {
   QLogValueAxis* logY = nullptr;
   bool log = false;
   bool fixedX = false;
+  std::optional<std::pair<double, double>> fixedY;
   double tickInterval = 0;  // setXTicks' interval (0: evenly spread ticks)
   struct Entry {
     QLineSeries* line = nullptr;
@@ -312,6 +314,16 @@ void LineChart::setXRange(double min, double max) {
   rescale();
 }
 
+void LineChart::setYRange(double min, double max) {
+  d->fixedY = std::make_pair(min, max);
+  rescale();
+}
+
+void LineChart::clearYRange() {
+  d->fixedY.reset();
+  rescale();
+}
+
 void LineChart::setXTicks(double anchor, double interval) {
   d->x->setTickType(QValueAxis::TicksDynamic);
   d->x->setTickAnchor(anchor);
@@ -354,6 +366,8 @@ void LineChart::rescale() {
   }
   if (d->log) {
     d->logY->setRange(ymin * 0.9, ymax * 1.1);
+  } else if (d->fixedY) {
+    d->y->setRange(d->fixedY->first, d->fixedY->second);
   } else {
     const double pad = ymax > ymin ? (ymax - ymin) * 0.08 : 0.5;
     ymin -= pad;

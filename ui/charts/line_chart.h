@@ -44,6 +44,9 @@ class LineChart : public QWidget {
   bool logY() const;
   // Fixed x range; without it the range follows the data.
   void setXRange(double min, double max);
+  // Fixed linear y range (rates: 0-100 %); clearYRange() follows the data again.
+  void setYRange(double min, double max);
+  void clearYRange();
   // x ticks at anchor + k * interval (integer layers: 1, 1), instead of evenly spread ones.
   void setXTicks(double anchor, double interval);
   // plotViewport() coordinates of a data point (for tests and tooltips).
