@@ -2,8 +2,11 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Functions.h>
+#include <ATen/Parallel.h>
 #include <ATen/TensorOperators.h>
 #include <c10/core/InferenceMode.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -19,6 +22,7 @@
 #include "core/io/safetensors.h"
 #include "core/models/llava.h"
 #include "core/models/llava_next.h"
+#include "core/runtime/device.h"
 #include "core/runtime/diagnostics.h"
 #include "core/runtime/threads.h"
 #include "core/text/sentencepiece_writer.h"
@@ -55,15 +59,124 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+// Element i of stream `key`: uniform on mean +- half_width (65536 levels, plenty for 16-bit
+// floats), from a hash of (key, i / 4) alone, so the values do not depend on the thread count.
+template <typename T>
+void fill_uniform_typed(T* data, int64_t n, uint64_t key, float mean, float half_width) {
+  at::parallel_for(0, n, int64_t{1} << 16, [&](int64_t begin, int64_t end) {
+    int64_t i = begin;
+    while (i < end) {
+      const uint64_t h = splitmix64(key + static_cast<uint64_t>(i >> 2) * 0xD1B54A32D192ED03ULL);
+      for (int64_t lane = i & 3; lane < 4 && i < end; ++lane, ++i) {
+        const float u = (static_cast<float>((h >> (16 * lane)) & 0xFFFF) + 0.5f) * (1.0f / 65536.0f);  // (0, 1)
+        data[i] = static_cast<T>(mean + half_width * (2.0f * u - 1.0f));
+      }
+    }
+  });
+}
+
+// A [shape] tensor of `dtype` with mean `mean` and standard deviation `std` (uniform draws:
+// half width sqrt(3) std).
+at::Tensor uniform_tensor(const std::vector<int64_t>& shape, c10::ScalarType dtype, uint64_t key, double mean,
+                          double std) {
+  at::Tensor t = at::empty(shape, at::TensorOptions().dtype(dtype));
+  const auto m = static_cast<float>(mean);
+  const auto w = static_cast<float>(std::sqrt(3.0) * std);
+  switch (dtype) {
+    case at::kBFloat16: fill_uniform_typed(t.data_ptr<c10::BFloat16>(), t.numel(), key, m, w); break;
+    case at::kHalf: fill_uniform_typed(t.data_ptr<c10::Half>(), t.numel(), key, m, w); break;
+    case at::kFloat: fill_uniform_typed(t.data_ptr<float>(), t.numel(), key, m, w); break;
+    default:
+      throw InputError(describe("synthetic checkpoint dtype", "float32, bfloat16 or float16", c10::toString(dtype)));
+  }
+  return t;
+}
+
+// The stored dtype by name (float16 is allowed: the checkpoint may run on a GPU).
+c10::ScalarType parse_dtype_or_throw(const std::string& name) {
+  return runtime::parse_dtype(name, c10::Device(c10::kCUDA));
+}
+
 }  // namespace
 
 std::string SyntheticLlava::describe() const {
-  return "synthetic LLaVA-1.5 layout (24 vision / " + std::to_string(text_layers) + " text layers, widths " +
-         std::to_string(vision_hidden) + " / " + std::to_string(text_hidden) + ", " + std::to_string(image_tokens()) +
-         " image tokens)";
+  std::string d = "synthetic LLaVA-1.5 layout (" + std::to_string(vision_layers) + " vision / " +
+                  std::to_string(text_layers) + " text layers, widths " + std::to_string(vision_hidden) + " / " +
+                  std::to_string(text_hidden) + ", " + std::to_string(image_tokens()) + " image tokens";
+  if (text_intermediate > 0) d += ", text MLP " + std::to_string(text_intermediate);
+  if (vocab_size > 0) d += ", vocabulary " + std::to_string(vocab_size);
+  if (dtype != "float32") d += ", " + dtype;
+  return d + ")";
+}
+
+std::vector<std::string> SyntheticLlava::names() { return {"tiny", "llava-1.5-7b"}; }
+
+void SyntheticLlava::check() const {
+  const std::pair<const char*, int64_t> sizes[] = {
+      {"image size", image_size},       {"patch size", patch_size},
+      {"vision width", vision_hidden},  {"vision heads", vision_heads},
+      {"vision layers", vision_layers}, {"text width", text_hidden},
+      {"text heads", text_heads},       {"text key/value heads", text_kv_heads},
+      {"text layers", text_layers}};
+  for (const auto& [what, value] : sizes) {
+    if (value <= 0) {
+      throw InputError(icet::describe(std::string("synthetic checkpoint: ") + what, "a positive number",
+                                      std::to_string(value)));
+    }
+  }
+  if (vision_intermediate < 0 || text_intermediate < 0 || vocab_size < 0) {
+    throw InputError(icet::describe("synthetic checkpoint: MLP sizes and vocabulary", "0 (the default) or positive",
+                                    "a negative number"));
+  }
+  const auto need = [](bool ok, const std::string& what, const std::string& expected, const std::string& found) {
+    if (!ok) {
+      throw InputError(icet::describe("synthetic checkpoint: " + what, expected, found,
+                                      "Pick widths that split into the heads (e.g. --text-width 4096 with 32 heads)."));
+    }
+  };
+  need(vision_hidden % vision_heads == 0, "vision width " + std::to_string(vision_hidden),
+       "a multiple of the " + std::to_string(vision_heads) + " vision heads", "a remainder");
+  need(text_hidden % text_heads == 0, "text width " + std::to_string(text_hidden),
+       "a multiple of the " + std::to_string(text_heads) + " text heads", "a remainder");
+  need(text_heads % text_kv_heads == 0, std::to_string(text_heads) + " text heads",
+       "a multiple of the " + std::to_string(text_kv_heads) + " key/value heads", "a remainder");
+  need(text_hidden % text_heads == 0 && (text_hidden / text_heads) % 2 == 0, "text head size",
+       "even (rotary embeddings pair the dimensions)", std::to_string(text_hidden / text_heads));
+  need(image_size >= patch_size, "image size " + std::to_string(image_size),
+       "at least the patch size " + std::to_string(patch_size), "smaller");
+  parse_dtype_or_throw(dtype);
+}
+
+SyntheticLlava SyntheticLlava::named(const std::string& name) {
+  SyntheticLlava s;
+  if (name == "tiny") return s;
+  if (name == "llava-1.5-7b") {
+    s.image_size = 336;
+    s.patch_size = 14;
+    s.vision_hidden = 1024;
+    s.vision_intermediate = 4096;
+    s.vision_heads = 16;
+    s.vision_layers = 24;
+    s.text_hidden = 4096;
+    s.text_intermediate = 11008;
+    s.text_heads = 32;
+    s.text_kv_heads = 32;
+    s.text_layers = 32;
+    s.vocab_size = 32064;
+    return s;
+  }
+  throw InputError(icet::describe("synthetic shape \"" + name + "\"", "\"tiny\" or \"llava-1.5-7b\"", "another name"));
 }
 
 void write_synthetic_llava(const std::filesystem::path& dir, const SyntheticLlava& shape, uint64_t seed) {
+  shape.check();
   const int64_t image_size = shape.image_size, patch_size = shape.patch_size;
   std::filesystem::create_directories(dir);
   // Tokenizer: byte fallback plus enough English pieces for readable prompts.
@@ -119,35 +232,56 @@ void write_synthetic_llava(const std::filesystem::path& dir, const SyntheticLlav
       {"vision_feature_select_strategy", "default"},
       {"vision_config",
        {{"model_type", "clip_vision_model"}, {"hidden_size", shape.vision_hidden},
-        {"intermediate_size", 2 * shape.vision_hidden},
-        {"num_hidden_layers", 24}, {"num_attention_heads", 4}, {"image_size", image_size},
-        {"patch_size", patch_size}, {"projection_dim", shape.vision_hidden}}},
+        {"intermediate_size", shape.vision_intermediate > 0 ? shape.vision_intermediate : 2 * shape.vision_hidden},
+        {"num_hidden_layers", shape.vision_layers}, {"num_attention_heads", shape.vision_heads},
+        {"image_size", image_size}, {"patch_size", patch_size}, {"projection_dim", shape.vision_hidden}}},
       {"text_config",
-       {{"model_type", "llama"}, {"hidden_size", shape.text_hidden}, {"intermediate_size", 2 * shape.text_hidden},
-        {"num_hidden_layers", shape.text_layers},
-        {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"vocab_size", pad_token + 1},
+       {{"model_type", "llama"}, {"hidden_size", shape.text_hidden},
+        {"intermediate_size", shape.text_intermediate > 0 ? shape.text_intermediate : 2 * shape.text_hidden},
+        {"num_hidden_layers", shape.text_layers}, {"num_attention_heads", shape.text_heads},
+        {"num_key_value_heads", shape.text_kv_heads}, {"vocab_size", std::max(pad_token + 1, shape.vocab_size)},
         {"max_position_embeddings", 4096}, {"rms_norm_eps", 1e-5}}}};
   write_json(dir / "config.json", config);
 
   // Random weights with O(1) activations: N(0, 1/fan_in) matrices, norms near 1.
   const models::LlavaConfig cfg = models::LlavaConfig::parse(json_util::Reader(config, "synthetic config.json"));
-  auto schema = models::WeightLoader::schema();
-  models::LlavaModel shape_only(cfg, schema);
+  const c10::ScalarType dtype = parse_dtype_or_throw(shape.dtype);
+  // Names and shapes only: the schema's stand-ins live on the meta device (no memory, which a
+  // 7B shape would otherwise take twice over).
+  std::vector<models::WeightLoader::Entry> entries;
+  {
+    models::LoadOptions meta;
+    meta.device = c10::Device(c10::kMeta);
+    auto schema = models::WeightLoader::schema(meta);
+    models::LlavaModel shape_only(cfg, schema);
+    entries = schema.recorded();
+  }
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const auto& e : schema.recorded()) {
-    at::Tensor t;
+  for (size_t k = 0; k < entries.size(); ++k) {
+    const auto& e = entries[k];
     const bool is_bias = e.name.size() > 5 && e.name.compare(e.name.size() - 5, 5, ".bias") == 0;
-    if (e.shape.size() == 1 && !is_bias && e.name.find("class_embedding") == std::string::npos) {
-      t = 1.0 + 0.01 * at::randn(e.shape, gen, at::TensorOptions().dtype(at::kFloat));  // norm gains
-    } else if (e.shape.size() == 1) {
-      t = 0.01 * at::randn(e.shape, gen, at::TensorOptions().dtype(at::kFloat));
-    } else if (e.name.find("embed") != std::string::npos) {
-      t = 0.5 * at::randn(e.shape, gen, at::TensorOptions().dtype(at::kFloat));
+    const bool gain = e.shape.size() == 1 && !is_bias && e.name.find("class_embedding") == std::string::npos;
+    const bool embed = e.shape.size() > 1 && e.name.find("embed") != std::string::npos;
+    int64_t fan_in = 1;
+    for (size_t i = 1; i < e.shape.size(); ++i) fan_in *= e.shape[i];
+    at::Tensor t;
+    if (dtype == at::kFloat) {
+      const auto f32 = at::TensorOptions().dtype(at::kFloat);
+      if (gain) {
+        t = 1.0 + 0.01 * at::randn(e.shape, gen, f32);  // norm gains
+      } else if (e.shape.size() == 1) {
+        t = 0.01 * at::randn(e.shape, gen, f32);  // biases, class embedding
+      } else if (embed) {
+        t = 0.5 * at::randn(e.shape, gen, f32);
+      } else {
+        t = at::randn(e.shape, gen, f32) / std::sqrt(static_cast<double>(fan_in));
+      }
     } else {
-      int64_t fan_in = 1;
-      for (size_t i = 1; i < e.shape.size(); ++i) fan_in *= e.shape[i];
-      t = at::randn(e.shape, gen, at::TensorOptions().dtype(at::kFloat)) / std::sqrt(static_cast<double>(fan_in));
+      // The same means and deviations, drawn uniformly (see SyntheticLlava::dtype).
+      const double mean = gain ? 1.0 : 0.0;
+      const double std = e.shape.size() == 1 ? 0.01 : embed ? 0.5 : 1.0 / std::sqrt(static_cast<double>(fan_in));
+      t = uniform_tensor(e.shape, dtype, splitmix64(seed ^ splitmix64(k)), mean, std);
     }
     tensors.emplace_back(e.name, t);
   }
@@ -175,28 +309,67 @@ double prefill_flops(const models::LlavaConfig& c, int64_t prompt_tokens, int64_
   return static_cast<double>(t.num_hidden_layers) * (dense + attention) + projector + lm_head;
 }
 
+// Bytes of the text weights one decode step reads: every layer's projections and norms, the
+// final norm and the LM head (tied or not, all of it); of the embedding table only one row.
+double decode_weight_bytes(const models::LlamaConfig& t, size_t element_bytes) {
+  const double H = static_cast<double>(t.hidden_size), I = static_cast<double>(t.intermediate_size);
+  const double heads = static_cast<double>(t.num_attention_heads);
+  const double kv = static_cast<double>(t.num_key_value_heads > 0 ? t.num_key_value_heads : t.num_attention_heads);
+  const double d = t.head_dim > 0 ? static_cast<double>(t.head_dim) : H / heads;
+  double layer = H * (heads + 2 * kv) * d + heads * d * H + 3 * H * I + 2 * H;
+  if (t.attention_bias) layer += (heads + 2 * kv) * d + H;
+  if (t.mlp_bias) layer += 2 * I + H;
+  const double params = static_cast<double>(t.num_hidden_layers) * layer + H +
+                        static_cast<double>(t.vocab_size) * H + H;  // final norm, LM head, one embedding row
+  return params * static_cast<double>(element_bytes);
+}
+
+// KV-cache bytes per cached position (keys and values of every layer).
+double kv_cache_bytes_per_position(const models::LlamaConfig& t, size_t element_bytes) {
+  const double H = static_cast<double>(t.hidden_size), heads = static_cast<double>(t.num_attention_heads);
+  const double kv = static_cast<double>(t.num_key_value_heads > 0 ? t.num_key_value_heads : t.num_attention_heads);
+  const double d = t.head_dim > 0 ? static_cast<double>(t.head_dim) : H / heads;
+  return 2.0 * static_cast<double>(t.num_hidden_layers) * kv * d * static_cast<double>(element_bytes);
+}
+
 }  // namespace
 
 nlohmann::json run_sweep_benchmark(const SweepBenchOptions& o) {
   auto logger = log::get("generate");
+  // Checked before a synthetic checkpoint is written (a 7B one is 14 GB).
+  if (!o.only.empty() && o.only != "sequential" && o.only != "batched" && o.only != "decode") {
+    throw InputError(icet::describe("bench sweep: only \"" + o.only + "\"", "\"sequential\", \"batched\" or \"decode\"",
+                                    "another value"));
+  }
+  const c10::Device device = runtime::parse_device(o.device);
+  const c10::ScalarType dtype = runtime::parse_dtype(o.dtype, device);
   std::filesystem::path dir;
   std::filesystem::path temp;
-  if (o.model) {
-    dir = *o.model;
-  } else {
-    temp = std::filesystem::temp_directory_path() / ("icet-bench-" + std::to_string(std::random_device{}()));
-    write_synthetic_llava(temp, o.synthetic, 1234);
-    dir = temp;
-  }
+  SyntheticLlava synthetic = o.synthetic;
+  if (dtype != at::kFloat) synthetic.dtype = runtime::dtype_name(dtype);  // written as it will run
+  if (!o.model) synthetic.check();
+  double write_s = 0.0;
   struct Cleanup {
     std::filesystem::path p;
     ~Cleanup() {
       std::error_code ec;
       if (!p.empty()) std::filesystem::remove_all(p, ec);
     }
-  } cleanup{temp};
+  } cleanup;
+  if (o.model) {
+    dir = *o.model;
+  } else {
+    temp = std::filesystem::temp_directory_path() / ("icet-bench-" + std::to_string(std::random_device{}()));
+    cleanup.p = temp;
+    const auto tw = std::chrono::steady_clock::now();
+    write_synthetic_llava(temp, synthetic, 1234);
+    write_s = seconds_since(tw);
+    dir = temp;
+  }
 
-  auto session = Session::open(dir, {"cpu", "float32"});
+  const auto tl = std::chrono::steady_clock::now();
+  auto session = Session::open(dir, {o.device, o.dtype});
+  const double load_s = seconds_since(tl);
   const ModelSummary& s = session->summary();
   const vision::Image image = test_image(64, 48);
   auto t0 = std::chrono::steady_clock::now();
@@ -221,7 +394,8 @@ nlohmann::json run_sweep_benchmark(const SweepBenchOptions& o) {
   const auto keep_best = [](Timing& best, double total, double prefill, std::vector<std::vector<int64_t>> tokens) {
     if (total < best.total) best = {total, prefill, total - prefill, std::move(tokens)};
   };
-  const bool run_sequential = o.only != "batched", run_batched = o.only != "sequential";
+  const bool run_sequential = o.only.empty() || o.only == "sequential";
+  const bool run_batched = o.only.empty() || o.only == "batched";
   Timing seq, bat;
   for (int rep = 0; rep < std::max(1, o.repeats); ++rep) {
     if (run_sequential) {
@@ -277,14 +451,16 @@ nlohmann::json run_sweep_benchmark(const SweepBenchOptions& o) {
 
   const int64_t prompt_tokens = static_cast<int64_t>(session->prompt_ids(prompt).size());
   const double rows = static_cast<double>(layers.size());
-  nlohmann::json j = {{"model", o.model ? s.model_id : o.synthetic.describe()},
+  nlohmann::json j = {{"model", o.model ? s.model_id : synthetic.describe()},
                       {"device", s.device},
+                      {"dtype", s.dtype},
                       {"threads", runtime::current_intra_op_threads()},
                       {"layers", static_cast<int64_t>(layers.size())},
                       {"max_new_tokens", o.max_new_tokens},
                       {"prompt_tokens", prompt_tokens},
                       {"image_tokens", s.image_tokens},
                       {"repeats", o.repeats},
+                      {"load_s", load_s},
                       {"encode_s", encode_s},
                       {"tokens_per_second", tokens_per_second},
                       {"decode_tokens_per_second", decode_tokens_per_second},
@@ -299,22 +475,34 @@ nlohmann::json run_sweep_benchmark(const SweepBenchOptions& o) {
     j["batched_prefill_s"] = bat.prefill;
     j["batched_decode_s"] = bat.decode;
   }
+  if (!o.model) j["synthetic_write_s"] = write_s;
   if (run_sequential && run_batched) {
     j["speedup"] = seq.total / bat.total;
     j["identical_tokens"] = seq.tokens == bat.tokens;
   }
-  // The compute bound: the prefill FLOPs of every row at the float32 matmul rate measured now.
+  // The compute bound: the prefill FLOPs of every row at the float32 matmul rate measured now
+  // (CPU sessions; a GPU's rate is not measured here).
   const std::string type = models::read_model_type(dir / "config.json");
   if (type == "llava" || type == "llava_next") {
     const models::LlavaConfig cfg = type == "llava" ? models::load_llava_config(dir / "config.json")
                                                     : models::load_llava_next_config(dir / "config.json").base;
     const double flops = prefill_flops(cfg, prompt_tokens, s.image_tokens);
-    const double peak = runtime::measure_cpu_matmul_gflops(512, 5) * 1e9;
     j["prefill_gflop_per_row"] = flops / 1e9;
-    j["matmul_gflops"] = peak / 1e9;
-    j["prefill_bound_s"] = rows * flops / peak;
+    if (device.is_cpu() && (run_sequential || run_batched)) {
+      const double peak = runtime::measure_cpu_matmul_gflops(512, 5) * 1e9;
+      j["matmul_gflops"] = peak / 1e9;
+      j["prefill_bound_s"] = rows * flops / peak;
+    }
     if (run_batched) j["batched_prefill_gflops"] = rows * flops / bat.prefill / 1e9;
     if (run_sequential) j["sequential_prefill_gflops"] = rows * flops / seq.prefill / 1e9;
+    // The memory bound of one decode step of one row: every text weight is read once (the
+    // embedding table only a row of it), plus the KV cache so far (the answer's mean length).
+    const double weight_bytes = decode_weight_bytes(cfg.text, c10::elementSize(dtype));
+    const double kv_bytes = kv_cache_bytes_per_position(cfg.text, c10::elementSize(dtype)) *
+                            (static_cast<double>(prompt_tokens) + static_cast<double>(o.max_new_tokens) / 2.0);
+    j["decode_weight_bytes_per_token"] = weight_bytes;
+    j["decode_kv_bytes_per_token"] = kv_bytes;
+    j["decode_bytes_per_token"] = weight_bytes + kv_bytes;
   }
   logger->info("bench sweep: {}", j.dump());
   return j;

@@ -14,6 +14,7 @@
 #include "core/base/json_util.h"
 #include "core/base/log.h"
 #include "core/base/strings.h"
+#include "core/engine/prompt.h"
 #include "core/generate/decode.h"
 #include "core/io/safetensors.h"
 #include "core/models/config.h"
@@ -101,39 +102,6 @@ nlohmann::json to_json(const GenerationRecord& r) {
 }
 
 namespace {
-
-const char* const kVicunaSystem =
-    "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
-    "detailed, and polite answers to the human's questions.";
-
-// The snapshot's chat template: chat_template.json, else tokenizer_config.json (a string, or
-// a list of named templates of which "default" is used). "" when there is none.
-std::string read_chat_template(const std::filesystem::path& dir) {
-  try {
-    if (std::filesystem::exists(dir / "chat_template.json")) {
-      const nlohmann::json j = json_util::read_file(dir / "chat_template.json");
-      if (j.contains("chat_template") && j["chat_template"].is_string()) return j["chat_template"].get<std::string>();
-    }
-    if (std::filesystem::exists(dir / "tokenizer_config.json")) {
-      const nlohmann::json j = json_util::read_file(dir / "tokenizer_config.json");
-      if (j.contains("chat_template")) {
-        const auto& t = j["chat_template"];
-        if (t.is_string()) return t.get<std::string>();
-        if (t.is_array()) {
-          for (const auto& e : t) {
-            if (e.value("name", "") == "default" && e.contains("template") && e["template"].is_string()) {
-              return e["template"].get<std::string>();
-            }
-          }
-        }
-      }
-    }
-  } catch (const Error& e) {
-    log::get("engine")->warn("{}: chat template unreadable ({}); using the family's default prompt format",
-                             dir.string(), e.what());
-  }
-  return {};
-}
 
 // A model half per family: preprocessing, the image's cached encoder states, and turning a
 // prompt plus exit layers into a decode request.
@@ -385,37 +353,7 @@ struct Session::Impl {
   }
 
   std::vector<int64_t> prompt_ids(const std::string& prompt) const {
-    if (prompt.find_first_not_of(" \t\r\n") == std::string::npos) {
-      throw InputError("the prompt is empty: type a question or an instruction about the image");
-    }
-    // The user's text is a text segment: a typed "<image>" or "</s>" never becomes a special token.
-    const auto image = family->image_segments(*tokenizer);
-    const std::string& f = summary.prompt_format;
-    std::vector<text::Segment> segments;
-    bool bos = tokenizer->add_bos();
-    if (f == "llama3") {
-      // Tokenized with add_special_tokens=False (Llama 3.2 Vision model card): one BOS, in the text.
-      bos = false;
-      segments = {{"<|begin_of_text|>", true}, {"<|start_header_id|>", true}, {"user", false},
-                  {"<|end_header_id|>", true}, {"\n\n", false}};
-      segments.insert(segments.end(), image.begin(), image.end());
-      segments.push_back({trim(prompt), false});  // the template trims the message
-      segments.insert(segments.end(), {{"<|eot_id|>", true}, {"<|start_header_id|>", true}, {"assistant", false},
-                                       {"<|end_header_id|>", true}, {"\n\n", false}});
-    } else if (f == "mistral") {
-      segments = {{"[INST] ", false}};
-      segments.insert(segments.end(), image.begin(), image.end());
-      segments.push_back({"\n" + prompt + " [/INST]", false});
-    } else {
-      segments = {{f == "vicuna" ? std::string(kVicunaSystem) + " USER: " : std::string("USER: "), false}};
-      segments.insert(segments.end(), image.begin(), image.end());
-      segments.push_back({"\n" + prompt + " ASSISTANT:", false});
-    }
-    std::vector<int64_t> ids;
-    if (bos && tokenizer->bos_id()) ids.push_back(*tokenizer->bos_id());
-    const auto body = tokenizer->encode_segments(segments);
-    ids.insert(ids.end(), body.begin(), body.end());
-    return ids;
+    return build_prompt_ids(*tokenizer, summary.prompt_format, family->image_segments(*tokenizer), prompt);
   }
 
   void check_context(size_t prompt_tokens) const {
@@ -599,16 +537,7 @@ std::unique_ptr<Session> Session::open(const std::filesystem::path& dir, const S
   const models::GenerationConfig gen = models::load_generation_config(dir / "generation_config.json");
   impl->eos_ids = !gen.eos_token_ids.empty() ? gen.eos_token_ids : text_eos;
 
-  if (options.prompt_format != "auto") {
-    s.prompt_format = options.prompt_format;
-  } else {
-    s.prompt_format = detect_prompt_format(read_chat_template(dir), type);
-    if (s.prompt_format.empty()) {
-      s.prompt_format = type == "mllama" ? "llama3" : type == "llava" ? "llava" : text_model_type == "mistral" ? "mistral" : "vicuna";
-      log::get("engine")->info("{}: no known chat template; using the \"{}\" prompt format", dir.string(),
-                               s.prompt_format);
-    }
-  }
+  s.prompt_format = resolve_prompt_format(dir, type, text_model_type, options.prompt_format);
   log::get("models")->info("session ready: {} ({}) on {} ({}), {} vision layers, default exit layer {}, prompt format {}",
                            s.model_id, s.family, s.device, s.dtype, s.vision_layers, s.default_layer, s.prompt_format);
   return std::unique_ptr<Session>(new Session(std::move(impl)));

@@ -65,6 +65,8 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
     throw Error(describe("decode request", std::to_string(B) + " sampling settings (one per row)",
                          std::to_string(req.params.size())));
   }
+  const bool padded = req.prompt_mask.defined();
+  if (padded && req.lm == nullptr) throw Error("decode request: a padded batch needs a Llama decoder (lm)");
   int64_t max_new = 0;
   for (const auto& p : req.params) max_new = std::max(max_new, p.max_new_tokens);
   const int64_t capacity = std::min(T + max_new, req.context_limit);
@@ -72,7 +74,9 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
   std::vector<RowOutput> out(static_cast<size_t>(B));
   std::vector<at::Generator> generators;
   std::vector<std::unique_ptr<text::StreamDecoder>> streams;
-  std::vector<std::vector<int64_t>> history(static_cast<size_t>(B), req.prompt_ids);
+  std::vector<std::vector<int64_t>> history = !req.row_prompt_ids.empty()
+                                                  ? req.row_prompt_ids
+                                                  : std::vector<std::vector<int64_t>>(static_cast<size_t>(B), req.prompt_ids);
   for (int64_t r = 0; r < B; ++r) {
     generators.push_back(make_generator(req.params[static_cast<size_t>(r)].seed.value_or(0)));
     streams.push_back(req.tokenizer != nullptr ? std::make_unique<text::StreamDecoder>(*req.tokenizer) : nullptr);
@@ -82,8 +86,17 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
   const auto dev = req.prompt_embeds.device();
   const auto long_opts = at::TensorOptions().dtype(at::kLong).device(dev);
   // Prefill: all prompt positions, logits of the last one only. [B,T,H] -> [B,V]
-  at::Tensor positions = at::arange(T, long_opts).view({1, T}).expand({B, T});
-  at::Tensor logits = lm.logits(lm.forward(req.prompt_embeds, positions, &cache).narrow(1, T - 1, 1)).select(1, 0);
+  // Padded rows: key_mask [b, cache positions] and each row's next position next_pos [b].
+  at::Tensor positions, key_mask, next_pos, logits;
+  if (padded) {
+    key_mask = req.prompt_mask.to(dev).to(at::kFloat).clone();               // [B,T], rows move below
+    positions = (key_mask.cumsum(1) - 1).clamp_min(0).to(at::kLong);         // [B,T]
+    next_pos = positions.select(1, T - 1) + 1;                                // [B]
+    logits = req.lm->logits(req.lm->forward(req.prompt_embeds, positions, &cache, key_mask).narrow(1, T - 1, 1)).select(1, 0);
+  } else {
+    positions = at::arange(T, long_opts).view({1, T}).expand({B, T});
+    logits = lm.logits(lm.forward(req.prompt_embeds, positions, &cache).narrow(1, T - 1, 1)).select(1, 0);
+  }
 
   // [V] true at every id LogitsPolicy::clean never generates.
   const int64_t V = logits.size(1);
@@ -93,9 +106,6 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
   }
   if (req.suppress_from >= 0 && req.suppress_from < V) banned.narrow(0, req.suppress_from, V - req.suppress_from).fill_(true);
   const auto is_clean = [&](size_t r) { return req.params[r].logits_policy == LogitsPolicy::clean; };
-  const bool all_plain_greedy = std::all_of(req.params.begin(), req.params.end(), [](const SamplingParams& p) {
-    return !p.do_sample && p.repetition_penalty == 1.0;
-  });
 
   const double prefill_s = elapsed();
   int64_t steps = 0;
@@ -107,8 +117,8 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
       for (size_t r : active) out[r].stop = StopReason::Cancelled;
       break;
     }
-    // Banned ids masked for all "clean" rows in one op; greedy rows without a repetition penalty
-    // take one batched argmax (a per-row loop of small ops would cost more than the step).
+    // Banned ids masked for all "clean" rows in one op; rows sharing their settings are warped
+    // as one batch (choose_tokens: a per-row loop of small ops would cost more than the step).
     at::Tensor scores = logits.to(at::kCPU);  // [b,V]
     const size_t clean_rows = static_cast<size_t>(std::count_if(active.begin(), active.end(), is_clean));
     if (clean_rows == active.size()) {
@@ -119,16 +129,15 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
       const at::Tensor rows = at::tensor(clean, at::TensorOptions().dtype(at::kByte)).to(at::kBool).view({-1, 1});
       scores = scores.masked_fill(rows.logical_and(banned.view({1, V})), -std::numeric_limits<float>::infinity());
     }
-    std::vector<int64_t> chosen(active.size());
-    if (all_plain_greedy) {
-      const at::Tensor best = scores.argmax(1).contiguous();
-      std::copy_n(best.data_ptr<int64_t>(), chosen.size(), chosen.begin());
-    } else {
-      for (size_t i = 0; i < active.size(); ++i) {
-        const size_t r = active[i];
-        chosen[i] = choose_token(scores[static_cast<int64_t>(i)], req.params[r], history[r], generators[r]);
-      }
+    std::vector<const SamplingParams*> row_params;
+    std::vector<const std::vector<int64_t>*> row_history;
+    std::vector<at::Generator*> row_generator;
+    for (size_t r : active) {
+      row_params.push_back(&req.params[r]);
+      row_history.push_back(&history[r]);
+      row_generator.push_back(&generators[r]);
     }
+    std::vector<int64_t> chosen = choose_tokens(scores, row_params, row_history, row_generator);
     std::vector<bool> finished(active.size(), false);
     for (size_t i = 0; i < active.size(); ++i) {
       const size_t r = active[i];
@@ -179,6 +188,15 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
     for (size_t i = finished.size(); i-- > 0;) {
       if (!finished[i]) continue;
       cache.remove_row(static_cast<int64_t>(i));
+      if (padded) {  // the same move for the row's mask and position
+        const int64_t last = key_mask.size(0) - 1, row = static_cast<int64_t>(i);
+        if (row != last) {
+          key_mask[row].copy_(key_mask[last]);
+          next_pos[row].copy_(next_pos[last]);
+        }
+        key_mask = key_mask.narrow(0, 0, last);
+        next_pos = next_pos.narrow(0, 0, last);
+      }
       active[i] = active.back();
       chosen[i] = chosen.back();
       active.pop_back();
@@ -188,8 +206,14 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
     const int64_t b = static_cast<int64_t>(active.size());
     // One decode step for the rows still going: [b,1] -> [b,V]
     const at::Tensor ids = at::tensor(chosen, at::TensorOptions().dtype(at::kLong)).to(dev).view({b, 1});
-    positions = at::full({b, 1}, cache.length, long_opts);
-    logits = lm.logits(lm.forward(lm.embed(ids), positions, &cache)).select(1, 0);
+    if (padded) {
+      key_mask = at::cat({key_mask, at::ones({b, 1}, key_mask.options())}, 1);  // [b, cache.length + 1]
+      logits = req.lm->logits(req.lm->forward(lm.embed(ids), next_pos.view({b, 1}), &cache, key_mask)).select(1, 0);
+      next_pos = next_pos + 1;
+    } else {
+      positions = at::full({b, 1}, cache.length, long_opts);
+      logits = lm.logits(lm.forward(lm.embed(ids), positions, &cache)).select(1, 0);
+    }
     ++steps;
   }
   log::get("generate")->debug("decode: {} rows x {} prompt tokens, prefill {:.1f} ms, {} steps {:.1f} ms", B, T,

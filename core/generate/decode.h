@@ -52,14 +52,19 @@ class TextDecoder {
   virtual at::Tensor embed(const at::Tensor& ids) const = 0;      // [B, T] -> [B, T, H]
 };
 
-// A batch of rows that share one prompt layout (same length T: the sweep's rows differ only
-// in their image features), decoded together. Rows that finish leave the batch, so they stop
-// costing work.
+// A batch of rows decoded together: rows that share one prompt layout (the sweep's rows differ
+// only in their image features), or, with `prompt_mask`, different prompts left-padded to one
+// length (L-PPO rollouts). Rows that finish leave the batch, so they stop costing work.
 struct DecodeRequest {
   const models::LlamaModel* lm = nullptr;
   const TextDecoder* decoder = nullptr;  // used instead of `lm` when set
   at::Tensor prompt_embeds;           // [B, T, H]
+  // [B, T] 1 = prompt position, 0 = left padding (undefined: none). Each row then attends to
+  // its own positions only and is numbered from 0 at its first real position, so a row decodes
+  // as it would alone. Needs `lm` (a plain Llama decoder).
+  at::Tensor prompt_mask;
   std::vector<int64_t> prompt_ids;    // [T], for the repetition-penalty history
+  std::vector<std::vector<int64_t>> row_prompt_ids;  // per row, instead of prompt_ids (padded batches)
   std::vector<SamplingParams> params; // one per row, seed set
   std::vector<int64_t> eos_ids;
   // What LogitsPolicy::clean bans, for rows whose params ask for it (LogitsPolicy::hf rows

@@ -3,6 +3,8 @@
 #include <ATen/Functions.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
 #include <cmath>
@@ -247,25 +249,102 @@ at::Tensor LlamaModel::forward(const at::Tensor& embeds, const at::Tensor& posit
   }
 
   at::Tensor x = embeds;
+  const bool recompute = checkpointing_ && cache == nullptr && at::GradMode::is_enabled();
   for (size_t i = 0; i < layers_.size(); ++i) {
-    const Layer& l = layers_[i];
-    x = x + attention(l, i, rms_norm(x, l.in_norm), cos, sin, cache, mask);
-    const at::Tensor y = rms_norm(x, l.post_norm);
-    const auto* ad = active_adapters();
-    const auto lin = [&](LoraModule m) -> const LoraLinear* {
-      return ad != nullptr ? &ad->layers[i][static_cast<size_t>(m)] : nullptr;
-    };
-    at::Tensor gate = lora_dense(y, l.gate_w, {}, lin(LoraModule::gate_proj), ad);
-    const at::Tensor up = lora_dense(y, l.up_w, {}, lin(LoraModule::up_proj), ad);
-    // Without autograd the gate buffer takes the product in place: one pass and one
-    // [B,T,I] buffer fewer per layer.
-    gate = at::GradMode::is_enabled() ? at::silu(gate) * up : at::silu_(gate).mul_(up);
-    x = x + lora_dense(gate, l.down_w, {}, lin(LoraModule::down_proj), ad);
+    x = recompute ? checkpointed_layer(i, x, cos, sin, mask) : layer_forward(i, x, cos, sin, cache, mask);
   }
   if (cache != nullptr) {
     cache->length = P + T;
   }
   return rms_norm(x, norm_);
+}
+
+at::Tensor LlamaModel::layer_forward(size_t i, const at::Tensor& x_in, const at::Tensor& cos, const at::Tensor& sin,
+                                     KvCache* cache, const at::Tensor& mask) const {
+  const Layer& l = layers_[i];
+  at::Tensor x = x_in + attention(l, i, rms_norm(x_in, l.in_norm), cos, sin, cache, mask);
+  const at::Tensor y = rms_norm(x, l.post_norm);
+  const auto* ad = active_adapters();
+  const auto lin = [&](LoraModule m) -> const LoraLinear* {
+    return ad != nullptr ? &ad->layers[i][static_cast<size_t>(m)] : nullptr;
+  };
+  at::Tensor gate = lora_dense(y, l.gate_w, {}, lin(LoraModule::gate_proj), ad);
+  const at::Tensor up = lora_dense(y, l.up_w, {}, lin(LoraModule::up_proj), ad);
+  // Without autograd the gate buffer takes the product in place: one pass and one
+  // [B,T,I] buffer fewer per layer.
+  gate = at::GradMode::is_enabled() ? at::silu(gate) * up : at::silu_(gate).mul_(up);
+  return x + lora_dense(gate, l.down_w, {}, lin(LoraModule::down_proj), ad);
+}
+
+namespace {
+
+// Gradient checkpointing of one decoder layer (PyTorch's reentrant torch.utils.checkpoint):
+// forward keeps only the layer's input; backward runs the layer again with autograd and takes
+// the gradients of the input and of the layer's LoRA tensors. The LoRA dropout generator is
+// rewound for the rerun so it draws the same masks.
+struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
+  // inputs: x [B,T,H], cos, sin, mask (may be undefined), then the layer's LoRA A/B tensors.
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const LlamaModel* model, int64_t layer,
+                            at::TensorList inputs) {
+    ctx->saved_data["model"] = reinterpret_cast<int64_t>(model);
+    ctx->saved_data["layer"] = layer;
+    const LoraSet* ad = model->adapters();
+    if (ad != nullptr && ad->training && ad->config.dropout > 0.0 && ad->generator != nullptr) {
+      ctx->saved_data["rng"] = ad->generator->get_state();
+    }
+    ctx->save_for_backward(inputs.vec());
+    return model->layer_forward(static_cast<size_t>(layer), inputs[0], inputs[1], inputs[2], nullptr, inputs[3]);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const auto* model = reinterpret_cast<const LlamaModel*>(ctx->saved_data["model"].toInt());
+    const auto layer = static_cast<size_t>(ctx->saved_data["layer"].toInt());
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor x = saved[0].detach().requires_grad_(saved[0].requires_grad());
+    at::Generator* gen = model->adapters() != nullptr ? model->adapters()->generator : nullptr;
+    at::Tensor resume_state;
+    if (ctx->saved_data.find("rng") != ctx->saved_data.end() && gen != nullptr) {
+      resume_state = gen->get_state();
+      gen->set_state(ctx->saved_data["rng"].toTensor());
+    }
+    at::Tensor y;
+    {
+      at::AutoGradMode grad(true);
+      y = model->layer_forward(layer, x, saved[1], saved[2], nullptr, saved[3]);
+    }
+    if (resume_state.defined()) gen->set_state(resume_state);
+    // Gradients for x and the LoRA tensors (positions 0 and 4.. of the inputs).
+    std::vector<at::Tensor> wrt;
+    std::vector<size_t> at_input;
+    for (size_t k = 0; k < saved.size(); ++k) {
+      if ((k == 0 || k >= 4) && saved[k].defined() && saved[k].requires_grad()) {
+        wrt.push_back(k == 0 ? x : saved[k]);
+        at_input.push_back(k);
+      }
+    }
+    const auto grads = torch::autograd::grad({y}, wrt, {grad_out[0]}, /*retain_graph=*/false, /*create_graph=*/false,
+                                             /*allow_unused=*/true);
+    // One entry per forward argument: model, layer (not tensors), then each input tensor.
+    torch::autograd::variable_list out(2 + saved.size());
+    for (size_t j = 0; j < wrt.size(); ++j) out[2 + at_input[j]] = grads[j];
+    return out;
+  }
+};
+
+}  // namespace
+
+at::Tensor LlamaModel::checkpointed_layer(size_t i, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                                          const at::Tensor& mask) const {
+  std::vector<at::Tensor> inputs{x, cos, sin, mask};
+  if (const LoraSet* ad = active_adapters()) {
+    for (const LoraLinear& lin : ad->layers[i]) {
+      if (!lin.defined()) continue;
+      inputs.push_back(lin.a);
+      inputs.push_back(lin.b);
+    }
+  }
+  return CheckpointedLayer::apply(this, static_cast<int64_t>(i), at::TensorList(inputs));
 }
 
 const LoraSet* LlamaModel::active_adapters() const {

@@ -62,6 +62,14 @@ class LlamaModel {
   // Weight [out, in] of linear `m` in decoder layer `layer` (for adapter shapes).
   const at::Tensor& linear_weight(size_t layer, LoraModule m) const;
 
+  // Gradient checkpointing (training): while on, a forward with autograd and no cache keeps
+  // only each layer's input and recomputes the layer in backward (activation memory of one
+  // layer instead of all; one more forward per step).
+  void set_gradient_checkpointing(bool on) { checkpointing_ = on; }
+  // One decoder layer: x [B, T, H] -> [B, T, H] (cos/sin: RoPE tables, mask: additive or undefined).
+  at::Tensor layer_forward(size_t layer, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                           KvCache* cache, const at::Tensor& mask) const;
+
   const LlamaConfig& config() const { return config_; }
   const at::Tensor& inv_freq() const { return inv_freq_; }  // [d/2] float32, scaled
 
@@ -71,6 +79,8 @@ class LlamaModel {
   };
   at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w) const;
   const LoraSet* active_adapters() const;  // adapters_ when set, enabled and non-empty
+  at::Tensor checkpointed_layer(size_t layer, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                                const at::Tensor& mask) const;
   // x: [B, T, H] -> [B, T, H]
   at::Tensor attention(const Layer& l, size_t index, const at::Tensor& x, const at::Tensor& cos,
                        const at::Tensor& sin, KvCache* cache, const at::Tensor& mask) const;
@@ -82,6 +92,7 @@ class LlamaModel {
   at::Tensor inv_freq_;      // [d/2] float32
   std::vector<Layer> layers_;
   const LoraSet* adapters_ = nullptr;
+  bool checkpointing_ = false;
 };
 
 // RoPE inverse frequencies as transformers computes them, float32: 1 / theta^(2i/d), then the

@@ -117,9 +117,11 @@ at::Tensor lora_dense(const at::Tensor& x, const at::Tensor& w, const at::Tensor
   at::Tensor h = x.to(lora->a.scalar_type());
   if (set->training && set->config.dropout > 0.0) {
     const double keep = 1.0 - set->config.dropout;
-    at::Tensor mask = at::empty_like(h).bernoulli_(keep, set->generator != nullptr
-                                                            ? c10::optional<at::Generator>(*set->generator)
-                                                            : c10::nullopt);
+    // Drawn on the CPU (the generator is a CPU one) and moved: the same masks on any device.
+    at::Tensor mask = at::empty(h.sizes(), h.options().device(at::kCPU))
+                          .bernoulli_(keep, set->generator != nullptr ? c10::optional<at::Generator>(*set->generator)
+                                                                      : c10::nullopt)
+                          .to(h.device());
     h = h * mask / keep;
   }
   // [..., in] -> [..., r] -> [..., out]

@@ -21,7 +21,7 @@ const std::set<std::string> kKeys = {
     "weight_decay", "adam_beta1", "adam_beta2", "adam_eps", "max_grad_norm", "lr_schedule", "warmup_steps",
     "lora_targets", "lora_r", "lora_alpha", "lora_dropout", "value_head_lr_scale", "sft_refusal", "max_steps",
     "checkpoint_every", "keep_last", "eval_every", "eval_layers", "eval_max_prompts", "samples_per_step", "seed",
-    "threads", "device", "comment"};
+    "threads", "device", "dtype", "gradient_checkpointing", "memory_budget_gib", "comment"};
 
 std::vector<std::string> strings(const json_util::Reader& r, const char* key, std::vector<std::string> fallback) {
   if (!r.has(key)) return fallback;
@@ -127,6 +127,9 @@ LppoConfig config_from_json(const nlohmann::json& j, const std::string& source) 
   c.seed = static_cast<uint64_t>(seed);
   c.threads = static_cast<int>(r.integer("threads", c.threads));
   c.device = r.string("device", c.device);
+  c.dtype = r.string("dtype", c.dtype);
+  c.gradient_checkpointing = r.boolean("gradient_checkpointing", c.gradient_checkpointing);
+  c.memory_budget_gib = r.number("memory_budget_gib", c.memory_budget_gib);
   validate(c, source);
   return c;
 }
@@ -139,7 +142,14 @@ void validate(const LppoConfig& c, const std::string& source) {
   one_of(source, "kl_estimator", c.kl_estimator, {"k1", "k3"});
   one_of(source, "kl_control", c.kl_control, {"fixed", "adaptive"});
   one_of(source, "lr_schedule", c.lr_schedule, {"constant", "linear", "cosine"});
-  one_of(source, "device", c.device, {"cpu"});
+  // The spelling here; whether the device exists is checked when the run starts.
+  const bool cuda_n = c.device.rfind("cuda:", 0) == 0 && c.device.size() > 5 &&
+                      c.device.find_first_not_of("0123456789", 5) == std::string::npos;
+  check(c.device == "auto" || c.device == "cpu" || c.device == "cuda" || cuda_n, source, "device",
+        "\"auto\", \"cpu\", \"cuda\" or \"cuda:N\"", "\"" + c.device + "\"");
+  one_of(source, "dtype", c.dtype, {"auto", "float32", "bfloat16", "float16"});
+  check(c.memory_budget_gib >= 0, source, "memory_budget_gib", "a size in GiB >= 0 (0: the device's memory)",
+        std::to_string(c.memory_budget_gib));
   for (const auto& t : c.lora_targets) {
     one_of(source, "lora_targets", t, {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"});
   }
@@ -265,7 +275,10 @@ nlohmann::json to_json(const LppoConfig& c) {
           {"samples_per_step", c.samples_per_step},
           {"seed", c.seed},
           {"threads", c.threads},
-          {"device", c.device}};
+          {"device", c.device},
+          {"dtype", c.dtype},
+          {"gradient_checkpointing", c.gradient_checkpointing},
+          {"memory_budget_gib", c.memory_budget_gib}};
 }
 
 void check_paths(const LppoConfig& c, const std::string& source) {

@@ -52,10 +52,16 @@ struct Generated {
   int64_t new_tokens = 0;                    // sum of real tokens
 };
 
+struct PolicyOptions {
+  std::string device = "cpu";     // runtime::parse_device names ("auto", "cpu", "cuda", "cuda:N")
+  std::string dtype = "float32";  // the frozen weights ("auto", "float32", "bfloat16", "float16")
+};
+
 class Policy {
  public:
-  // Loads config.json, weights (frozen, float32 on CPU), tokenizer and preprocessor config.
-  explicit Policy(const std::filesystem::path& model_dir);
+  // Loads config.json, weights (frozen, in options.dtype on options.device), tokenizer and
+  // preprocessor config. The prompt format is the one engine::Session picks for the snapshot.
+  explicit Policy(const std::filesystem::path& model_dir, const PolicyOptions& options = {});
 
   models::LlavaModel& model() { return *model_; }
   models::LlamaModel& lm() { return model_->language_model(); }
@@ -64,19 +70,25 @@ class Policy {
   int64_t vision_layers() const { return model_->config().vision.num_hidden_layers; }
   const std::vector<int64_t>& eos_ids() const { return eos_ids_; }
   int64_t hidden_size() const { return model_->config().text.hidden_size; }
+  c10::Device device() const { return device_; }
+  c10::ScalarType dtype() const { return dtype_; }
+  const std::string& prompt_format() const { return prompt_format_; }
 
-  // LLaVA-1.5 template "USER: <image>\n{prompt} ASSISTANT:" with the image tokens expanded
-  // (as engine::Session does); the prompt is user text (never parsed for special tokens).
+  // The message in the snapshot's prompt format with the image tokens expanded, built by
+  // engine::build_prompt_ids as the lab builds it; the prompt is user text (never parsed for
+  // special tokens).
   std::vector<int64_t> prompt_ids(const std::string& prompt) const;
   // Projected features of `image` at exit `layer`: [N, H], cached (the encoder runs once per image).
   at::Tensor features(const std::filesystem::path& image, int64_t layer);
   // ids: [T] with N image tokens, features [N, H] -> [T, H]
   at::Tensor prompt_embeds(const std::vector<int64_t>& ids, const at::Tensor& features) const;
 
-  // Samples (or greedy-decodes) one response per prompt, all rows as one batch; never emits a
-  // special token other than EOS (image token, padding, BOS, ids past the tokenizer).
-  // Cancel is checked before every decode step (throws icet::Cancelled).
-  Generated generate(const std::vector<at::Tensor>& prompts, const SampleSettings& s, at::Generator& generator,
+  // Samples (or greedy-decodes) one response per prompt, all rows as one left-padded batch,
+  // through the lab's decoder (generate::run_decode) with its clean logits policy: row i is
+  // the answer engine::Session::generate gives for that prompt, layer and seeds[i]. Cancel is
+  // checked before every decode step (throws icet::Cancelled).
+  Generated generate(const std::vector<at::Tensor>& prompts, const std::vector<std::vector<int64_t>>& prompt_ids,
+                     const SampleSettings& s, const std::vector<uint64_t>& seeds,
                      const std::atomic<bool>* cancel) const;
 
   // Pads prompts ([T_i, H] each) and responses into one batch.
@@ -89,11 +101,13 @@ class Policy {
   std::string decode(const std::vector<int64_t>& ids) const;  // special tokens skipped
 
  private:
+  c10::Device device_ = c10::Device(c10::kCPU);
+  c10::ScalarType dtype_ = c10::kFloat;
   std::unique_ptr<models::LlavaModel> model_;
   std::unique_ptr<text::Tokenizer> tokenizer_;
   vision::ClipProcessorConfig processor_;
+  std::string prompt_format_;
   std::vector<int64_t> eos_ids_;
-  at::Tensor banned_;  // [V] bool: never sampled
   std::map<std::pair<std::string, int64_t>, at::Tensor> feature_cache_;
 };
 

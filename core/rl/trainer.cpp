@@ -34,7 +34,9 @@
 #include "core/io/safetensors.h"
 #include "core/models/config.h"
 #include "core/models/lora.h"
+#include "core/rl/memory.h"
 #include "core/rl/policy.h"
+#include "core/runtime/device.h"
 #include "core/rl/ppo.h"
 #include "core/safety/judge_factory.h"
 #include "core/safety/refusal.h"
@@ -231,7 +233,14 @@ struct TrainingRun::Impl {
 
   void load(const std::function<void(const TrainProgress&)>& progress) {
     report(progress, "loading");
-    policy = std::make_unique<Policy>(config.model);
+    // Refused before gigabytes are loaded when it cannot fit (an estimate, with the numbers).
+    const MemoryEstimate memory = estimate_training_memory(config);
+    log::get("rl")->info("memory: {}", memory_summary(memory));
+    require_fits(memory);
+    policy = std::make_unique<Policy>(config.model, PolicyOptions{config.device, config.dtype});
+    policy->lm().set_gradient_checkpointing(config.gradient_checkpointing);
+    // The judge and reward model follow the policy's device and dtype.
+    const std::string device = policy->device().str(), dtype = runtime::dtype_name(policy->dtype());
     check_layers(config, policy->vision_layers(), (dir / "config.json").string());
     train = eval::load_prompt_set(config.train_set);
     if (config.train_items == "harmful") {
@@ -240,10 +249,10 @@ struct TrainingRun::Impl {
     if (train.items.empty()) throw InputError(describe(config.train_set.string(), "at least one prompt", "none"));
     if (!config.eval_set.empty()) held_out = eval::load_prompt_set(config.eval_set);
     if (config.method == "lppo" && config.reward_kind != "judge") {
-      reward = safety::RewardModel::load(config.reward_model);
+      reward = safety::load_reward_model(config.reward_model, device, dtype);
     }
     if (!config.judge.empty() && (config.eval_every > 0 || (config.method == "lppo" && config.reward_kind != "reward_model"))) {
-      judge = safety::load_judge(config.judge);
+      judge = safety::load_judge(config.judge, device, dtype);
     }
     at::Generator init = generate::make_generator(mix(config.seed, 0, 0));
     models::LoraConfig lc;
@@ -257,8 +266,9 @@ struct TrainingRun::Impl {
     lora.generator = &dropout_gen;
     policy->lm().set_adapters(&lora);
     const int64_t H = policy->hidden_size();
-    v_w = at::zeros({1, H}, at::TensorOptions().dtype(at::kFloat));
-    v_b = at::zeros({1}, at::TensorOptions().dtype(at::kFloat));
+    const auto f32 = at::TensorOptions().dtype(at::kFloat).device(policy->device());  // trained in float32
+    v_w = at::zeros({1, H}, f32);
+    v_b = at::zeros({1}, f32);
     v_w.set_requires_grad(true);
     v_b.set_requires_grad(true);
     params = lora.parameters();
@@ -470,6 +480,7 @@ struct TrainingRun::Impl {
     std::vector<const eval::PromptItem*> items;
     std::vector<int64_t> layers;
     std::vector<at::Tensor> prompts;  // [T_i, H]
+    std::vector<std::vector<int64_t>> ids;  // the prompts' ids (T_i each)
   };
   StepInputs inputs_for(int64_t s) {
     // Step s's dropout stream (the generator object stays, lora.generator points at it).
@@ -484,8 +495,9 @@ struct TrainingRun::Impl {
         in.layers[static_cast<size_t>(i)] =
             config.benign_layers[static_cast<size_t>(benign_rng() % config.benign_layers.size())];
       }
-      const auto ids = policy->prompt_ids(it.prompt);
-      in.prompts.push_back(policy->prompt_embeds(ids, policy->features(train.image_path(it), in.layers[static_cast<size_t>(i)])));
+      in.ids.push_back(policy->prompt_ids(it.prompt));
+      in.prompts.push_back(
+          policy->prompt_embeds(in.ids.back(), policy->features(train.image_path(it), in.layers[static_cast<size_t>(i)])));
     }
     return in;
   }
@@ -536,7 +548,7 @@ struct TrainingRun::Impl {
   // Values: [B,R,H] -> [B,R]. The head reads the policy's last hidden state; its gradient does
   // not flow into the adapters (a separate value objective must not move the policy).
   at::Tensor values_of(const at::Tensor& hidden) const {
-    return (hidden.detach().matmul(v_w.t()) + v_b).squeeze(-1);
+    return (hidden.detach().to(at::kFloat).matmul(v_w.t()) + v_b).squeeze(-1);
   }
 
   // Returns false when cancelled (state then equals the end of step s - 1).
@@ -545,7 +557,9 @@ struct TrainingRun::Impl {
     const auto t0 = Clock::now();
     report(progress, "rollouts");
     StepInputs in = inputs_for(s);
-    at::Generator gen = generate::make_generator(mix(config.seed, static_cast<uint64_t>(s), kRollout));
+    // One seed per rollout (the lab's per-answer seed): row i is what the lab answers with it.
+    std::vector<uint64_t> seeds;
+    for (size_t i = 0; i < in.items.size(); ++i) seeds.push_back(mix(config.seed, static_cast<uint64_t>(s), kRollout + 64 * (i + 1)));
     SampleSettings ss;
     ss.temperature = config.temperature;
     ss.top_p = config.top_p;
@@ -554,7 +568,7 @@ struct TrainingRun::Impl {
     lora.training = false;
     Generated g;
     try {
-      g = policy->generate(in.prompts, ss, gen, cancel);
+      g = policy->generate(in.prompts, in.ids, ss, seeds, cancel);
     } catch (const Cancelled&) {
       return false;
     }
@@ -581,7 +595,7 @@ struct TrainingRun::Impl {
       lora.enabled = true;
       ref_logp = token_logprobs(ref_logits, batch.tokens) * mask;
     }
-    const at::Tensor score = at::tensor(score_v, at::TensorOptions().dtype(at::kFloat));  // [B]
+    const at::Tensor score = at::tensor(score_v, at::TensorOptions().dtype(at::kFloat)).to(policy->device());  // [B]
     const at::Tensor kl = kl_estimate(old_logp, ref_logp, config.kl_estimator) * mask;    // [B,R]
     at::Tensor rewards = token_rewards(kl, score, mask, kl_coef);
     if (config.whiten_rewards) rewards = masked_whiten(rewards, mask, false);
@@ -610,7 +624,7 @@ struct TrainingRun::Impl {
 
     std::vector<float> benign_flags;
     for (const auto* it : in.items) benign_flags.push_back(it->harmful ? 0.0F : 1.0F);
-    const at::Tensor benign_rows = at::tensor(benign_flags, at::TensorOptions().dtype(at::kFloat));  // [B]
+    const at::Tensor benign_rows = at::tensor(benign_flags, at::TensorOptions().dtype(at::kFloat)).to(policy->device());  // [B]
 
     // PPO epochs x minibatches.
     const Snapshot before = snapshot();
@@ -634,7 +648,8 @@ struct TrainingRun::Impl {
           return false;
         }
         const at::Tensor idx = at::tensor(std::vector<int64_t>(order.begin() + start, order.begin() + start + mb),
-                                          at::TensorOptions().dtype(at::kLong));
+                                          at::TensorOptions().dtype(at::kLong))
+                                   .to(policy->device());
         const RolloutBatch b = batch.rows(idx);
         const at::Tensor m = b.mask;
         const at::Tensor h = policy->response_hidden(b);                       // [b,R,H]
@@ -804,22 +819,24 @@ struct TrainingRun::Impl {
     SampleSettings greedy;
     greedy.greedy = true;
     greedy.max_new_tokens = config.max_new_tokens;
-    at::Generator unused = generate::make_generator(0);
     const int64_t def = policy->default_layer();
     auto layers = eval_layers();
     if (std::find(layers.begin(), layers.end(), def) == layers.end()) layers.push_back(def);
     for (int64_t layer : layers) {
       std::vector<at::Tensor> prompts;
+      std::vector<std::vector<int64_t>> ids;
       for (const auto* it : items) {
-        prompts.push_back(policy->prompt_embeds(policy->prompt_ids(it->prompt), policy->features(held_out.image_path(*it), layer)));
+        ids.push_back(policy->prompt_ids(it->prompt));
+        prompts.push_back(policy->prompt_embeds(ids.back(), policy->features(held_out.image_path(*it), layer)));
       }
       // Chunks of batch_size rows.
       std::vector<std::string> answers;
       for (size_t start = 0; start < prompts.size(); start += static_cast<size_t>(config.batch_size)) {
         const size_t end = std::min(prompts.size(), start + static_cast<size_t>(config.batch_size));
-        const auto g = policy->generate(std::vector<at::Tensor>(prompts.begin() + static_cast<long>(start),
-                                                                prompts.begin() + static_cast<long>(end)),
-                                        greedy, unused, cancel);
+        const auto from = static_cast<long>(start), to = static_cast<long>(end);
+        const auto g = policy->generate(std::vector<at::Tensor>(prompts.begin() + from, prompts.begin() + to),
+                                        std::vector<std::vector<int64_t>>(ids.begin() + from, ids.begin() + to), greedy,
+                                        std::vector<uint64_t>(end - start, 0), cancel);
         for (const auto& t : g.tokens) answers.push_back(policy->decode(t));
       }
       std::vector<safety::Conversation> conv;

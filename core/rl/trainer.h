@@ -147,7 +147,13 @@ struct LppoConfig {
   int64_t samples_per_step = 4;       // rollouts kept per step for drain_samples()/samples.jsonl
   uint64_t seed = 0;
   int threads = 0;                    // intra-op threads (0: leave as set)
+  // Where the run trains: the frozen base model (VLM, reward model, judge) in `dtype` on
+  // `device`; LoRA, value head, optimizer state and losses stay float32. Names as --device /
+  // --dtype ("auto", "cpu", "cuda", "cuda:N"; "auto", "float32", "bfloat16", "float16").
   std::string device = "cpu";
+  std::string dtype = "float32";
+  bool gradient_checkpointing = false;  // recompute each LM layer in backward (less activation memory)
+  double memory_budget_gib = 0;         // refuse to start above this estimate (0: the device's memory)
 };
 
 // Reads a config file (JSON); unknown keys and bad values are InputErrors naming the file and key.
