@@ -208,9 +208,19 @@ int main(int argc, char** argv) {
   bench_sweep->add_option("--max-new-tokens", sweep_bench.max_new_tokens, "Tokens per answer")
       ->check(CLI::PositiveNumber);
   bench_sweep->add_option("--repeats", sweep_bench.repeats, "Best of N")->check(CLI::PositiveNumber);
-  bench_sweep->add_option("--only", sweep_bench.only, "Time one variant (for profiling)")
-      ->check(CLI::IsMember({"sequential", "batched"}));
+  bench_sweep->add_option("--only", sweep_bench.only,
+                          "Time one variant (for profiling); decode: neither sweep, only single generations")
+      ->check(CLI::IsMember({"sequential", "batched", "decode"}));
+  bench_sweep->add_option("--device", sweep_bench.device, "cpu (default), cuda, cuda:N or auto");
+  bench_sweep->add_option("--dtype", sweep_bench.dtype,
+                          "float32 (default), bfloat16, float16 (CUDA) or auto; a synthetic checkpoint is "
+                          "written in it");
   auto& syn = sweep_bench.synthetic;
+  std::string bench_shape;
+  bench_sweep->add_option("--shape", bench_shape,
+                          "Synthetic checkpoint: a named shape (tiny, llava-1.5-7b: the real model's shape, "
+                          "14 GB in bfloat16); the options below change it")
+      ->check(CLI::IsMember(icet::engine::SyntheticLlava::names()));
   int64_t bench_image_tokens = 0;
   bench_sweep->add_option("--image-size", syn.image_size, "Synthetic checkpoint: image side in pixels (336: LLaVA-1.5)")
       ->check(CLI::PositiveNumber);
@@ -424,6 +434,16 @@ int main(int argc, char** argv) {
       return icet::text::run_tokenize_command(tokenizer_path, tokenize_special, std::cin, std::cout);
     } else if (bench_sweep->parsed()) {
       if (!bench_model.empty()) sweep_bench.model = std::filesystem::path(bench_model);
+      if (!bench_shape.empty()) {
+        // The named shape, then the size options given on the command line over it.
+        auto shape = icet::engine::SyntheticLlava::named(bench_shape);
+        if (bench_sweep->count("--image-size") > 0) shape.image_size = syn.image_size;
+        if (bench_sweep->count("--patch-size") > 0) shape.patch_size = syn.patch_size;
+        if (bench_sweep->count("--vision-width") > 0) shape.vision_hidden = syn.vision_hidden;
+        if (bench_sweep->count("--text-width") > 0) shape.text_hidden = syn.text_hidden;
+        if (bench_sweep->count("--text-layers") > 0) shape.text_layers = syn.text_layers;
+        syn = shape;
+      }
       if (bench_image_tokens > 0) {
         const auto side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(bench_image_tokens))));
         if (side * side != bench_image_tokens) {
@@ -432,9 +452,7 @@ int main(int argc, char** argv) {
         }
         syn.image_size = side * syn.patch_size;
       }
-      if (syn.vision_hidden % 4 != 0 || syn.text_hidden % 8 != 0) {
-        throw icet::InputError("--vision-width must be a multiple of 4 and --text-width of 8 (4 attention heads)");
-      }
+      if (!sweep_bench.model) syn.check();  // widths against heads, with a fix hint
       const auto j = icet::engine::run_sweep_benchmark(sweep_bench);
       if (bench_json) {
         std::cout << j.dump() << "\n";

@@ -2,6 +2,7 @@
 
 #include <QApplication>
 #include <QBuffer>
+#include <QButtonGroup>
 #include <QCheckBox>
 #include <QClipboard>
 #include <QComboBox>
@@ -30,6 +31,7 @@
 #include <QPushButton>
 #include <QSaveFile>
 #include <QScrollArea>
+#include <QScrollBar>
 #include <QSettings>
 #include <QSlider>
 #include <QSpinBox>
@@ -96,6 +98,27 @@ class LayerSlider : public QSlider {
   int m_default = -1;
 };
 
+// The row of panes: as wide as the lab allows, scrolled sideways when the panes' minimum widths
+// add up to more (the window stays within the screen), never squeezed in height: its minimum is
+// the panes' plus the scroll bar.
+class PaneScrollArea : public QScrollArea {
+ public:
+  explicit PaneScrollArea(QWidget* parent) : QScrollArea(parent) {
+    setFrameShape(QFrame::NoFrame);
+    setWidgetResizable(true);
+    setVerticalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
+  }
+  QSize minimumSizeHint() const override {
+    const QSize inner = widget() != nullptr ? widget()->minimumSizeHint() : QSize();
+    const int bar = horizontalScrollBar()->sizeHint().height();
+    return {QScrollArea::minimumSizeHint().width(), inner.height() + bar + 2 * frameWidth()};
+  }
+  QSize sizeHint() const override {
+    const QSize inner = widget() != nullptr ? widget()->sizeHint() : QSize();
+    return inner.isValid() ? inner + QSize(2 * frameWidth(), 2 * frameWidth()) : QScrollArea::sizeHint();
+  }
+};
+
 bool hasLocalFiles(const QMimeData* mime) {
   return mime->hasUrls() && !mime->urls().isEmpty() && mime->urls().front().isLocalFile();
 }
@@ -119,6 +142,12 @@ QVector<LineChart::Band> layerBands(int layers) {
            QColor(60, 160, 90)}};
 }
 
+// The slider's layer when a model opens (and the demo's): an early layer shows the effect
+// (ICET-7 of the demo VLM's default 23, where it complies with every harmful request).
+int earlyLayer(int defaultLayer) {
+  return std::max(1, defaultLayer / 3);
+}
+
 }  // namespace
 
 QString demoRoot() {
@@ -126,25 +155,8 @@ QString demoRoot() {
   if (!env.isEmpty() && QFileInfo(QString::fromLocal8Bit(env)).isDir()) {
     return QString::fromLocal8Bit(env);
   }
-  try {
-    const auto root = icet::demo::demo_root();
-    if (!root.empty() && std::filesystem::is_directory(root)) {
-      return QString::fromStdString(root.string());
-    }
-  } catch (const std::exception&) {
-  }
-  // Installed (share/icet/models/demo) or a build tree inside the source tree (models/demo).
-  QDir dir(QCoreApplication::applicationDirPath());
-  for (int up = 0; up < 6; ++up) {
-    for (const QString& rel : {QStringLiteral("models/demo"), QStringLiteral("share/icet/models/demo")}) {
-      if (QFileInfo(dir.filePath(rel + QStringLiteral("/vlm/config.json"))).exists()) {
-        return QDir::cleanPath(dir.filePath(rel));
-      }
-    }
-    if (!dir.cdUp()) {
-      break;
-    }
-  }
+  // Installed (share/icet/demo), beside the executable or in the source tree (core/demo/paths.h).
+  if (const auto root = icet::demo::find_demo_root()) return QString::fromStdString(root->string());
   return QString();
 }
 
@@ -220,8 +232,14 @@ ComparisonLab::ComparisonLab(QWidget* parent) : QWidget(parent), m_service(new M
   connect(m_sweepChart, &LineChart::clicked, this,
           [this](double x) { openSweepLayer(static_cast<int>(std::lround(x))); });
 
+  // Panes keep their minimum width: more than fit scroll sideways instead of widening the
+  // window past the screen.
+  m_paneScroll = new PaneScrollArea(this);
+  m_paneScroll->setObjectName(QStringLiteral("PaneScroll"));
+  m_paneScroll->setWidget(m_paneSplitter);
+
   auto* vsplit = new QSplitter(Qt::Vertical, this);
-  vsplit->addWidget(m_paneSplitter);
+  vsplit->addWidget(m_paneScroll);
   vsplit->addWidget(m_sweepChart);
   vsplit->setStretchFactor(0, 3);
   vsplit->setStretchFactor(1, 2);
@@ -229,6 +247,7 @@ ComparisonLab::ComparisonLab(QWidget* parent) : QWidget(parent), m_service(new M
   auto* right = new QWidget(this);
   auto* rightLayout = new QVBoxLayout(right);
   rightLayout->setContentsMargins(0, 0, 0, 0);
+  rightLayout->addWidget(buildDemoBanner());
   rightLayout->addLayout(sliderRow);
   rightLayout->addWidget(vsplit, 1);
 
@@ -650,6 +669,204 @@ void ComparisonLab::showBeforeAfter(const QString& dir) {
   compareWithAdapter(dir, -1, true);
 }
 
+QWidget* ComparisonLab::buildDemoBanner() {
+  auto* banner = new QFrame(this);
+  banner->setFrameShape(QFrame::StyledPanel);
+  m_demoBanner = banner;
+  m_demoBanner->setObjectName(QStringLiteral("DemoBanner"));
+  m_demoBanner->setAccessibleName(tr("Demo"));
+  auto* text = new QLabel(tr("<b>Demo world.</b> One image and one request, answered with the image features of "
+                             "the default encoder layer (left) and of an early layer (right): early exits "
+                             "comply. Pick a prompt, move the slider, or show the L-PPO fix."),
+                          m_demoBanner);
+  text->setObjectName(QStringLiteral("DemoText"));
+  text->setWordWrap(true);
+  auto* close = new QToolButton(m_demoBanner);
+  close->setObjectName(QStringLiteral("DemoClose"));
+  close->setIcon(QIcon(QStringLiteral(":/icons/close.svg")));
+  close->setAutoRaise(true);
+  close->setToolTip(tr("Hide the demo banner (Run ▸ Start the Demo shows it again)"));
+  close->setAccessibleName(tr("Hide the demo banner"));
+  connect(close, &QToolButton::clicked, m_demoBanner, &QWidget::hide);
+
+  // The prompt picker: the demo's harmful request and a benign question about the same image.
+  m_demoHarmful = new QPushButton(tr("Harmful request"), m_demoBanner);
+  m_demoHarmful->setObjectName(QStringLiteral("DemoHarmfulPrompt"));
+  m_demoBenign = new QPushButton(tr("Benign question"), m_demoBanner);
+  m_demoBenign->setObjectName(QStringLiteral("DemoBenignPrompt"));
+  auto* group = new QButtonGroup(m_demoBanner);
+  for (QPushButton* b : {m_demoHarmful, m_demoBenign}) {
+    b->setCheckable(true);
+    b->setAccessibleName(b->text());
+    group->addButton(b);
+  }
+  connect(m_demoHarmful, &QPushButton::clicked, this, [this] { pickDemoPrompt(true); });
+  connect(m_demoBenign, &QPushButton::clicked, this, [this] { pickDemoPrompt(false); });
+
+  m_showFix = new QPushButton(QIcon(QStringLiteral(":/icons/safe.svg")), tr("Show the fix"), m_demoBanner);
+  m_showFix->setObjectName(QStringLiteral("ShowFixButton"));
+  m_showFix->setAccessibleName(m_showFix->text());
+  m_showFix->setDefault(true);  // drawn as the one thing to click next
+  m_showFix->setEnabled(false);
+  connect(m_showFix, &QPushButton::clicked, this, &ComparisonLab::showDemoFix);
+
+  auto* top = new QHBoxLayout;
+  top->addWidget(text, 1);
+  top->addWidget(close, 0, Qt::AlignTop);
+  auto* buttons = new QHBoxLayout;
+  buttons->addWidget(new QLabel(tr("Prompt:"), m_demoBanner));
+  buttons->addWidget(m_demoHarmful);
+  buttons->addWidget(m_demoBenign);
+  buttons->addStretch(1);
+  buttons->addWidget(m_showFix);
+  auto* layout = new QVBoxLayout(m_demoBanner);
+  layout->setContentsMargins(8, 4, 4, 4);
+  layout->setSpacing(4);
+  layout->addLayout(top);
+  layout->addLayout(buttons);
+  m_demoBanner->hide();  // startDemo() shows it
+  return m_demoBanner;
+}
+
+QString ComparisonLab::demoAdapter(const QString& root) {
+  if (root.isEmpty()) {
+    return QString();
+  }
+  const QString dir = QDir::cleanPath(root + QStringLiteral("/adapter"));
+  const bool complete = QFileInfo(dir + QStringLiteral("/adapter_config.json")).isFile() &&
+                        QFileInfo(dir + QStringLiteral("/adapter_model.safetensors")).isFile();
+  return complete ? dir : QString();
+}
+
+bool ComparisonLab::startDemo(const QString& root) {
+  m_demoExample = firstHarmfulExample();
+  if (root.isEmpty() || m_demoExample < 0) {
+    return false;
+  }
+  m_demoRoot = QDir::cleanPath(root);
+  // The benign question: a description (answerable for any demo scene, so for the harmful
+  // example's image too), else the gallery's first benign prompt.
+  int benign = -1;
+  for (int i = 0; i < m_gallery->count(); ++i) {
+    const QListWidgetItem* item = m_gallery->item(i);
+    if (item->data(Qt::UserRole + 2).toBool()) {
+      continue;
+    }
+    if (benign < 0) {
+      benign = i;
+    }
+    if (item->data(Qt::UserRole + 3).toString() == QStringLiteral("describe")) {
+      benign = i;
+      break;
+    }
+  }
+  m_demoBenignPrompt = benign < 0 ? QString() : m_gallery->item(benign)->data(Qt::UserRole + 1).toString();
+  const QString harmful = m_gallery->item(m_demoExample)->data(Qt::UserRole + 1).toString();
+  m_demoHarmful->setToolTip(tr("“%1”\nA harmful request of the demo world: its compliant answers hold only "
+                               "[unsafe step] placeholders.")
+                                .arg(harmful));
+  m_demoBenign->setToolTip(tr("“%1”").arg(m_demoBenignPrompt));
+  m_demoBenign->setEnabled(!m_demoBenignPrompt.isEmpty());
+  const QString adapter = demoAdapter(m_demoRoot);
+  m_showFix->setEnabled(!adapter.isEmpty());
+  m_showFix->setToolTip(
+      adapter.isEmpty()
+          ? tr("No demo adapter in %1/adapter: train one with `icet train --config %1/lppo.json` and copy "
+               "the run's adapter/ folder there")
+                .arg(m_demoRoot)
+          : tr("Load the demo L-PPO adapter (%1) into a new pane beside the early-layer pane: same layer, "
+               "same prompt")
+                .arg(adapter));
+
+  // A clean stage: the default pane and the slider's pane, both on the base model.
+  auto all = panes();
+  while (all.size() > 2) {
+    removePane(all.takeLast());
+  }
+  for (ComparisonPane* p : all) {
+    p->setAdapter(QString());
+  }
+  m_demoHarmful->setChecked(true);
+  openGalleryExample(m_demoExample);
+  m_demoBanner->show();
+  // Once the model is in: the default pane at the default layer and the slider's pane at an
+  // early one answer.
+  whenModelReady([this] {
+    const auto staged = panes();
+    if (staged.size() < 2 || !m_service->model()) {
+      return;
+    }
+    const int defaultLayer = m_service->model()->defaultLayer;
+    {
+      const QSignalBlocker block(m_slider);
+      m_slider->setValue(earlyLayer(defaultLayer));
+      updateSliderLabel();
+    }
+    staged[0]->setLayer(defaultLayer);
+    staged[1]->setLayer(m_slider->value());
+    if (!prompt().isEmpty() && !m_imageBytes.isEmpty()) {
+      runAll();
+      runSweep();  // every layer's verdict on the chart: where the early exits turn unsafe
+    }
+  });
+  return true;
+}
+
+void ComparisonLab::pickDemoPrompt(bool harmful) {
+  if (m_demoExample < 0) {
+    return;
+  }
+  (harmful ? m_demoHarmful : m_demoBenign)->setChecked(true);
+  if (m_imageBytes.isEmpty()) {
+    openGalleryExample(m_demoExample);  // the demo's image, with the harmful prompt for now
+  }
+  setPrompt(harmful ? m_gallery->item(m_demoExample)->data(Qt::UserRole + 1).toString() : m_demoBenignPrompt);
+  if (m_service->hasModel() && !m_loadingModel) {
+    runAll();  // while the model loads, startDemo's run picks the new prompt up
+    runSweep();
+  }
+}
+
+void ComparisonLab::showDemoFix() {
+  const QString root = m_demoRoot.isEmpty() ? demoRoot() : m_demoRoot;
+  const QString adapter = demoAdapter(root);
+  if (adapter.isEmpty()) {
+    error(tr("No demo adapter in %1/adapter (train one: icet train --config models/demo/lppo.json)").arg(root));
+    return;
+  }
+  // The adapter fits the demo VLM only: open that first if another model is in (requests run
+  // in order on the worker, so the adapter loads into it).
+  const QString vlm = QDir::cleanPath(root + QStringLiteral("/vlm"));
+  if (m_modelPath != vlm) {
+    openModel(vlm);
+  }
+  if ((m_imageBytes.isEmpty() || prompt().isEmpty()) && m_demoExample >= 0) {
+    m_demoHarmful->setChecked(true);
+    openGalleryExample(m_demoExample);
+  }
+  compareWithAdapter(adapter, 0, true);  // beside the base pane at the slider's layer; both sweeps
+}
+
+void ComparisonLab::whenModelReady(std::function<void()> then) {
+  if (m_service->hasModel() && !m_loadingModel && m_service->model()->path == m_modelPath) {
+    then();
+    return;
+  }
+  auto opened = std::make_shared<QMetaObject::Connection>();
+  auto failed = std::make_shared<QMetaObject::Connection>();
+  *opened = connect(m_service, &ModelService::modelOpened, this, [this, opened, failed, then] {
+    disconnect(*opened);
+    disconnect(*failed);
+    QTimer::singleShot(0, this, then);  // after onModelOpened has reset the panes
+  });
+  *failed = connect(m_service, &ModelService::failed, this, [opened, failed](const QString& context) {
+    if (context == QStringLiteral("model")) {
+      disconnect(*opened);
+      disconnect(*failed);
+    }
+  });
+}
+
 void ComparisonLab::onAdapterChanged(const QString& dir) {
   std::function<void()> then;
   if (!m_adapterRequests.isEmpty()) {
@@ -708,7 +925,7 @@ void ComparisonLab::onModelOpened(const ModelInfo& info) {
     const QSignalBlocker block(m_slider);
     m_slider->setRange(1, info.layers);
     static_cast<LayerSlider*>(m_slider)->setDefaultLayer(info.defaultLayer);
-    m_slider->setValue(std::max(1, info.defaultLayer / 3));  // an early layer shows the effect
+    m_slider->setValue(earlyLayer(info.defaultLayer));
   }
   const auto panes = this->panes();
   QStringList coming;  // adapters requested for the new session (a bundle's), kept by their panes
@@ -1022,6 +1239,7 @@ bool ComparisonLab::loadGallery(const QString& path) {
     row->setData(Qt::UserRole, image);
     row->setData(Qt::UserRole + 1, text);
     row->setData(Qt::UserRole + 2, item.harmful);
+    row->setData(Qt::UserRole + 3, fromStd(item.task));
     row->setToolTip((item.harmful ? tr("[harmful] ") : QString()) + text);
     m_gallery->addItem(row);
   }
@@ -1037,6 +1255,7 @@ void ComparisonLab::openGalleryExample(int row) {
   if (item == nullptr) {
     return;
   }
+  m_gallery->setCurrentRow(row);  // the example on show stays marked
   setPrompt(item->data(Qt::UserRole + 1).toString());
   openImageFile(item->data(Qt::UserRole).toString());
 }
@@ -1082,6 +1301,7 @@ ComparisonPane* ComparisonLab::addPane(int layer, const QString& adapter, int in
   pane->setAdapter(adapter);
   pane->setPresentationMode(m_presentation);
   m_paneSplitter->insertWidget(index, pane);
+  m_paneScroll->updateGeometry();  // its size hints follow the panes'
   connect(pane, &ComparisonPane::finished, this, &ComparisonLab::onPaneFinished);
   connect(pane, &ComparisonPane::regenerateRequested, this, [this, pane] { runPane(pane); });
   connect(pane, &ComparisonPane::removeRequested, this, [this, pane] { removePane(pane); });
@@ -1122,6 +1342,7 @@ void ComparisonLab::removePane(ComparisonPane* pane) {
   pane->hide();
   pane->deleteLater();
   pane->setParent(nullptr);
+  m_paneScroll->updateGeometry();
 }
 
 void ComparisonLab::runPane(ComparisonPane* pane) {
@@ -1514,15 +1735,7 @@ bool ComparisonLab::openBundle(const QString& dir) {
     }
     runAll();
   };
-  if (m_service->hasModel() && m_service->model()->path == m_modelPath) {
-    replay();
-  } else {
-    auto conn = std::make_shared<QMetaObject::Connection>();
-    *conn = connect(m_service, &ModelService::modelOpened, this, [this, conn, replay] {
-      disconnect(*conn);
-      QTimer::singleShot(0, this, replay);
-    });
-  }
+  whenModelReady(replay);
   Q_EMIT message(MessageBar::Information, tr("Replaying session %1").arg(dir));
   return true;
 }

@@ -32,6 +32,7 @@ class QListWidget;
 class QPlainTextEdit;
 class QSlider;
 class QSpinBox;
+class QScrollArea;
 class QSplitter;
 class QTimer;
 class QToolButton;
@@ -70,6 +71,20 @@ class ComparisonLab : public QWidget {
   // The demo story's lab half: a harmful gallery example, the default pane, base and `dir`
   // panes at an early layer side by side, all run, then the overlaid sweep.
   void showBeforeAfter(const QString& dir);
+  // The first-start demo (issue 18) on the demo world at `root` (demoRoot()): the demo banner
+  // offers the gallery's first harmful prompt and a benign one (picking runs them), the first
+  // harmful example is opened, and once the model is in, the default pane and the slider's early
+  // pane answer it. "Show the fix" is armed when `root`/adapter holds the shipped L-PPO adapter.
+  // False (nothing staged) when the gallery holds no harmful example.
+  bool startDemo(const QString& root);
+  // Puts the demo's harmful (true) or benign prompt in the prompt box and runs every pane.
+  void pickDemoPrompt(bool harmful);
+  // "Show the fix": the demo adapter in a new pane beside the base pane at the slider's layer,
+  // answering the same prompt (compareWithAdapter), on the demo model; with no image or prompt
+  // yet, the demo's harmful example first.
+  void showDemoFix();
+  // `root`/adapter when it holds a PEFT adapter (adapter_config.json + weights), else empty.
+  static QString demoAdapter(const QString& root);
   QString adapterPath() const;  // the adapter loaded last (the sweep overlays it), empty for none
   QStringList adapters() const;  // every loaded adapter
   bool openImageFile(const QString& path);
@@ -138,6 +153,10 @@ class ComparisonLab : public QWidget {
 
  private:
   QWidget* buildInputs();
+  QWidget* buildDemoBanner();
+  // Runs `then` on the GUI thread once the model being opened is in (at once when it already
+  // is); dropped when the model fails to open.
+  void whenModelReady(std::function<void()> then);
   void onAdapterChanged(const QString& dir);
   // Asks the worker for an adapter (empty: unload all); `then` runs once it is in.
   void requestAdapter(const QString& dir, std::function<void()> then);
@@ -176,6 +195,15 @@ class ComparisonLab : public QWidget {
   QLabel* m_sliderLabel = nullptr;
   QTimer* m_debounce = nullptr;
   QSplitter* m_paneSplitter = nullptr;
+  QScrollArea* m_paneScroll = nullptr;  // holds m_paneSplitter
+  // The first-start demo banner: a harmful and a benign prompt to pick, and "Show the fix".
+  QWidget* m_demoBanner = nullptr;
+  QPushButton* m_demoHarmful = nullptr;
+  QPushButton* m_demoBenign = nullptr;
+  QPushButton* m_showFix = nullptr;
+  QString m_demoRoot;
+  int m_demoExample = -1;  // gallery row of the demo's harmful example
+  QString m_demoBenignPrompt;
   LineChart* m_sweepChart = nullptr;
   QLabel* m_modelLabel = nullptr;
   QPushButton* m_runButton = nullptr;

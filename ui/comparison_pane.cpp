@@ -9,6 +9,8 @@
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QSpinBox>
+#include <QStyle>
+#include <QStyleOptionComboBox>
 #include <QTextBrowser>
 #include <QTimer>
 #include <QToolButton>
@@ -26,11 +28,26 @@ QString adapterName(const QString& dir) {
   return info.fileName();
 }
 
+namespace {
+
+// "LoRA <name>" for a pane's tag and picker, a long name cut in the middle (tooltips have the
+// folder whole), so a pane's header keeps a bounded width.
+QString adapterLabel(const QString& dir) {
+  QString name = adapterName(dir);
+  if (name.size() > 18) {
+    name = name.left(8) + QStringLiteral("…") + name.right(8);
+  }
+  return ComparisonPane::tr("LoRA %1").arg(name);
+}
+
+}  // namespace
+
 ComparisonPane::ComparisonPane(ModelService* service, QWidget* parent)
     : QFrame(parent), m_service(service) {
   setObjectName(QStringLiteral("ComparisonPane"));
   setFrameShape(QFrame::StyledPanel);
-  setMinimumWidth(260);
+  // No fixed minimum width: the layout's own minimum keeps the title, the adapter tag and the
+  // model picker whole (a fixed 260 px cut the picker's text); the lab scrolls wide pane rows.
 
   m_title = new QLabel(tr("ICET-l"), this);
   m_title->setObjectName(QStringLiteral("PaneTitle"));
@@ -59,7 +76,9 @@ ComparisonPane::ComparisonPane(ModelService* service, QWidget* parent)
   m_seed->setEnabled(false);
   m_seed->setSizePolicy(QSizePolicy::Fixed, QSizePolicy::Fixed);  // the adapter picker gets the room
   m_seed->setAccessibleName(tr("Pane seed"));
+  m_seed->setVisible(false);  // shown with its check box: a pane's width goes to the model picker
   connect(m_ownSeed, &QCheckBox::toggled, m_seed, &QWidget::setEnabled);
+  connect(m_ownSeed, &QCheckBox::toggled, m_seed, &QWidget::setVisible);
 
   m_badge = new QLabel(this);
   m_badge->setObjectName(QStringLiteral("VerdictBadge"));
@@ -80,7 +99,7 @@ ComparisonPane::ComparisonPane(ModelService* service, QWidget* parent)
   m_adapterPicker->setAccessibleName(tr("Model of this pane: base or a LoRA adapter"));
   m_adapterPicker->setToolTip(tr("Answer with the base model or with a loaded LoRA adapter"));
   m_adapterPicker->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
-  m_adapterPicker->setMinimumContentsLength(10);
+  m_adapterPicker->setMinimumContentsLength(10);  // its minimum width follows the chosen item (fillAdapterPicker)
   fillAdapterPicker({});
   connect(m_adapterPicker, &QComboBox::activated, this, [this](int index) {
     const QString dir = m_adapterPicker->itemData(index).toString();
@@ -217,11 +236,24 @@ void ComparisonPane::fillAdapterPicker(const QStringList& dirs) {
     all << m_adapter;
   }
   for (const QString& dir : all) {
-    m_adapterPicker->addItem(tr("LoRA %1").arg(adapterName(dir)), dir);
+    m_adapterPicker->addItem(adapterLabel(dir), dir);
     m_adapterPicker->setItemData(m_adapterPicker->count() - 1, dir, Qt::ToolTipRole);
   }
   m_adapterPicker->addItem(tr("Load adapter folder…"), QStringLiteral("<open>"));
   m_adapterPicker->setCurrentIndex(std::max(0, m_adapterPicker->findData(m_adapter)));
+  fitAdapterPicker();
+}
+
+void ComparisonPane::fitAdapterPicker() {
+  // Never narrower than the chosen item: which model answers must be read whole. The width is
+  // the style's combo box around that text, as QComboBox sizes itself.
+  QStyleOptionComboBox opt;
+  opt.initFrom(m_adapterPicker);
+  opt.currentText = m_adapterPicker->currentText();
+  const QFontMetrics fm = m_adapterPicker->fontMetrics();
+  const QSize text(fm.horizontalAdvance(opt.currentText), fm.height());
+  m_adapterPicker->setMinimumWidth(
+      m_adapterPicker->style()->sizeFromContents(QStyle::CT_ComboBox, &opt, text, m_adapterPicker).width());
 }
 
 void ComparisonPane::setBaseline(bool baseline) {
@@ -358,6 +390,9 @@ void ComparisonPane::changeEvent(QEvent* event) {
   if (event->type() == QEvent::PaletteChange && m_view != nullptr) {
     render();
   }
+  if ((event->type() == QEvent::FontChange || event->type() == QEvent::StyleChange) && m_adapterPicker != nullptr) {
+    fitAdapterPicker();
+  }
 }
 
 QString ComparisonPane::verdictText() const {
@@ -377,11 +412,7 @@ void ComparisonPane::updateHeader() {
   // The shown answer's adapter; while generating (or before any answer), the pane's own.
   const QString adapter = m_answer && !m_handle ? m_answer->adapter : m_adapter;
   m_adapterTag->setVisible(!adapter.isEmpty());
-  QString name = adapterName(adapter);
-  if (name.size() > 18) {
-    name = name.left(8) + QStringLiteral("…") + name.right(8);  // the tooltip has it whole
-  }
-  m_adapterTag->setText(adapter.isEmpty() ? QString() : tr("LoRA %1").arg(name));
+  m_adapterTag->setText(adapter.isEmpty() ? QString() : adapterLabel(adapter));  // the tooltip has it whole
   m_adapterTag->setToolTip(adapter.isEmpty() ? QString() : tr("Generated with the LoRA adapter %1").arg(adapter));
   if (m_handle) {
     m_badge->setText(tr("⏳ generating…"));

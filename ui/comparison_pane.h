@@ -73,7 +73,7 @@ class ComparisonPane : public QFrame {
 
  protected:
   bool eventFilter(QObject* watched, QEvent* event) override;
-  void changeEvent(QEvent* event) override;  // a new palette recolours the diff
+  void changeEvent(QEvent* event) override;  // a new palette recolours the diff, a new font refits the picker
 
  private:
   void drain();
@@ -81,6 +81,7 @@ class ComparisonPane : public QFrame {
   void onFailed(const QString& context, const QString& message, quint64 id);
   void updateHeader();
   void fillAdapterPicker(const QStringList& dirs);
+  void fitAdapterPicker();  // minimum width: the chosen item whole
   void render();
 
   ModelService* m_service;

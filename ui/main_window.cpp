@@ -1,5 +1,7 @@
 #include "ui/main_window.h"
 
+#include "core/runtime/memory.h"
+
 #include <QAction>
 #include <QActionGroup>
 #include <QApplication>
@@ -13,12 +15,13 @@
 #include <QMenuBar>
 #include <QMessageBox>
 #include <QPlainTextEdit>
+#include <QScreen>
+#include <QStyle>
 #include <QSettings>
 #include <QStatusBar>
 #include <QVBoxLayout>
 #include <QCheckBox>
 #include <QDir>
-#include <QFile>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QProgressBar>
@@ -170,6 +173,28 @@ void MainWindow::buildMenus() {
   stop->setObjectName(QStringLiteral("actionStop"));
   run->addAction(QIcon(QStringLiteral(":/icons/sweep.svg")), tr("S&weep All Layers"), this,
                  [this] { m_lab->runSweep(); });
+  run->addSeparator();
+  QAction* demo = run->addAction(tr("Start the &Demo"), this, [this] {
+    const QString root = demoRoot();
+    if (root.isEmpty()) {
+      m_messages->showMessage(MessageBar::Error, tr("No demo world found: build one with `icet demo build --out "
+                                                    "models/demo` or set ICET_DEMO_DIR"));
+      return;
+    }
+    const QString vlm = QDir::cleanPath(root + QStringLiteral("/vlm"));
+    if (m_lab->modelPath() != vlm) {
+      m_lab->openModel(vlm);
+    }
+    if (m_lab->judgePath().isEmpty() && QFileInfo(root + QStringLiteral("/guard/config.json")).isFile()) {
+      m_lab->openJudge(root + QStringLiteral("/guard"));  // the verdicts are the point
+    }
+    m_tabs->setCurrentWidget(m_lab);
+    if (m_lab->loadGallery(root + QStringLiteral("/sets/heldout.jsonl"))) {  // errors go to the message bar
+      m_lab->startDemo(root);
+    }
+  });
+  demo->setObjectName(QStringLiteral("actionStartDemo"));
+  demo->setToolTip(tr("A demo example answered at the default and an early layer, with Show the fix"));
 
   QMenu* view = menuBar()->addMenu(tr("&View"));
   QAction* presentation = view->addAction(tr("&Presentation Mode"));
@@ -251,22 +276,25 @@ void MainWindow::buildStatusBar() {
 }
 
 void MainWindow::updateMemory() {
-  // Resident set size from /proc (Linux); elsewhere the label stays empty.
-  QFile statm(QStringLiteral("/proc/self/statm"));
-  if (!statm.open(QIODevice::ReadOnly)) {
-    return;
+  // This process's resident memory and, with a CUDA device, the GPU's (NVML, device-wide:
+  // the training job, the lab and anything else on the card).
+  constexpr double kMiB = 1024.0 * 1024.0, kGiB = kMiB * 1024.0;
+  QString text = tr("RAM %1 MiB").arg(static_cast<double>(runtime::process_rss_bytes()) / kMiB, 0, 'f', 0);
+  if (m_runtime.cuda_available) {
+    const runtime::DeviceMemory gpu = runtime::device_memory("cuda:0");
+    if (gpu.total_bytes > 0) {
+      text += tr(" · GPU %1/%2 GiB").arg(static_cast<double>(gpu.used_bytes()) / kGiB, 0, 'f', 1)
+                  .arg(static_cast<double>(gpu.total_bytes) / kGiB, 0, 'f', 1);
+    }
   }
-  const QList<QByteArray> fields = statm.readAll().split(' ');
-  if (fields.size() < 2) {
-    return;
-  }
-  const double mib = fields[1].toDouble() * 4096.0 / (1024.0 * 1024.0);
-  m_memoryLabel->setText(tr("RAM %1 MiB").arg(mib, 0, 'f', 0));
+  m_memoryLabel->setText(text);
 }
 
 void MainWindow::openDefaults() {
   QSettings settings;
   const QString demo = demoRoot();
+  // First start: no model was ever opened (the lab records each one in "model/last").
+  const bool firstStart = !settings.contains(QStringLiteral("model/last"));
   QString model = settings.value(QStringLiteral("model/last")).toString();
   if (model.isEmpty() || !QFileInfo(model + QStringLiteral("/config.json")).isFile()) {
     model = demo.isEmpty() ? QString() : demo + QStringLiteral("/vlm");
@@ -285,8 +313,9 @@ void MainWindow::openDefaults() {
       m_lab->openReward(demo + QStringLiteral("/reward"));
     }
     const QString heldout = demo + QStringLiteral("/sets/heldout.jsonl");
-    if (QFileInfo(heldout).isFile()) {
-      m_lab->loadGallery(heldout);
+    if (QFileInfo(heldout).isFile() && m_lab->loadGallery(heldout) && firstStart &&
+        QDir::cleanPath(model) == QDir::cleanPath(demo + QStringLiteral("/vlm"))) {
+      m_lab->startDemo(demo);  // the app opens as a demo: an example answered at two layers
     }
     const QString train = demo + QStringLiteral("/sets/train.jsonl");
     if (QFileInfo(train).isFile()) {
@@ -345,10 +374,23 @@ void MainWindow::exportMetrics() {
 
 void MainWindow::restoreWindowState() {
   QSettings settings;
-  if (!restoreGeometry(settings.value(QStringLiteral("window/geometry")).toByteArray())) {
-    resize(1200, 780);
-  }
+  const bool restored = restoreGeometry(settings.value(QStringLiteral("window/geometry")).toByteArray());
   restoreState(settings.value(QStringLiteral("window/state")).toByteArray());
+  if (restored) {
+    return;  // Qt moves a restored window back onto a screen that has changed
+  }
+  // The first size: 1200 x 780, no larger than the screen's free area less room for the frame
+  // (title bar, borders) the window manager adds, centred on it.
+  const QScreen* s = screen() != nullptr ? screen() : QGuiApplication::primaryScreen();
+  if (s == nullptr) {
+    resize(1200, 780);
+    return;
+  }
+  const QRect free = s->availableGeometry();
+  const QSize room(free.width() * 95 / 100, free.height() * 90 / 100);
+  setMinimumSize(minimumSize().boundedTo(room));
+  const QSize size = QSize(1200, 780).boundedTo(room);
+  setGeometry(QStyle::alignedRect(Qt::LeftToRight, Qt::AlignCenter, size, free));
 }
 
 void MainWindow::dragEnterEvent(QDragEnterEvent* event) {

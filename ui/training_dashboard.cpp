@@ -2,6 +2,8 @@
 
 #include <QCheckBox>
 #include <QComboBox>
+#include <QFutureWatcher>
+#include <QtConcurrent/QtConcurrentRun>
 #include <QDateTime>
 #include <QDir>
 #include <QDoubleSpinBox>
@@ -157,10 +159,10 @@ TrainingDashboard::TrainingDashboard(QWidget* parent) : QWidget(parent) {
                       m_samples->item(row, 0)->data(Qt::UserRole).toString());
   });
 
-  m_jobTable = new QTableWidget(0, 4, this);
+  m_jobTable = new QTableWidget(0, 5, this);
   m_jobTable->setObjectName(QStringLiteral("JobTable"));
   m_jobTable->setAccessibleName(tr("Training jobs"));
-  m_jobTable->setHorizontalHeaderLabels({tr("run"), tr("status"), tr("progress"), tr("ETA")});
+  m_jobTable->setHorizontalHeaderLabels({tr("run"), tr("status"), tr("progress"), tr("ETA"), tr("device · memory")});
   m_jobTable->horizontalHeader()->setSectionResizeMode(0, QHeaderView::Stretch);
   m_jobTable->setEditTriggers(QAbstractItemView::NoEditTriggers);
   m_jobTable->setSelectionBehavior(QAbstractItemView::SelectRows);
@@ -321,6 +323,55 @@ QWidget* TrainingDashboard::buildForm() {
   m_threads = intSpin(0, 256, num("threads", 0), tr("CPU threads"),
                       tr("Intra-op CPU threads of the job (0: as the app)"));
   form->addRow(tr("CPU threads"), m_threads);
+  // Where the job trains: the frozen model in this precision; adapters and optimizer in float32.
+  m_device = new QComboBox(box);
+  m_device->setObjectName(QStringLiteral("TrainDevice"));
+  m_device->setAccessibleName(tr("Training device"));
+  m_device->addItem(tr("CPU"), QStringLiteral("cpu"));
+  m_device->addItem(tr("GPU (CUDA)"), QStringLiteral("cuda"));
+  m_device->addItem(tr("Auto (GPU when available)"), QStringLiteral("auto"));
+  m_device->setCurrentIndex(std::max(0, m_device->findData(QString::fromStdString(base.value("device", "cpu")))));
+  form->addRow(tr("Device"), m_device);
+  m_dtype = new QComboBox(box);
+  m_dtype->setObjectName(QStringLiteral("TrainDtype"));
+  m_dtype->setAccessibleName(tr("Precision of the frozen model"));
+  m_dtype->setToolTip(tr("Precision of the frozen base model (LoRA, value head and optimizer stay float32)"));
+  m_dtype->addItem(QStringLiteral("float32"), QStringLiteral("float32"));
+  m_dtype->addItem(QStringLiteral("bfloat16"), QStringLiteral("bfloat16"));
+  m_dtype->addItem(tr("float16 (GPU)"), QStringLiteral("float16"));
+  m_dtype->setCurrentIndex(std::max(0, m_dtype->findData(QString::fromStdString(base.value("dtype", "float32")))));
+  form->addRow(tr("Precision"), m_dtype);
+  m_checkpointing = new QCheckBox(tr("Gradient checkpointing"), box);
+  m_checkpointing->setObjectName(QStringLiteral("TrainCheckpointing"));
+  m_checkpointing->setToolTip(tr("Recompute each layer in the backward pass: less memory, about a third more time"));
+  m_checkpointing->setChecked(base.value("gradient_checkpointing", false));
+  form->addRow(QString(), m_checkpointing);
+  m_memoryEstimate = new QLabel(box);
+  m_memoryEstimate->setObjectName(QStringLiteral("TrainMemoryEstimate"));
+  m_memoryEstimate->setWordWrap(true);
+  m_memoryEstimate->setAccessibleName(tr("Memory estimate"));
+  form->addRow(tr("Memory"), m_memoryEstimate);
+  m_estimateTimer = new QTimer(this);
+  m_estimateTimer->setSingleShot(true);
+  m_estimateTimer->setInterval(300);
+  connect(m_estimateTimer, &QTimer::timeout, this, &TrainingDashboard::updateMemoryEstimate);
+  m_estimateWatcher = new QFutureWatcher<QStringList>(this);
+  connect(m_estimateWatcher, &QFutureWatcher<QStringList>::finished, this, [this] {
+    const QStringList r = m_estimateWatcher->result();
+    const bool fits = r.value(1) == QStringLiteral("fits");
+    m_memoryEstimate->setText(r.value(1) == QStringLiteral("error") ? QString() : tr("Needs ") + r.value(0).mid(6));
+    m_memoryEstimate->setToolTip(r.value(1) == QStringLiteral("error") ? r.value(0) : QString());
+    m_memoryEstimate->setStyleSheet(fits || r.value(1) == QStringLiteral("error") ? QString()
+                                                                                   : QStringLiteral("color: #b3261e;"));
+  });
+  for (QComboBox* c : {m_device, m_dtype}) {
+    connect(c, &QComboBox::currentIndexChanged, this, &TrainingDashboard::scheduleMemoryEstimate);
+  }
+  connect(m_checkpointing, &QCheckBox::toggled, this, &TrainingDashboard::scheduleMemoryEstimate);
+  connect(m_batch, &QSpinBox::valueChanged, this, &TrainingDashboard::scheduleMemoryEstimate);
+  connect(m_loraR, &QSpinBox::valueChanged, this, &TrainingDashboard::scheduleMemoryEstimate);
+  connect(m_model, &QLineEdit::textChanged, this, &TrainingDashboard::scheduleMemoryEstimate);
+  scheduleMemoryEstimate();
   const QString runs =
       QStandardPaths::writableLocation(QStandardPaths::AppLocalDataLocation) + QStringLiteral("/runs");
   m_runDir = new QLineEdit(box);
@@ -524,6 +575,40 @@ void TrainingDashboard::fillForm() {
   m_loraR->setValue(static_cast<int>(num("lora_r", m_loraR->value())));
   m_seed->setValue(static_cast<int>(num("seed", m_seed->value())));
   m_threads->setValue(static_cast<int>(num("threads", m_threads->value())));
+  auto pick = [&base](QComboBox* combo, const char* key) {
+    if (base.contains(key) && base[key].is_string()) {
+      combo->setCurrentIndex(std::max(0, combo->findData(QString::fromStdString(base[key].get<std::string>()))));
+    }
+  };
+  pick(m_device, "device");
+  pick(m_dtype, "dtype");
+  if (base.contains("gradient_checkpointing") && base["gradient_checkpointing"].is_boolean()) {
+    m_checkpointing->setChecked(base["gradient_checkpointing"].get<bool>());
+  }
+  scheduleMemoryEstimate();
+}
+
+void TrainingDashboard::scheduleMemoryEstimate() {
+  if (m_estimateTimer != nullptr) {
+    m_estimateTimer->start();
+  }
+}
+
+void TrainingDashboard::updateMemoryEstimate() {
+  if (m_estimateWatcher->isRunning()) {
+    m_estimateTimer->start();  // the newest form wins; try again when this one is done
+    return;
+  }
+  // Reads config.json and the safetensors headers: off the GUI thread (a sharded 7B model).
+  const QString json = configJson();
+  m_estimateWatcher->setFuture(QtConcurrent::run([json] {
+    bool fits = true;
+    QString problem;
+    const QString text = TrainingJob::estimateMemory(json, &fits, &problem);
+    return QStringList{text.isEmpty() ? problem : text, text.isEmpty() ? QStringLiteral("error")
+                                                     : fits          ? QStringLiteral("fits")
+                                                                     : QStringLiteral("too big")};
+  }));
 }
 
 QString TrainingDashboard::configJson() const {
@@ -555,6 +640,9 @@ QString TrainingDashboard::configJson() const {
   j["lora_r"] = m_loraR->value();
   j["seed"] = m_seed->value();
   j["threads"] = m_threads->value();
+  j["device"] = m_device->currentData().toString().toStdString();
+  j["dtype"] = m_dtype->currentData().toString().toStdString();
+  j["gradient_checkpointing"] = m_checkpointing->isChecked();
   return QString::fromStdString(j.dump(2));
 }
 
@@ -767,6 +855,7 @@ void TrainingDashboard::updateJobRow(int row, TrainingJob* job, TrainingJob::Sta
   bar->setValue(static_cast<int>(job->step()));
   bar->setFormat(QStringLiteral("%v/%m"));
   set(3, state == TrainingJob::State::Running ? formatEta(job->etaSeconds()) : QStringLiteral("–"));
+  set(4, job->memoryText());
 }
 
 void TrainingDashboard::redrawMetrics() {

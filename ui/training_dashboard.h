@@ -8,8 +8,10 @@
 // bulk replace. "Run the demo story" trains the default demo config and then has the lab show
 // base and aligned answers side by side (storyReady).
 
+#include <QFutureWatcher>
 #include <QMap>
 #include <QPointF>
+#include <QStringList>
 #include <QVector>
 #include <QWidget>
 
@@ -19,6 +21,7 @@
 class QCheckBox;
 class QComboBox;
 class QDoubleSpinBox;
+class QLabel;
 class QLineEdit;
 class QListWidget;
 class QPushButton;
@@ -89,6 +92,9 @@ class TrainingDashboard : public QWidget {
  private:
   QWidget* buildForm();
   void fillForm();
+  // The form's memory estimate, recomputed on a pool thread after edits settle.
+  void scheduleMemoryEstimate();
+  void updateMemoryEstimate();
   void poll();
   void redrawMetrics();
   void redrawAsr();
@@ -111,6 +117,12 @@ class TrainingDashboard : public QWidget {
   QSpinBox* m_loraR = nullptr;
   QSpinBox* m_seed = nullptr;
   QSpinBox* m_threads = nullptr;
+  QComboBox* m_device = nullptr;
+  QComboBox* m_dtype = nullptr;
+  QCheckBox* m_checkpointing = nullptr;
+  QLabel* m_memoryEstimate = nullptr;  // "Needs about 0.1 GiB ... of 22.8 GiB on cpu"
+  QTimer* m_estimateTimer = nullptr;   // debounces form edits
+  QFutureWatcher<QStringList>* m_estimateWatcher = nullptr;  // {text, "fits" | "too big" | "error"}
   QPushButton* m_start = nullptr;
   QPushButton* m_stop = nullptr;
   QPushButton* m_resume = nullptr;

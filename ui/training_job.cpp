@@ -18,7 +18,9 @@
 #include "core/jobs/job.h"
 #include "ui/comparison_lab.h"  // demoRoot()
 
+#include "core/rl/memory.h"
 #include "core/rl/trainer.h"
+#include "core/runtime/memory.h"
 
 namespace icet::ui {
 
@@ -38,6 +40,7 @@ struct TrainingJob::Impl {
   std::atomic<bool> collecting{false};
   std::atomic<bool> collected{true};  // the collector has taken the ended job's last rows
   std::shared_ptr<rl::TrainingRun> run;
+  double estimateGib = 0;  // the run's memory estimate, computed at start/resume
   // The trainer's drains may wait while it writes its logs: a collector thread takes that wait,
   // so the GUI only ever locks `mutex` for a copy.
   void collect(rl::TrainingRun& r) {
@@ -97,6 +100,23 @@ QString TrainingJob::validateConfig(const QString& json, const QString& source, 
     const auto cfg = rl::config_from_json(json_util::parse(json.toStdString(), source.toStdString()), source.toStdString());
     rl::validate(cfg, source.toStdString());
     return QString::fromStdString(rl::to_json(cfg).dump(2));
+  } catch (const std::exception& e) {
+    if (error != nullptr) {
+      *error = QString::fromUtf8(e.what());
+    }
+    return QString();
+  }
+}
+
+QString TrainingJob::estimateMemory(const QString& configJson, bool* fits, QString* error) {
+  try {
+    const auto cfg =
+        rl::config_from_json(json_util::parse(configJson.toStdString(), "training form"), "training form");
+    const rl::MemoryEstimate e = rl::estimate_training_memory(cfg);
+    if (fits != nullptr) {
+      *fits = e.fits();
+    }
+    return QString::fromStdString(rl::memory_summary(e));
   } catch (const std::exception& e) {
     if (error != nullptr) {
       *error = QString::fromUtf8(e.what());
@@ -178,9 +198,16 @@ bool TrainingJob::launch(bool resume, const QString& configJson, QString* error,
     }
     return false;
   }
+  double estimate = 0;
+  try {
+    estimate = rl::estimate_training_memory(run->config()).total_gib;  // headers only; the run checks it again
+  } catch (const std::exception&) {
+    // the run reports what is wrong with its model folders
+  }
   {
     std::lock_guard lock(d->mutex);
     d->run = run;
+    d->estimateGib = estimate;
     d->stage = tr("starting");
     d->step = run->step();
     d->maxSteps = run->max_steps();
@@ -275,6 +302,33 @@ QString TrainingJob::stage() const {
 qint64 TrainingJob::step() const {
   std::lock_guard lock(d->mutex);
   return d->run ? d->run->step() : d->step;
+}
+
+QString TrainingJob::memoryText() const {
+  std::string device, dtype;
+  double estimate = 0;
+  {
+    std::lock_guard lock(d->mutex);
+    if (!d->run) {
+      return QString();
+    }
+    device = d->run->config().device;
+    dtype = d->run->config().dtype;
+    estimate = d->estimateGib;
+  }
+  QString text = QStringLiteral("%1 · %2").arg(QString::fromStdString(device), QString::fromStdString(dtype));
+  if (estimate > 0) {
+    text += tr(" · est. %1 GiB").arg(estimate, 0, 'f', 1);
+  }
+  if (device.rfind("cuda", 0) == 0) {
+    const runtime::DeviceMemory m = runtime::device_memory(device);
+    if (m.total_bytes > 0) {
+      constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+      text += tr(" · GPU %1/%2 GiB").arg(static_cast<double>(m.used_bytes()) / kGiB, 0, 'f', 1)
+                  .arg(static_cast<double>(m.total_bytes) / kGiB, 0, 'f', 1);
+    }
+  }
+  return text;
 }
 
 QString TrainingJob::modelPath() const {

@@ -49,6 +49,12 @@ class TrainingJob : public QObject {
   // returns the normalized JSON with absolute paths or sets `error`.
   static QString loadConfigFile(const QString& path, QString* error);
 
+  // The memory a config's run needs (rl::estimate_training_memory: reads config.json and the
+  // safetensors headers, no weights), as one line for the form, e.g. "about 21.4 GiB of
+  // 79.1 GiB on cuda:0 (weights 13.5 in bfloat16, ...)"; `fits` false when it would be refused.
+  // Empty with `error` set when the config cannot be read.
+  static QString estimateMemory(const QString& configJson, bool* fits, QString* error);
+
   // metrics.jsonl of a run folder -> CSV (one column per metric).
   static bool exportMetricsCsv(const QString& runDir, const QString& csvPath, QString* error);
 
@@ -73,6 +79,9 @@ class TrainingJob : public QObject {
   QString runDir() const { return m_runDir; }
   // The VLM the run trains (its config's model), empty before start/resume.
   QString modelPath() const;
+  // Where the run trains and its memory: "cuda:0 · bfloat16 · est. 21.4 GiB · GPU 12.3/79.1 GiB"
+  // (the GPU figures live from NVML when there is a driver), empty before start/resume.
+  QString memoryText() const;
   // The latest adapter (PEFT layout) of the run, or empty when none was written yet.
   QString adapterDir() const;
   QString metricsFile() const;

@@ -134,12 +134,22 @@ nlohmann::json run_train_benchmark(const TrainBenchOptions& options) {
   LppoConfig config = load_config(*options.config);
   config.eval_every = 0;
   config.max_steps = std::max<int64_t>(1, options.steps);
+  // A schedule longer than the timed steps is cut to them (the check requires it).
+  config.curriculum_steps = std::min(config.curriculum_steps, config.max_steps);
+  config.warmup_steps = std::min(config.warmup_steps, config.max_steps);
   config.checkpoint_every = 0;
   const auto dir = std::filesystem::temp_directory_path() /
                    ("icet-bench-train-" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
-  auto run = TrainingRun::create(config, dir);
   const auto t0 = std::chrono::steady_clock::now();
-  run->run(nullptr, {});
+  std::unique_ptr<TrainingRun> run;
+  try {
+    run = TrainingRun::create(config, dir);
+    run->run(nullptr, {});
+  } catch (...) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);  // no scratch run left behind
+    throw;
+  }
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const auto rows = run->drain_metrics();
   double rps = 0, tps = 0, ups = 0, step_s = 0;

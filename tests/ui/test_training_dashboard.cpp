@@ -3,7 +3,10 @@
 // reward and KL series while it runs, the GUI event loop stays responsive (no gap over 100 ms
 // between ticks of a 20 ms timer during training), and the job stops and resumes from its
 // checkpoint.
+#include <QCheckBox>
+#include <QComboBox>
 #include <QElapsedTimer>
+#include <QLabel>
 #include <QPushButton>
 #include <QSignalSpy>
 #include <QTableWidget>
@@ -27,6 +30,29 @@ class TestTrainingDashboard : public QObject {
 
  private Q_SLOTS:
   void initTestCase() { icet::test::init_ui_test("icet-studio-test-training"); }
+
+  // Device, precision and gradient checkpointing go into the job's config, and the form shows
+  // the memory the job will need (estimated off the GUI thread) before it starts.
+  void devicePrecisionAndMemoryEstimate() {
+    QTemporaryDir tmp;
+    icet::ui::TrainingDashboard dash;
+    auto cfg = icet::test::tiny_config(tmp.filePath(QStringLiteral("world")).toStdString());
+    QVERIFY(dash.setBaseConfig(QString::fromStdString(icet::rl::to_json(cfg).dump())));
+    auto* label = dash.findChild<QLabel*>(QStringLiteral("TrainMemoryEstimate"));
+    QVERIFY(label != nullptr);
+    QTRY_VERIFY_WITH_TIMEOUT(label->text().contains(QStringLiteral("float32")), 10000);
+    QVERIFY2(label->text().startsWith(QStringLiteral("Needs about")) && label->text().contains(QStringLiteral("on cpu")),
+             qPrintable(label->text()));
+    auto* dtype = dash.findChild<QComboBox*>(QStringLiteral("TrainDtype"));
+    auto* checkpointing = dash.findChild<QCheckBox*>(QStringLiteral("TrainCheckpointing"));
+    dtype->setCurrentIndex(dtype->findData(QStringLiteral("bfloat16")));
+    checkpointing->setChecked(true);
+    QTRY_VERIFY_WITH_TIMEOUT(label->text().contains(QStringLiteral("bfloat16")), 10000);
+    const auto j = nlohmann::json::parse(dash.configJson().toStdString());
+    QCOMPARE(j.at("dtype").get<std::string>(), std::string("bfloat16"));
+    QCOMPARE(j.at("device").get<std::string>(), std::string("cpu"));
+    QVERIFY(j.at("gradient_checkpointing").get<bool>());
+  }
 
   void trainsLiveStopsAndResumes() {
     const QString demo = icet::test::demo_dir();
