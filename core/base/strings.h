@@ -9,4 +9,8 @@ namespace icet {
 // ASCII text: chat templates' `| trim` and HF's message stripping).
 std::string trim(std::string_view s);
 
+// A remaining time for progress lines: "mm:ss" (minutes past 59 keep counting), "--:--" when
+// unknown (negative).
+std::string format_eta(double seconds);
+
 }  // namespace icet

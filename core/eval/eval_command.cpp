@@ -7,18 +7,11 @@
 #include <sstream>
 
 #include "core/base/error.h"
+#include "core/base/strings.h"
 #include "core/safety/judge_factory.h"
 
 namespace icet::eval {
 namespace {
-
-std::string format_eta(double s) {
-  if (s < 0) return "--:--";
-  const auto t = static_cast<long long>(s + 0.5);
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%02lld:%02lld", t / 60, t % 60);
-  return buf;
-}
 
 bool is_rate(Metric m) { return m != Metric::reward; }
 

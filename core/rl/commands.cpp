@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "core/base/error.h"
+#include "core/base/strings.h"
 #include "core/base/log.h"
 #include "core/engine/session.h"
 #include "core/models/config.h"
@@ -20,14 +21,6 @@
 
 namespace icet::rl {
 namespace {
-
-std::string format_eta(double s) {
-  if (s < 0) return "--:--";
-  const auto t = static_cast<int64_t>(s + 0.5);
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%02lld:%02lld", static_cast<long long>(t / 60), static_cast<long long>(t % 60));
-  return buf;
-}
 
 double peak_rss_mb() {
   struct rusage u {};

@@ -8,7 +8,6 @@
 // Shape legend: B rollouts, P padded prompt length, R padded response length, S = P + R,
 // H LM width, V vocab, N image tokens.
 
-#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
 #include <atomic>
