@@ -123,10 +123,6 @@ bool hasLocalFiles(const QMimeData* mime) {
   return mime->hasUrls() && !mime->urls().isEmpty() && mime->urls().front().isLocalFile();
 }
 
-QString fromStd(const std::string& s) {
-  return QString::fromStdString(s);
-}
-
 QStringList recentList(const QString& key) {
   return QSettings().value(QStringLiteral("recent/") + key).toStringList();
 }
@@ -1234,12 +1230,12 @@ bool ComparisonLab::loadGallery(const QString& path) {
   m_gallery->clear();
   for (const auto& item : set.items) {
     const QString image = QString::fromStdString(set.image_path(item).string());
-    const QString text = fromStd(item.prompt);
-    auto* row = new QListWidgetItem(QIcon(image), fromStd(item.id));
+    const QString text = QString::fromStdString(item.prompt);
+    auto* row = new QListWidgetItem(QIcon(image), QString::fromStdString(item.id));
     row->setData(Qt::UserRole, image);
     row->setData(Qt::UserRole + 1, text);
     row->setData(Qt::UserRole + 2, item.harmful);
-    row->setData(Qt::UserRole + 3, fromStd(item.task));
+    row->setData(Qt::UserRole + 3, QString::fromStdString(item.task));
     row->setToolTip((item.harmful ? tr("[harmful] ") : QString()) + text);
     m_gallery->addItem(row);
   }

@@ -6,11 +6,6 @@
 #include <mutex>
 #include <utility>
 
-#if defined(__linux__)
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
 
 #include "core/jobs/job.h"
 
@@ -110,10 +105,7 @@ bool EvaluationJob::launch(
   d->job = std::make_unique<jobs::Job>("eval");
   Impl* impl = d.get();
   d->job->start([impl, work = std::move(work)](jobs::JobContext& ctx) {
-#if defined(__linux__)
-    // Background work yields to the GUI thread when cores are scarce (nice +5 for this thread).
-    setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 5);
-#endif
+    jobs::lower_thread_priority();
     const eval::EvalProgressCallback progress = [impl, &ctx](const eval::EvalProgress& p) {
       std::lock_guard lock(impl->mutex);
       impl->progress = p;

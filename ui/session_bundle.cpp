@@ -14,8 +14,6 @@ namespace {
 
 using nlohmann::json;
 
-QString fromStd(const std::string& s) { return QString::fromUtf8(s.data(), static_cast<qsizetype>(s.size())); }
-
 [[noreturn]] void fail(const std::string& where, const std::string& key, const std::string& expected,
                        const json& found) {
   throw InputError(describe(where + ": key '" + key + "'", expected, json_util::type_name(found)));
@@ -26,7 +24,7 @@ QString text(const json& object, const char* key, const std::string& where, cons
   const auto it = object.find(key);
   if (it == object.end() || it->is_null()) return {};
   if (!it->is_string()) fail(where, prefix + key, "a string", *it);
-  return fromStd(it->get<std::string>());
+  return QString::fromStdString(it->get<std::string>());
 }
 
 int small_int(const json& value, const std::string& where, const std::string& key) {

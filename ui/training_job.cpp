@@ -8,11 +8,6 @@
 #include <thread>
 #include <utility>
 
-#if defined(__linux__)
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
 
 #include "core/base/json_util.h"
 #include "core/jobs/job.h"
@@ -20,7 +15,6 @@
 
 #include "core/rl/memory.h"
 #include "core/rl/trainer.h"
-#include "core/runtime/memory.h"
 
 namespace icet::ui {
 
@@ -40,7 +34,6 @@ struct TrainingJob::Impl {
   std::atomic<bool> collecting{false};
   std::atomic<bool> collected{true};  // the collector has taken the ended job's last rows
   std::shared_ptr<rl::TrainingRun> run;
-  double estimateGib = 0;  // the run's memory estimate, computed at start/resume
   // The trainer's drains may wait while it writes its logs: a collector thread takes that wait,
   // so the GUI only ever locks `mutex` for a copy.
   void collect(rl::TrainingRun& r) {
@@ -198,16 +191,9 @@ bool TrainingJob::launch(bool resume, const QString& configJson, QString* error,
     }
     return false;
   }
-  double estimate = 0;
-  try {
-    estimate = rl::estimate_training_memory(run->config()).total_gib;  // headers only; the run checks it again
-  } catch (const std::exception&) {
-    // the run reports what is wrong with its model folders
-  }
   {
     std::lock_guard lock(d->mutex);
     d->run = run;
-    d->estimateGib = estimate;
     d->stage = tr("starting");
     d->step = run->step();
     d->maxSteps = run->max_steps();
@@ -216,10 +202,7 @@ bool TrainingJob::launch(bool resume, const QString& configJson, QString* error,
   d->job = std::make_unique<jobs::Job>("train");
   Impl* impl = d.get();
   d->job->start([impl, run](jobs::JobContext& ctx) {
-#if defined(__linux__)
-    // Background work yields to the GUI thread when cores are scarce (nice +5 for this thread).
-    setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 5);
-#endif
+    jobs::lower_thread_priority();
     run->run(ctx.cancel_flag(), [impl](const rl::TrainProgress& p) {
       std::lock_guard lock(impl->mutex);
       impl->stage = QString::fromStdString(p.stage);
@@ -305,30 +288,23 @@ qint64 TrainingJob::step() const {
 }
 
 QString TrainingJob::memoryText() const {
-  std::string device, dtype;
-  double estimate = 0;
+  std::shared_ptr<rl::TrainingRun> run;
   {
     std::lock_guard lock(d->mutex);
-    if (!d->run) {
-      return QString();
-    }
-    device = d->run->config().device;
-    dtype = d->run->config().dtype;
-    estimate = d->estimateGib;
+    run = d->run;
   }
-  QString text = QStringLiteral("%1 · %2").arg(QString::fromStdString(device), QString::fromStdString(dtype));
-  if (estimate > 0) {
-    text += tr(" · est. %1 GiB").arg(estimate, 0, 'f', 1);
+  if (!run) {
+    return QString();
   }
-  if (device.rfind("cuda", 0) == 0) {
-    const runtime::DeviceMemory m = runtime::device_memory(device);
-    if (m.total_bytes > 0) {
-      constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
-      text += tr(" · GPU %1/%2 GiB").arg(static_cast<double>(m.used_bytes()) / kGiB, 0, 'f', 1)
-                  .arg(static_cast<double>(m.total_bytes) / kGiB, 0, 'f', 1);
-    }
+  // The estimate the run made before loading (device and dtype resolved); the GPU's live figure
+  // is in the status bar.
+  if (const auto e = run->memory_estimate()) {
+    return tr("%1 · %2 · est. %3 GiB")
+        .arg(QString::fromStdString(e->device), QString::fromStdString(e->dtype))
+        .arg(e->total_gib, 0, 'f', 1);
   }
-  return text;
+  return QStringLiteral("%1 · %2").arg(QString::fromStdString(run->config().device),
+                                       QString::fromStdString(run->config().dtype));
 }
 
 QString TrainingJob::modelPath() const {

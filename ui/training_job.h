@@ -79,8 +79,8 @@ class TrainingJob : public QObject {
   QString runDir() const { return m_runDir; }
   // The VLM the run trains (its config's model), empty before start/resume.
   QString modelPath() const;
-  // Where the run trains and its memory: "cuda:0 · bfloat16 · est. 21.4 GiB · GPU 12.3/79.1 GiB"
-  // (the GPU figures live from NVML when there is a driver), empty before start/resume.
+  // Where the run trains and the memory it estimated: "cuda:0 · bfloat16 · est. 21.4 GiB" (the
+  // config's device and dtype until the run has loaded), empty before start/resume.
   QString memoryText() const;
   // The latest adapter (PEFT layout) of the run, or empty when none was written yet.
   QString adapterDir() const;

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "core/base/error.h"
+#include "core/base/hash.h"
 #include "core/base/json_util.h"
 #include "core/base/log.h"
 #include "core/base/strings.h"
@@ -50,17 +51,16 @@ std::string model_id_of(const std::filesystem::path& dir) {
 }
 
 std::string hash_bytes(const std::vector<uint8_t>& bytes, int width, int height) {
-  uint64_t h = 1469598103934665603ULL;  // FNV-1a 64
-  auto mix = [&h](uint8_t b) {
-    h ^= b;
-    h *= 1099511628211ULL;
-  };
-  for (uint8_t b : bytes) mix(b);
+  Fnv1a64 h;
+  h.update(bytes.data(), bytes.size());
   for (int v : {width, height}) {
-    for (int i = 0; i < 4; ++i) mix(static_cast<uint8_t>(v >> (8 * i)));
+    for (int i = 0; i < 4; ++i) {
+      const auto b = static_cast<uint8_t>(v >> (8 * i));
+      h.update(&b, 1);
+    }
   }
-  std::ostringstream out;
-  out << std::hex << h;
+  std::ostringstream out;  // unpadded hex, as recorded in earlier session bundles
+  out << std::hex << h.value();
   return out.str();
 }
 
@@ -233,7 +233,9 @@ class MllamaDecoder final : public generate::TextDecoder {
   MllamaDecoder(const models::MllamaTextModel& lm, models::CrossAttentionInputs cross)
       : lm_(lm), cross_(std::move(cross)) {}
   models::KvCache make_cache(int64_t batch, int64_t capacity) const override { return lm_.make_cache(batch, capacity); }
-  at::Tensor forward(const at::Tensor& embeds, const at::Tensor& positions, models::KvCache* cache) const override {
+  at::Tensor forward(const at::Tensor& embeds, const at::Tensor& positions, models::KvCache* cache,
+                     const at::Tensor& key_mask) const override {
+    if (key_mask.defined()) throw Error("Mllama decoder: padded batches (a key mask) are not supported");
     return lm_.forward(embeds, positions, cross_, cache);
   }
   at::Tensor logits(const at::Tensor& hidden) const override { return lm_.logits(hidden); }

@@ -10,11 +10,23 @@
 #include <fstream>
 #include <map>
 
+#include "core/base/atomic_file.h"
 #include "core/base/error.h"
 #include "core/base/json_util.h"
 #include "core/eval/csv.h"
 
 namespace icet::eval {
+namespace {
+
+// The log's two kinds of line (invalid UTF-8 in an answer is replaced, not an exception).
+std::string header_line(const nlohmann::json& meta) {
+  return nlohmann::json{{"icet_eval_log", 1}, {"meta", meta}}.dump() + "\n";
+}
+std::string record_line(const AnswerRecord& r) {
+  return to_json(r).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+}  // namespace
 namespace fs = std::filesystem;
 namespace {
 
@@ -167,7 +179,7 @@ AnswerLogWriter::AnswerLogWriter(const fs::path& file, const nlohmann::json& met
   }
   if (keep == 0 && !meta.is_null()) {
     std::lock_guard<std::mutex> lock(mutex_);
-    write_line(nlohmann::json{{"icet_eval_log", 1}, {"meta", meta}}.dump() + "\n");
+    write_line(header_line(meta));
     sync_locked();
   }
 }
@@ -200,7 +212,7 @@ void AnswerLogWriter::sync_locked() {
 }
 
 void AnswerLogWriter::append(const AnswerRecord& record) {
-  const std::string line = to_json(record).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  const std::string line = record_line(record);
   std::lock_guard<std::mutex> lock(mutex_);
   write_line(line);
   ++unsynced_;
@@ -246,6 +258,13 @@ std::string answers_csv(const std::vector<AnswerRecord>& records) {
            "," + number_cell(r.reward) + "," + (r.refused ? "true" : "false") + "," + number_cell(r.correct) + "\n";
   }
   return out;
+}
+
+void rewrite_answer_log(const std::filesystem::path& file, const nlohmann::json& meta,
+                        const std::vector<AnswerRecord>& records) {
+  std::string text = header_line(meta);
+  for (const auto& r : records) text += record_line(r);
+  write_file_atomic(file, text);
 }
 
 }  // namespace icet::eval

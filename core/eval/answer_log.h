@@ -106,6 +106,11 @@ class AnswerLogWriter {
   std::chrono::steady_clock::time_point last_sync_;
 };
 
+// The whole log again, atomically: `meta` as its header, then `records` (adapters added on
+// resume change the header).
+void rewrite_answer_log(const std::filesystem::path& file, const nlohmann::json& meta,
+                        const std::vector<AnswerRecord>& records);
+
 // What a resumed evaluation still has to answer: every (layer, id, adapter) of
 // adapters x ids x layers not in `done`, adapter-major then item-major (the layers of one item
 // stay together, as one sweep answers them).

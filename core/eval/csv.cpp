@@ -138,6 +138,18 @@ CsvTable parse_csv(std::string_view text, const std::string& file) {
   enum class State { field_start, unquoted, quoted, after_quote };
   State state = State::field_start;
   size_t quote_line = 0;
+  auto end_field = [&] {  // a comma outside quotes
+    record.push_back(std::move(field));
+    field.clear();
+    state = State::field_start;
+  };
+  auto end_line = [&](size_t& i) {  // a line end outside quotes; CRLF counts once
+    if (text[i] == '\r' && i + 1 < n && text[i + 1] == '\n') ++i;
+    end_record();
+    ++line;
+    record_line = line;
+    state = State::field_start;
+  };
   for (size_t i = 0; i < n; ++i) {
     const char c = text[i];
     switch (state) {
@@ -149,16 +161,10 @@ CsvTable parse_csv(std::string_view text, const std::string& file) {
           quote_line = line;
           field_started = true;
         } else if (c == ',') {
-          record.push_back(std::move(field));
-          field.clear();
+          end_field();
           field_started = true;
-          state = State::field_start;
         } else if (c == '\n' || c == '\r') {
-          if (c == '\r' && i + 1 < n && text[i + 1] == '\n') ++i;
-          end_record();
-          ++line;
-          record_line = line;
-          state = State::field_start;
+          end_line(i);
         } else {
           field += c;
           field_started = true;
@@ -184,15 +190,9 @@ CsvTable parse_csv(std::string_view text, const std::string& file) {
         break;
       case State::after_quote:
         if (c == ',') {
-          record.push_back(std::move(field));
-          field.clear();
-          state = State::field_start;
+          end_field();
         } else if (c == '\n' || c == '\r') {
-          if (c == '\r' && i + 1 < n && text[i + 1] == '\n') ++i;
-          end_record();
-          ++line;
-          record_line = line;
-          state = State::field_start;
+          end_line(i);
         } else if (c == ' ' || c == '\t') {
           // trailing blanks after a closing quote ("a" ,b) are dropped
         } else {

@@ -10,6 +10,7 @@
 
 #include "core/base/atomic_file.h"
 #include "core/base/error.h"
+#include "core/base/hash.h"
 #include "core/base/json_util.h"
 #include "core/eval/csv.h"
 
@@ -83,6 +84,9 @@ PromptSet load_prompt_set(const std::filesystem::path& file) {
   const std::string text = read_file_limited(file, 256ull << 20, "a prompt set (.jsonl or .csv)");
   PromptSet set;
   set.file = file;
+  Fnv1a64 hash;
+  hash.update(text.data(), text.size());
+  set.content_hash = hash.hex();
   std::set<std::string> ids;
   auto add = [&](PromptItem item, const std::string& at) {
     if (item.id.empty()) throw InputError(describe(at + ": field 'id'", "a non-empty id", "\"\""));

@@ -29,6 +29,7 @@ struct PromptItem {
 
 struct PromptSet {
   std::filesystem::path file;  // the set file it was read from
+  std::string content_hash;    // FNV-1a 64 of the bytes read (load_prompt_set); "" for sets built in code
   std::vector<PromptItem> items;
 
   // The image of `item`, resolved against the set file's folder.

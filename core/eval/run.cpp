@@ -9,6 +9,7 @@
 
 #include "core/base/atomic_file.h"
 #include "core/base/error.h"
+#include "core/base/hash.h"
 #include "core/base/log.h"
 #include "core/engine/session.h"
 #include "core/eval/report.h"
@@ -28,23 +29,17 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// FNV-1a 64 of a file's bytes, streamed: a fingerprint for "is this the same set / adapter"
-// on resume (not a security measure).
+// A file's FNV-1a 64, streamed: "is this the same set / adapter" on resume.
 std::string file_fingerprint(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw InputError(describe(file.string(), "a readable file", "cannot be opened"));
-  uint64_t h = 1469598103934665603ULL;
+  Fnv1a64 h;
   std::vector<char> buf(1 << 20);
   while (in) {
     in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    for (std::streamsize i = 0; i < in.gcount(); ++i) {
-      h ^= static_cast<unsigned char>(buf[static_cast<size_t>(i)]);
-      h *= 1099511628211ULL;
-    }
+    h.update(buf.data(), static_cast<size_t>(in.gcount()));
   }
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-  return hex;
+  return h.hex();
 }
 
 std::string adapter_fingerprint(const fs::path& dir) {
@@ -78,13 +73,6 @@ void check_resumable(const nlohmann::json& old_meta, const nlohmann::json& meta,
       }
     }
   }
-}
-
-// The whole log again with a new header (adapters added on resume), atomically.
-void rewrite_log(const fs::path& file, const nlohmann::json& meta, const std::vector<AnswerRecord>& records) {
-  std::string text = nlohmann::json{{"icet_eval_log", 1}, {"meta", meta}}.dump() + "\n";
-  for (const auto& r : records) text += to_json(r).dump() + "\n";
-  write_file_atomic(file, text);
 }
 
 }  // namespace
@@ -143,11 +131,10 @@ size_t items_in(const PromptSet& set, const EvalPlan& plan) {
   return n;
 }
 
-}  // namespace
-
-EvalOutcome run_evaluation(const EvalModels& models, const PromptSet& set, const EvalPlan& plan,
-                           const std::vector<std::string>& adapters, const EvalProgressCallback& progress,
-                           const std::atomic<bool>* cancel) {
+// The evaluation proper, on the first `n` items (checked by items_in).
+EvalOutcome run_loaded(const EvalModels& models, const PromptSet& set, const EvalPlan& plan,
+                       const std::vector<std::string>& adapters, size_t n, const EvalProgressCallback& progress,
+                       const std::atomic<bool>* cancel) {
   if (models.session == nullptr) throw InputError("eval: no model session");
   const auto start = Clock::now();
   engine::Session& session = *models.session;
@@ -162,7 +149,6 @@ EvalOutcome run_evaluation(const EvalModels& models, const PromptSet& set, const
   }
   outcome.out = plan.out;
 
-  const size_t n = items_in(set, plan);
   if (adapters.empty()) throw InputError("eval: nothing to answer with (no base model and no adapter)");
   nlohmann::json adapter_hashes = nlohmann::json::object();
   for (const auto& a : adapters) {
@@ -171,7 +157,7 @@ EvalOutcome run_evaluation(const EvalModels& models, const PromptSet& set, const
   outcome.meta = {{"model_id", summary.model_id},
                   {"weights_hash", summary.weights_hash},
                   {"set", set.file.string()},
-                  {"set_hash", file_fingerprint(set.file)},
+                  {"set_hash", !set.content_hash.empty() ? set.content_hash : file_fingerprint(set.file)},
                   {"judge", models.judge != nullptr ? nlohmann::json(models.judge->id()) : nlohmann::json(nullptr)},
                   {"reward", models.reward != nullptr ? nlohmann::json(models.reward->id()) : nlohmann::json(nullptr)},
                   {"max_new_tokens", plan.max_new_tokens},
@@ -201,7 +187,7 @@ EvalOutcome run_evaluation(const EvalModels& models, const PromptSet& set, const
           grew = true;
         }
       }
-      if (grew) rewrite_log(log, merged, contents.records);
+      if (grew) rewrite_answer_log(log, merged, contents.records);
       outcome.meta = merged;
       logged = std::move(contents.records);
     }
@@ -344,9 +330,17 @@ EvalOutcome run_evaluation(const EvalModels& models, const PromptSet& set, const
   return outcome;
 }
 
+}  // namespace
+
+EvalOutcome run_evaluation(const EvalModels& models, const PromptSet& set, const EvalPlan& plan,
+                           const std::vector<std::string>& adapters, const EvalProgressCallback& progress,
+                           const std::atomic<bool>* cancel) {
+  return run_loaded(models, set, plan, adapters, items_in(set, plan), progress, cancel);
+}
+
 EvalOutcome run_evaluation(const EvalPlan& plan, const EvalProgressCallback& progress, const std::atomic<bool>* cancel) {
   const PromptSet set = load_prompt_set(plan.set);
-  items_in(set, plan);  // bad items fail before the models load
+  const size_t n = items_in(set, plan);  // bad items fail before the models load
   auto stage = [&](const char* name) {
     EvalProgress p;
     p.stage = name;
@@ -371,7 +365,7 @@ EvalOutcome run_evaluation(const EvalPlan& plan, const EvalProgressCallback& pro
     stage("loading reward model");
     reward = safety::load_reward_model(*plan.reward, summary.device, summary.dtype);
   }
-  return run_evaluation(EvalModels{session.get(), judge.get(), reward.get()}, set, plan, adapters, progress, cancel);
+  return run_loaded(EvalModels{session.get(), judge.get(), reward.get()}, set, plan, adapters, n, progress, cancel);
 }
 
 EvalOutcome load_evaluation(const fs::path& out, const MetricsOptions& options) {

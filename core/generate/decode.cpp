@@ -36,8 +36,9 @@ class LlamaDecoder final : public TextDecoder {
  public:
   explicit LlamaDecoder(const models::LlamaModel& lm) : lm_(lm) {}
   models::KvCache make_cache(int64_t batch, int64_t capacity) const override { return lm_.make_cache(batch, capacity); }
-  at::Tensor forward(const at::Tensor& embeds, const at::Tensor& positions, models::KvCache* cache) const override {
-    return lm_.forward(embeds, positions, cache);
+  at::Tensor forward(const at::Tensor& embeds, const at::Tensor& positions, models::KvCache* cache,
+                     const at::Tensor& key_mask) const override {
+    return lm_.forward(embeds, positions, cache, key_mask);
   }
   at::Tensor logits(const at::Tensor& hidden) const override { return lm_.logits(hidden); }
   at::Tensor embed(const at::Tensor& ids) const override { return lm_.embed(ids); }
@@ -66,7 +67,6 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
                          std::to_string(req.params.size())));
   }
   const bool padded = req.prompt_mask.defined();
-  if (padded && req.lm == nullptr) throw Error("decode request: a padded batch needs a Llama decoder (lm)");
   int64_t max_new = 0;
   for (const auto& p : req.params) max_new = std::max(max_new, p.max_new_tokens);
   const int64_t capacity = std::min(T + max_new, req.context_limit);
@@ -74,9 +74,7 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
   std::vector<RowOutput> out(static_cast<size_t>(B));
   std::vector<at::Generator> generators;
   std::vector<std::unique_ptr<text::StreamDecoder>> streams;
-  std::vector<std::vector<int64_t>> history = !req.row_prompt_ids.empty()
-                                                  ? req.row_prompt_ids
-                                                  : std::vector<std::vector<int64_t>>(static_cast<size_t>(B), req.prompt_ids);
+  std::vector<std::vector<int64_t>> history(static_cast<size_t>(B), req.prompt_ids);
   for (int64_t r = 0; r < B; ++r) {
     generators.push_back(make_generator(req.params[static_cast<size_t>(r)].seed.value_or(0)));
     streams.push_back(req.tokenizer != nullptr ? std::make_unique<text::StreamDecoder>(*req.tokenizer) : nullptr);
@@ -86,17 +84,17 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
   const auto dev = req.prompt_embeds.device();
   const auto long_opts = at::TensorOptions().dtype(at::kLong).device(dev);
   // Prefill: all prompt positions, logits of the last one only. [B,T,H] -> [B,V]
-  // Padded rows: key_mask [b, cache positions] and each row's next position next_pos [b].
-  at::Tensor positions, key_mask, next_pos, logits;
+  // Each row's next position next_pos [b]; padded rows also carry key_mask [b, cache positions].
+  at::Tensor positions, key_mask;
   if (padded) {
-    key_mask = req.prompt_mask.to(dev).to(at::kFloat).clone();               // [B,T], rows move below
-    positions = (key_mask.cumsum(1) - 1).clamp_min(0).to(at::kLong);         // [B,T]
-    next_pos = positions.select(1, T - 1) + 1;                                // [B]
-    logits = req.lm->logits(req.lm->forward(req.prompt_embeds, positions, &cache, key_mask).narrow(1, T - 1, 1)).select(1, 0);
+    key_mask = req.prompt_mask.to(dev).to(at::kFloat).clone();  // [B,T], rows move below
+    positions = (key_mask.cumsum(1) - 1).clamp_min(0).to(at::kLong);
   } else {
     positions = at::arange(T, long_opts).view({1, T}).expand({B, T});
-    logits = lm.logits(lm.forward(req.prompt_embeds, positions, &cache).narrow(1, T - 1, 1)).select(1, 0);
   }
+  at::Tensor next_pos = positions.select(1, T - 1) + 1;  // [B]
+  at::Tensor logits =
+      lm.logits(lm.forward(req.prompt_embeds, positions, &cache, key_mask).narrow(1, T - 1, 1)).select(1, 0);
 
   // [V] true at every id LogitsPolicy::clean never generates.
   const int64_t V = logits.size(1);
@@ -188,14 +186,12 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
     for (size_t i = finished.size(); i-- > 0;) {
       if (!finished[i]) continue;
       cache.remove_row(static_cast<int64_t>(i));
-      if (padded) {  // the same move for the row's mask and position
-        const int64_t last = key_mask.size(0) - 1, row = static_cast<int64_t>(i);
-        if (row != last) {
-          key_mask[row].copy_(key_mask[last]);
-          next_pos[row].copy_(next_pos[last]);
-        }
-        key_mask = key_mask.narrow(0, 0, last);
-        next_pos = next_pos.narrow(0, 0, last);
+      // The same move for the row's position (and mask).
+      const int64_t last = next_pos.size(0) - 1, row = static_cast<int64_t>(i);
+      for (at::Tensor* t : {&next_pos, &key_mask}) {
+        if (!t->defined()) continue;
+        if (row != last) (*t)[row].copy_((*t)[last]);
+        *t = t->narrow(0, 0, last);
       }
       active[i] = active.back();
       chosen[i] = chosen.back();
@@ -206,14 +202,9 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
     const int64_t b = static_cast<int64_t>(active.size());
     // One decode step for the rows still going: [b,1] -> [b,V]
     const at::Tensor ids = at::tensor(chosen, at::TensorOptions().dtype(at::kLong)).to(dev).view({b, 1});
-    if (padded) {
-      key_mask = at::cat({key_mask, at::ones({b, 1}, key_mask.options())}, 1);  // [b, cache.length + 1]
-      logits = req.lm->logits(req.lm->forward(lm.embed(ids), next_pos.view({b, 1}), &cache, key_mask)).select(1, 0);
-      next_pos = next_pos + 1;
-    } else {
-      positions = at::full({b, 1}, cache.length, long_opts);
-      logits = lm.logits(lm.forward(lm.embed(ids), positions, &cache)).select(1, 0);
-    }
+    if (padded) key_mask = at::cat({key_mask, at::ones({b, 1}, key_mask.options())}, 1);  // [b, cache.length + 1]
+    logits = lm.logits(lm.forward(lm.embed(ids), next_pos.view({b, 1}), &cache, key_mask)).select(1, 0);
+    next_pos = next_pos + 1;
     ++steps;
   }
   log::get("generate")->debug("decode: {} rows x {} prompt tokens, prefill {:.1f} ms, {} steps {:.1f} ms", B, T,

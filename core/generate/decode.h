@@ -46,8 +46,10 @@ class TextDecoder {
  public:
   virtual ~TextDecoder() = default;
   virtual models::KvCache make_cache(int64_t batch, int64_t capacity) const = 0;
-  // embeds [B, T, H], positions [B, T] -> final-norm hidden [B, T, H]
-  virtual at::Tensor forward(const at::Tensor& embeds, const at::Tensor& positions, models::KvCache* cache) const = 0;
+  // embeds [B, T, H], positions [B, T], key_mask [B, P+T] (1 = attend; undefined: none)
+  // -> final-norm hidden [B, T, H]. A decoder without key padding throws for a defined mask.
+  virtual at::Tensor forward(const at::Tensor& embeds, const at::Tensor& positions, models::KvCache* cache,
+                             const at::Tensor& key_mask) const = 0;
   virtual at::Tensor logits(const at::Tensor& hidden) const = 0;  // [B, T, H] -> [B, T, V]
   virtual at::Tensor embed(const at::Tensor& ids) const = 0;      // [B, T] -> [B, T, H]
 };
@@ -61,10 +63,9 @@ struct DecodeRequest {
   at::Tensor prompt_embeds;           // [B, T, H]
   // [B, T] 1 = prompt position, 0 = left padding (undefined: none). Each row then attends to
   // its own positions only and is numbered from 0 at its first real position, so a row decodes
-  // as it would alone. Needs `lm` (a plain Llama decoder).
+  // as it would alone. The decoder must take a key mask (a plain Llama one does).
   at::Tensor prompt_mask;
-  std::vector<int64_t> prompt_ids;    // [T], for the repetition-penalty history
-  std::vector<std::vector<int64_t>> row_prompt_ids;  // per row, instead of prompt_ids (padded batches)
+  std::vector<int64_t> prompt_ids;    // [T], for the repetition-penalty history (shared by the rows)
   std::vector<SamplingParams> params; // one per row, seed set
   std::vector<int64_t> eos_ids;
   // What LogitsPolicy::clean bans, for rows whose params ask for it (LogitsPolicy::hf rows

@@ -102,9 +102,9 @@ std::vector<int64_t> choose_tokens(const at::Tensor& scores, const std::vector<c
     std::copy_n(best.data_ptr<int64_t>(), b, out.begin());
     return out;
   }
-  const at::Tensor probs = at::softmax(apply_top_p(apply_top_k(apply_temperature(rows, p0.temperature), p0.top_k), p0.top_p), -1)
-                               .to(at::kCPU)
-                               .contiguous();
+  // The rows are on the CPU (run_decode moves them there): the generators are CPU ones.
+  const at::Tensor probs =
+      at::softmax(apply_top_p(apply_top_k(apply_temperature(rows, p0.temperature), p0.top_k), p0.top_p), -1).contiguous();
   for (size_t i = 0; i < b; ++i) {
     out[i] = at::multinomial(probs[static_cast<int64_t>(i)], 1, /*replacement=*/false, *generators[i]).item<int64_t>();
   }

@@ -25,7 +25,7 @@ at::Tensor suppress(const at::Tensor& logits, const std::vector<int64_t>& ids);
 int64_t choose_token(const at::Tensor& logits, const SamplingParams& p, const std::vector<int64_t>& history,
                      at::Generator& generator);
 
-// choose_token for the rows of a batch: scores [b, V], row i with params[i], histories[i] and
+// choose_token for the rows of a batch: scores [b, V] on the CPU, row i with params[i], histories[i] and
 // generators[i]. Rows that share their settings (and have no repetition penalty) are warped
 // together; each row still draws from its own generator, so a row's token does not depend on
 // the other rows.

@@ -15,6 +15,7 @@
 #include "core/base/error.h"
 #include "core/base/log.h"
 #include "core/io/safetensors.h"
+#include "core/runtime/memory.h"
 
 namespace icet::io {
 
@@ -51,18 +52,7 @@ uint64_t word_sum(const std::byte* data, std::size_t size) {
   return sum;
 }
 
-// VmRSS / VmHWM from /proc/self/status, in bytes; 0 when unavailable.
-uint64_t proc_status_bytes(const char* key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  const std::string prefix = std::string(key) + ":";
-  while (std::getline(in, line)) {
-    if (line.rfind(prefix, 0) == 0) {
-      return std::strtoull(line.c_str() + prefix.size(), nullptr, 10) * 1024;
-    }
-  }
-  return 0;
-}
+uint64_t proc_status_bytes(const char* key) { return static_cast<uint64_t>(runtime::proc_status_bytes(key)); }
 
 // "5" resets VmHWM to the current RSS (Linux >= 4.0).
 bool reset_peak_rss() {

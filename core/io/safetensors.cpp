@@ -20,6 +20,7 @@
 
 #include "core/base/atomic_file.h"
 #include "core/base/error.h"
+#include "core/base/hash.h"
 #include "core/base/json_util.h"
 #include "core/base/log.h"
 
@@ -133,32 +134,6 @@ void write_all(int fd, const void* data, std::size_t size, const fs::path& file)
     size -= static_cast<std::size_t>(n);
   }
 }
-
-// FNV-1a 64: tiny, stable across platforms and versions, good enough for an id.
-class Fnv1a64 {
- public:
-  void update(const void* data, std::size_t size) {
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (std::size_t i = 0; i < size; ++i) {
-      hash_ = (hash_ ^ p[i]) * 0x100000001b3ull;
-    }
-  }
-  void update_u64(uint64_t v) {
-    unsigned char bytes[8];
-    for (int i = 0; i < 8; ++i) {
-      bytes[i] = static_cast<unsigned char>(v >> (8 * i));
-    }
-    update(bytes, 8);
-  }
-  std::string hex() const {
-    char buf[17];
-    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(hash_));
-    return buf;
-  }
-
- private:
-  uint64_t hash_ = 0xcbf29ce484222325ull;
-};
 
 }  // namespace
 

@@ -1,5 +1,11 @@
 #include "core/jobs/job.h"
 
+#if defined(__linux__)
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #include <chrono>
 
 #include "core/base/error.h"
@@ -7,6 +13,12 @@
 #include "core/runtime/threads.h"
 
 namespace icet::jobs {
+
+void lower_thread_priority() {
+#if defined(__linux__)
+  setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 5);
+#endif
+}
 
 std::string job_state_name(JobState s) {
   switch (s) {

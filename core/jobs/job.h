@@ -16,6 +16,10 @@
 
 namespace icet::jobs {
 
+// Background work yields to the GUI thread when cores are scarce: nice +5 for the calling
+// thread (Linux; nothing elsewhere). Called first thing in a job's work function.
+void lower_thread_priority();
+
 enum class JobState { Pending, Running, Succeeded, Failed, Cancelled };
 std::string job_state_name(JobState s);
 

@@ -26,23 +26,22 @@ double parameters_of(const std::filesystem::path& dir) {
   return n;
 }
 
-double bytes_of(const std::string& dtype) { return dtype == "float32" ? 4.0 : 2.0; }
-
 }  // namespace
 
 MemoryEstimate estimate_training_memory(const LppoConfig& c) {
   MemoryEstimate e;
   const c10::Device device = runtime::parse_device(c.device);
+  const c10::ScalarType dtype = runtime::parse_dtype(c.dtype, device);
   e.device = device.str();
-  e.dtype = runtime::dtype_name(runtime::parse_dtype(c.dtype, device));
-  const double w = bytes_of(e.dtype);
+  e.dtype = runtime::dtype_name(dtype);
+  const auto w = static_cast<double>(c10::elementSize(dtype));
   const models::LlavaConfig cfg = models::load_llava_config(c.model / "config.json");
   const auto& t = cfg.text;
   const double H = static_cast<double>(t.hidden_size), I = static_cast<double>(t.intermediate_size);
   const double L = static_cast<double>(t.num_hidden_layers), V = static_cast<double>(t.vocab_size);
   const double heads = static_cast<double>(t.num_attention_heads);
-  const double head_dim = t.head_dim > 0 ? static_cast<double>(t.head_dim) : H / heads;
-  const double kv = static_cast<double>(t.num_key_value_heads > 0 ? t.num_key_value_heads : t.num_attention_heads) * head_dim;
+  // parse() has filled in head_dim and num_key_value_heads.
+  const double kv = static_cast<double>(t.num_key_value_heads * t.head_dim);
 
   e.weights_gib = w * (parameters_of(c.model) + parameters_of(c.reward_model) + parameters_of(c.judge)) / kGiB;
 

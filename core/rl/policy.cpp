@@ -5,7 +5,6 @@
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
-#include <limits>
 
 #include "core/base/error.h"
 #include "core/base/strings.h"
@@ -78,8 +77,8 @@ at::Tensor Policy::prompt_embeds(const std::vector<int64_t>& ids, const at::Tens
 
 namespace {
 
-// Left-pads [T_i, H] rows -> embeds [B, P, H], mask [B, P] (float), positions [B, P].
-void left_pad(const std::vector<at::Tensor>& rows, at::Tensor& embeds, at::Tensor& mask, at::Tensor& positions) {
+// Left-pads [T_i, H] rows -> embeds [B, P, H], mask [B, P] (float).
+void left_pad(const std::vector<at::Tensor>& rows, at::Tensor& embeds, at::Tensor& mask) {
   const int64_t B = static_cast<int64_t>(rows.size());
   int64_t P = 0;
   for (const auto& r : rows) P = std::max(P, r.size(0));
@@ -91,22 +90,20 @@ void left_pad(const std::vector<at::Tensor>& rows, at::Tensor& embeds, at::Tenso
     embeds[b].narrow(0, P - T, T).copy_(rows[static_cast<size_t>(b)]);
     mask[b].narrow(0, P - T, T).fill_(1.0);
   }
-  positions = (mask.cumsum(1) - 1).clamp_min(0).to(at::kLong);
 }
 
 }  // namespace
 
-Generated Policy::generate(const std::vector<at::Tensor>& prompts, const std::vector<std::vector<int64_t>>& prompt_ids,
-                           const SampleSettings& s, const std::vector<uint64_t>& seeds,
-                           const std::atomic<bool>* cancel) const {
+Generated Policy::generate(const std::vector<at::Tensor>& prompts, const SampleSettings& s,
+                           const std::vector<uint64_t>& seeds, const std::atomic<bool>* cancel) const {
   at::NoGradGuard no_grad;
-  at::Tensor embeds, mask, positions;
-  left_pad(prompts, embeds, mask, positions);
+  at::Tensor embeds, mask;
+  left_pad(prompts, embeds, mask);
   generate::DecodeRequest req;
   req.lm = &model_->language_model();
   req.prompt_embeds = embeds;  // [B,P,H]
   req.prompt_mask = mask;      // [B,P]
-  req.row_prompt_ids = prompt_ids;
+  // No repetition penalty in rollouts, so no prompt ids for its history.
   req.eos_ids = eos_ids_;
   // The lab's clean logits policy (engine::Session): no image token, no padded vocabulary rows.
   req.suppress_ids = {model_->config().image_token_index};
@@ -139,8 +136,8 @@ RolloutBatch Policy::make_batch(const std::vector<at::Tensor>& prompts,
   at::NoGradGuard no_grad;
   const auto& lm = model_->language_model();
   RolloutBatch batch;
-  at::Tensor pe, pm, pp;
-  left_pad(prompts, pe, pm, pp);
+  at::Tensor pe, pm;
+  left_pad(prompts, pe, pm);
   const int64_t B = pe.size(0), P = pe.size(1), H = pe.size(2);
   int64_t R = 1;
   for (const auto& r : responses) R = std::max<int64_t>(R, static_cast<int64_t>(r.size()));

@@ -71,7 +71,6 @@ class Policy {
   int64_t hidden_size() const { return model_->config().text.hidden_size; }
   c10::Device device() const { return device_; }
   c10::ScalarType dtype() const { return dtype_; }
-  const std::string& prompt_format() const { return prompt_format_; }
 
   // The message in the snapshot's prompt format with the image tokens expanded, built by
   // engine::build_prompt_ids as the lab builds it; the prompt is user text (never parsed for
@@ -86,8 +85,7 @@ class Policy {
   // through the lab's decoder (generate::run_decode) with its clean logits policy: row i is
   // the answer engine::Session::generate gives for that prompt, layer and seeds[i]. Cancel is
   // checked before every decode step (throws icet::Cancelled).
-  Generated generate(const std::vector<at::Tensor>& prompts, const std::vector<std::vector<int64_t>>& prompt_ids,
-                     const SampleSettings& s, const std::vector<uint64_t>& seeds,
+  Generated generate(const std::vector<at::Tensor>& prompts, const SampleSettings& s, const std::vector<uint64_t>& seeds,
                      const std::atomic<bool>* cancel) const;
 
   // Pads prompts ([T_i, H] each) and responses into one batch.

@@ -203,6 +203,7 @@ struct TrainingRun::Impl {
   std::vector<MetricsRow> metrics;
   std::vector<RolloutSample> samples;
   std::vector<EvalPoint> evals;
+  std::optional<MemoryEstimate> memory_estimate;  // set by load()
 
   // Models (loaded by run()).
   std::unique_ptr<Policy> policy;
@@ -236,6 +237,10 @@ struct TrainingRun::Impl {
     // Refused before gigabytes are loaded when it cannot fit (an estimate, with the numbers).
     const MemoryEstimate memory = estimate_training_memory(config);
     log::get("rl")->info("memory: {}", memory_summary(memory));
+    {
+      std::lock_guard lock(mutex);
+      memory_estimate = memory;
+    }
     require_fits(memory);
     policy = std::make_unique<Policy>(config.model, PolicyOptions{config.device, config.dtype});
     policy->lm().set_gradient_checkpointing(config.gradient_checkpointing);
@@ -480,7 +485,6 @@ struct TrainingRun::Impl {
     std::vector<const eval::PromptItem*> items;
     std::vector<int64_t> layers;
     std::vector<at::Tensor> prompts;  // [T_i, H]
-    std::vector<std::vector<int64_t>> ids;  // the prompts' ids (T_i each)
   };
   StepInputs inputs_for(int64_t s) {
     // Step s's dropout stream (the generator object stays, lora.generator points at it).
@@ -495,9 +499,8 @@ struct TrainingRun::Impl {
         in.layers[static_cast<size_t>(i)] =
             config.benign_layers[static_cast<size_t>(benign_rng() % config.benign_layers.size())];
       }
-      in.ids.push_back(policy->prompt_ids(it.prompt));
-      in.prompts.push_back(
-          policy->prompt_embeds(in.ids.back(), policy->features(train.image_path(it), in.layers[static_cast<size_t>(i)])));
+      in.prompts.push_back(policy->prompt_embeds(policy->prompt_ids(it.prompt),
+                                                 policy->features(train.image_path(it), in.layers[static_cast<size_t>(i)])));
     }
     return in;
   }
@@ -568,7 +571,7 @@ struct TrainingRun::Impl {
     lora.training = false;
     Generated g;
     try {
-      g = policy->generate(in.prompts, in.ids, ss, seeds, cancel);
+      g = policy->generate(in.prompts, ss, seeds, cancel);
     } catch (const Cancelled&) {
       return false;
     }
@@ -824,18 +827,15 @@ struct TrainingRun::Impl {
     if (std::find(layers.begin(), layers.end(), def) == layers.end()) layers.push_back(def);
     for (int64_t layer : layers) {
       std::vector<at::Tensor> prompts;
-      std::vector<std::vector<int64_t>> ids;
       for (const auto* it : items) {
-        ids.push_back(policy->prompt_ids(it->prompt));
-        prompts.push_back(policy->prompt_embeds(ids.back(), policy->features(held_out.image_path(*it), layer)));
+        prompts.push_back(policy->prompt_embeds(policy->prompt_ids(it->prompt), policy->features(held_out.image_path(*it), layer)));
       }
       // Chunks of batch_size rows.
       std::vector<std::string> answers;
       for (size_t start = 0; start < prompts.size(); start += static_cast<size_t>(config.batch_size)) {
         const size_t end = std::min(prompts.size(), start + static_cast<size_t>(config.batch_size));
         const auto from = static_cast<long>(start), to = static_cast<long>(end);
-        const auto g = policy->generate(std::vector<at::Tensor>(prompts.begin() + from, prompts.begin() + to),
-                                        std::vector<std::vector<int64_t>>(ids.begin() + from, ids.begin() + to), greedy,
+        const auto g = policy->generate(std::vector<at::Tensor>(prompts.begin() + from, prompts.begin() + to), greedy,
                                         std::vector<uint64_t>(end - start, 0), cancel);
         for (const auto& t : g.tokens) answers.push_back(policy->decode(t));
       }
@@ -1029,6 +1029,11 @@ int64_t TrainingRun::step() const { return impl_->step.load(); }
 int64_t TrainingRun::max_steps() const { return impl_->max_steps; }
 const std::filesystem::path& TrainingRun::dir() const { return impl_->dir; }
 const LppoConfig& TrainingRun::config() const { return impl_->config; }
+
+std::optional<MemoryEstimate> TrainingRun::memory_estimate() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->memory_estimate;
+}
 void TrainingRun::set_max_steps(int64_t steps) {
   if (steps < 1) throw InputError(describe("max steps", ">= 1", std::to_string(steps)));
   impl_->max_steps = steps;

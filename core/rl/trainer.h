@@ -32,8 +32,11 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "core/rl/memory.h"
 
 namespace icet::rl {
 
@@ -237,6 +240,9 @@ class TrainingRun {
   int64_t max_steps() const;
   const std::filesystem::path& dir() const;
   const LppoConfig& config() const;
+  // The memory estimate the run checked before loading (device and dtype resolved); nullopt
+  // until run() has got that far. Thread-safe.
+  std::optional<MemoryEstimate> memory_estimate() const;
   // Stops at this step instead of config().max_steps (the CLI's --max-steps; resume keeps it
   // only for this process).
   void set_max_steps(int64_t steps);

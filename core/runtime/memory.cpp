@@ -38,8 +38,8 @@ DeviceMemory nvml_memory(unsigned index) {
     auto init = reinterpret_cast<InitFn>(dlsym(lib, "nvmlInit_v2"));
     return init != nullptr && init() == 0;
   }();
-  auto handle = reinterpret_cast<HandleFn>(dlsym(lib, "nvmlDeviceGetHandleByIndex_v2"));
-  auto mem = reinterpret_cast<MemFn>(dlsym(lib, "nvmlDeviceGetMemoryInfo"));
+  static const auto handle = reinterpret_cast<HandleFn>(dlsym(lib, "nvmlDeviceGetHandleByIndex_v2"));
+  static const auto mem = reinterpret_cast<MemFn>(dlsym(lib, "nvmlDeviceGetMemoryInfo"));
   void* dev = nullptr;
   NvmlMemory m{};
   if (!ready || handle == nullptr || mem == nullptr || handle(index, &dev) != 0 || mem(dev, &m) != 0) return {};
@@ -57,6 +57,6 @@ DeviceMemory device_memory(const std::string& device) {
   return {proc_kib("/proc/meminfo", "MemTotal"), proc_kib("/proc/meminfo", "MemAvailable")};
 }
 
-int64_t process_rss_bytes() { return proc_kib("/proc/self/status", "VmRSS"); }
+int64_t proc_status_bytes(const char* key) { return proc_kib("/proc/self/status", key); }
 
 }  // namespace icet::runtime

@@ -19,7 +19,9 @@ struct DeviceMemory {
 // driver.
 DeviceMemory device_memory(const std::string& device);
 
+// A "Key:  N kB" field of /proc/self/status (VmRSS, VmHWM, ...) in bytes; 0 when unavailable.
+int64_t proc_status_bytes(const char* key);
 // This process's resident memory (VmRSS), bytes.
-int64_t process_rss_bytes();
+inline int64_t process_rss_bytes() { return proc_status_bytes("VmRSS"); }
 
 }  // namespace icet::runtime

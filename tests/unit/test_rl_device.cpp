@@ -157,7 +157,7 @@ class TestRlDevice : public QObject {
     s.top_p = 0.95;
     s.max_new_tokens = 12;
     const std::vector<uint64_t> seeds = {101, 202, 303};
-    const auto g = policy.generate(embeds, ids, s, seeds, nullptr);
+    const auto g = policy.generate(embeds, s, seeds, nullptr);
     for (size_t i = 0; i < prompts.size(); ++i) {
       icet::generate::SamplingParams p;
       p.do_sample = true;
@@ -171,7 +171,7 @@ class TestRlDevice : public QObject {
     }
     // Greedy rows too.
     s.greedy = true;
-    const auto greedy = policy.generate(embeds, ids, s, {0, 0, 0}, nullptr);
+    const auto greedy = policy.generate(embeds, s, {0, 0, 0}, nullptr);
     icet::generate::SamplingParams gp;
     gp.max_new_tokens = s.max_new_tokens;
     gp.seed = 0;
