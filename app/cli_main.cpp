@@ -23,6 +23,7 @@
 #include "core/io/load_bench.h"
 #include "core/rl/commands.h"
 #include "core/runtime/diagnostics.h"
+#include "core/runtime/blas_kernels.h"
 #include "core/runtime/startup.h"
 #include "core/safety/commands.h"
 #include "core/text/tokenize_command.h"
@@ -106,6 +107,7 @@ nlohmann::json result_json(const icet::engine::GenerationRecord& r) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  icet::runtime::restart_with_better_blas_kernels(argv);  // before anything else: it may exec
   CLI::App app{"ICET Studio command line: image-encoder early exit for VLM safety", "icet"};
   app.require_subcommand(0, 1);
   app.set_version_flag("--version", std::string("icet ") + icet::kVersion);

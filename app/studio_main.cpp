@@ -6,12 +6,14 @@
 
 #include <filesystem>
 
+#include "core/runtime/blas_kernels.h"
 #include "core/runtime/startup.h"
 #include "icet/version.h"
 #include "ui/main_window.h"
 #include "ui/theme.h"
 
 int main(int argc, char** argv) {
+  icet::runtime::restart_with_better_blas_kernels(argv);  // before anything else: it may exec
   QApplication app(argc, argv);
   Q_INIT_RESOURCE(icet);  // resources/icet.qrc lives in the static icet_ui library
   QApplication::setOrganizationName(QStringLiteral("icet"));

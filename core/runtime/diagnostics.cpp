@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "core/base/log.h"
+#include "core/runtime/blas_kernels.h"
 #include "icet/version.h"
 
 namespace icet::runtime {
@@ -60,6 +61,8 @@ BlasInfo detect_blas(const std::string& torch_config) {
   if (auto* openblas_config = reinterpret_cast<ConfigFn>(probe("openblas_get_config"))) {
     info.name = "OpenBLAS";
     info.version = openblas_config();
+    info.kernels = blas_kernels();
+    info.kernels_note = blas_kernels_note();
   } else if (probe("mkl_get_version_string") != nullptr ||
              (info.library.empty() && info.torch_build == "mkl")) {
     info.name = "MKL";
@@ -203,6 +206,11 @@ std::string to_text(const RuntimeInfo& info) {
   if (!info.blas.library.empty()) {
     out << "  BLAS library      " << info.blas.library << "\n";
   }
+  if (!info.blas.kernels.empty()) {
+    out << "  BLAS kernels      " << info.blas.kernels;
+    if (!info.blas.kernels_note.empty()) out << " (" << info.blas.kernels_note << ")";
+    out << "\n";
+  }
   out << "  Intra-op threads  " << info.intra_op_threads << " (" << info.threads_source << "; "
       << info.hardware_threads << " hardware threads)\n";
   if (info.cuda_available) {
@@ -237,6 +245,8 @@ nlohmann::json to_json(const RuntimeInfo& info) {
         {"version", info.blas.version},
         {"library", info.blas.library},
         {"torch_build", info.blas.torch_build},
+        {"kernels", info.blas.kernels},
+        {"kernels_note", info.blas.kernels_note},
         {"reference", info.blas.reference}}},
       {"intra_op_threads", info.intra_op_threads},
       {"threads_source", info.threads_source},
@@ -254,6 +264,10 @@ void log_runtime_info(const RuntimeInfo& info) {
                info.icet_version, info.torch_version, info.blas.name,
                info.blas.library.empty() ? "built in" : info.blas.library, info.intra_op_threads,
                info.threads_source);
+  if (!info.blas.kernels.empty()) {
+    logger->info("OpenBLAS kernels: {}{}", info.blas.kernels,
+                 info.blas.kernels_note.empty() ? "" : " (" + info.blas.kernels_note + ")");
+  }
   if (info.cuda_available) {
     for (const auto& d : info.cuda_devices) {
       logger->info("CUDA device cuda:{}: {}", d.index, d.name);

@@ -14,6 +14,8 @@ struct BlasInfo {
   std::string library;        // resolved path of the library that provides sgemm_
   std::string torch_build;    // BLAS_INFO from LibTorch's build configuration
   bool reference = false;     // the slow netlib reference implementation
+  std::string kernels;        // OpenBLAS's kernel set ("SkylakeX"), empty for other BLAS
+  std::string kernels_note;   // why icet chose them (blas_kernels.h), empty when OpenBLAS did
 };
 
 struct CudaDevice {

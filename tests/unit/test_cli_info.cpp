@@ -5,6 +5,7 @@
 #include <QTemporaryDir>
 #include <QTest>
 
+#include "core/runtime/blas_kernels.h"
 #include "icet/version.h"
 #include "support/cli.h"
 
@@ -48,6 +49,61 @@ class TestCliInfo : public QObject {
                             .arg(blas.value(QStringLiteral("name")).toString(),
                                  blas.value(QStringLiteral("library")).toString())));
     QVERIFY(!blas.value(QStringLiteral("reference")).toBool());
+  }
+
+  // Which OpenBLAS kernel set replaces which (core/runtime/blas_kernels.h).
+  void blasKernelPolicy() {
+    using icet::runtime::better_blas_core;
+    const icet::runtime::CpuFeatures intel{true, false}, amd{true, true}, no_avx512{false, true};
+    QCOMPARE(better_blas_core("Haswell", true, intel).value_or(""), std::string("SkylakeX"));  // CPU newer than OpenBLAS
+    QCOMPARE(better_blas_core("Zen", true, amd).value_or(""), std::string("SkylakeX"));
+    QCOMPARE(better_blas_core("Cooperlake", true, amd).value_or(""), std::string("SkylakeX"));  // Zen 5: 63 vs 278 GFLOP/s
+    QVERIFY(!better_blas_core("Cooperlake", true, intel));  // its own CPU: kept
+    QVERIFY(!better_blas_core("SkylakeX", true, amd));
+    QVERIFY(!better_blas_core("Haswell", false, intel));  // no DYNAMIC_ARCH: cannot switch
+    QVERIFY(!better_blas_core("Haswell", true, no_avx512));
+  }
+
+  // Without OPENBLAS_CORETYPE, icet runs the kernels the policy names for OpenBLAS's own pick,
+  // restarting itself once to get them (OPENBLAS_VERBOSE=2 prints each load's "Core: X" line
+  // on stderr); a set OPENBLAS_CORETYPE is kept, with a hint when it leaves AVX-512 unused.
+  void blasKernelsAreChosenUnlessSet() {
+    const auto blas_of = [](const Run& r) {
+      return QJsonDocument::fromJson(r.out).object().value(QStringLiteral("blas")).toObject();
+    };
+    const QStringList args{QStringLiteral("info"), QStringLiteral("--json")};
+    const Run unset = icet::test::run_cli(args, m_home.path(), 60000, [](QProcessEnvironment& env) {
+      env.remove(QStringLiteral("OPENBLAS_CORETYPE"));
+      env.insert(QStringLiteral("OPENBLAS_VERBOSE"), QStringLiteral("2"));
+    });
+    QCOMPARE(unset.code, 0);
+    QStringList cores;
+    for (const QByteArray& line : unset.err.split('\n')) {
+      if (line.startsWith("Core: ")) cores << QString::fromUtf8(line.mid(6)).trimmed();
+    }
+    QVERIFY2(!cores.isEmpty(), unset.err.constData());
+    const QJsonObject blas = blas_of(unset);
+    const bool dynamic = blas.value(QStringLiteral("version")).toString().contains(QStringLiteral("DYNAMIC_ARCH"));
+    const auto better = icet::runtime::better_blas_core(cores.first().toStdString(), dynamic, icet::runtime::this_cpu());
+    const QString kernels = blas.value(QStringLiteral("kernels")).toString();
+    if (better) {
+      QCOMPARE(cores.size(), 2);  // loaded with OpenBLAS's pick, then restarted
+      QCOMPARE(kernels, QString::fromStdString(*better));
+      QCOMPARE(cores.last(), kernels);
+      QVERIFY(blas.value(QStringLiteral("kernels_note")).toString().contains(QStringLiteral("chosen by icet")));
+    } else {
+      QCOMPARE(cores.size(), 1);
+      QCOMPARE(kernels, cores.first());
+    }
+
+    const Run set = icet::test::run_cli(args, m_home.path(), 60000, [](QProcessEnvironment& env) {
+      env.insert(QStringLiteral("OPENBLAS_CORETYPE"), QStringLiteral("Haswell"));
+    });
+    QCOMPARE(set.code, 0);
+    QCOMPARE(blas_of(set).value(QStringLiteral("kernels")).toString(), QStringLiteral("Haswell"));
+    if (dynamic && icet::runtime::this_cpu().avx512) {
+      QVERIFY(blas_of(set).value(QStringLiteral("kernels_note")).toString().contains(QStringLiteral("OPENBLAS_CORETYPE")));
+    }
   }
 
   void infoTextIsReadable() {
