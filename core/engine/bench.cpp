@@ -22,6 +22,7 @@
 #include "core/io/safetensors.h"
 #include "core/models/llava.h"
 #include "core/models/llava_next.h"
+#include "core/runtime/blas_kernels.h"
 #include "core/runtime/device.h"
 #include "core/runtime/diagnostics.h"
 #include "core/runtime/threads.h"
@@ -455,6 +456,7 @@ nlohmann::json run_sweep_benchmark(const SweepBenchOptions& o) {
                       {"device", s.device},
                       {"dtype", s.dtype},
                       {"threads", runtime::current_intra_op_threads()},
+                      {"blas_kernels", runtime::blas_kernels()},  // OpenBLAS's kernel set, "" for another BLAS
                       {"layers", static_cast<int64_t>(layers.size())},
                       {"max_new_tokens", o.max_new_tokens},
                       {"prompt_tokens", prompt_tokens},
