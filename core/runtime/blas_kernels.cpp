@@ -14,6 +14,24 @@ namespace {
 // Set on the restarted process: what OpenBLAS had picked on its own.
 constexpr const char* kPickedEnv = "ICET_OPENBLAS_PICKED";
 
+bool has_dynamic_arch(const char* config) {
+  return config != nullptr && std::strstr(config, "DYNAMIC_ARCH") != nullptr;
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  return out;
+}
+
+// OpenBLAS's exports, looked up in the process (nullptr when it is not loaded).
+const char* openblas_string(const char* symbol) {
+  using Fn = char* (*)();
+  auto* fn = reinterpret_cast<Fn>(dlsym(RTLD_DEFAULT, symbol));
+  return fn != nullptr ? fn() : nullptr;
+}
+
 }  // namespace
 
 CpuFeatures this_cpu() {
@@ -28,26 +46,8 @@ CpuFeatures this_cpu() {
   return f;
 }
 
-namespace {
-
-bool has_dynamic_arch(const char* config) { return config != nullptr && std::strstr(config, "DYNAMIC_ARCH") != nullptr; }
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
-  return out;
-}
-
-// OpenBLAS's exports, looked up in the process (nullptr when it is not loaded).
-const char* openblas_string(const char* symbol) {
-  using Fn = char* (*)();
-  auto* fn = reinterpret_cast<Fn>(dlsym(RTLD_DEFAULT, symbol));
-  return fn != nullptr ? fn() : nullptr;
-}
-
-}  // namespace
-
-std::optional<std::string> better_blas_core(std::string_view core, bool dynamic_arch, const CpuFeatures& cpu) {
+std::optional<std::string> better_blas_core(std::string_view core, bool dynamic_arch,
+                                            const CpuFeatures& cpu) {
   const std::string c = lower(core);
   if (!dynamic_arch || !cpu.avx512 || c == "skylakex") return std::nullopt;
   const bool avx2_class = c == "haswell" || c == "zen" || c == "excavator";
@@ -56,13 +56,15 @@ std::optional<std::string> better_blas_core(std::string_view core, bool dynamic_
 }
 
 void restart_with_better_blas_kernels(char** argv) {
-  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;  // the user's choice, or already restarted
+  // Set: the user's choice, or this is the restarted process.
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;
   const char* core = openblas_string("openblas_get_corename");
   const char* config = openblas_string("openblas_get_config");
   if (core == nullptr || config == nullptr) return;
   const auto better = better_blas_core(core, has_dynamic_arch(config), this_cpu());
   if (!better) return;
-  if (setenv("OPENBLAS_CORETYPE", better->c_str(), 1) != 0 || setenv(kPickedEnv, core, 1) != 0) return;
+  if (setenv("OPENBLAS_CORETYPE", better->c_str(), 1) != 0 || setenv(kPickedEnv, core, 1) != 0)
+    return;
   execv("/proc/self/exe", argv);
   // Not restarted (no /proc, say): go on as loaded, and do not claim otherwise.
   unsetenv("OPENBLAS_CORETYPE");
@@ -82,8 +84,8 @@ std::string blas_kernels_note() {
   if (picked != nullptr && lower(running) == lower(chosen)) {
     return std::string("chosen by icet; OpenBLAS picked ") + picked;
   }
-  if (const auto better = better_blas_core(running, has_dynamic_arch(openblas_string("openblas_get_config")),
-                                           this_cpu())) {
+  if (const auto better = better_blas_core(
+          running, has_dynamic_arch(openblas_string("openblas_get_config")), this_cpu())) {
     return "kept from OPENBLAS_CORETYPE=" + std::string(chosen) + "; unset it to run " + *better +
            " kernels, usually much faster on this CPU";
   }

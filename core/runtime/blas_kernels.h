@@ -23,12 +23,14 @@ CpuFeatures this_cpu();
 // AVX-512: an AVX2-class choice (a CPU newer than the library) becomes SkylakeX, and on AMD
 // any other choice does too (measured above; Intel's Cooper Lake and Sapphire Rapids keep
 // the kernels OpenBLAS made for them).
-std::optional<std::string> better_blas_core(std::string_view core, bool dynamic_arch, const CpuFeatures& cpu);
+std::optional<std::string> better_blas_core(std::string_view core, bool dynamic_arch,
+                                            const CpuFeatures& cpu);
 
 // First thing in main: when better_blas_core names a kernel set for the loaded OpenBLAS and
-// OPENBLAS_CORETYPE is not set (a set one is the user's choice and is kept), restarts the process once (same arguments, same
-// environment plus OPENBLAS_CORETYPE) so OpenBLAS loads with it. Returns when no restart is
-// needed, or when the restart failed (the process goes on with OpenBLAS's choice).
+// OPENBLAS_CORETYPE is not set (a set one is the user's choice and is kept), restarts the process
+// once (same arguments, same environment plus OPENBLAS_CORETYPE) so OpenBLAS loads with it. Returns
+// when no restart is needed, or when the restart failed (the process goes on with OpenBLAS's
+// choice).
 void restart_with_better_blas_kernels(char** argv);
 
 // The kernel set OpenBLAS runs ("SkylakeX"), empty when the BLAS is not OpenBLAS.

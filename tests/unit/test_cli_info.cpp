@@ -55,9 +55,11 @@ class TestCliInfo : public QObject {
   void blasKernelPolicy() {
     using icet::runtime::better_blas_core;
     const icet::runtime::CpuFeatures intel{true, false}, amd{true, true}, no_avx512{false, true};
-    QCOMPARE(better_blas_core("Haswell", true, intel).value_or(""), std::string("SkylakeX"));  // CPU newer than OpenBLAS
+    QCOMPARE(better_blas_core("Haswell", true, intel).value_or(""),
+             std::string("SkylakeX"));  // CPU newer than OpenBLAS
     QCOMPARE(better_blas_core("Zen", true, amd).value_or(""), std::string("SkylakeX"));
-    QCOMPARE(better_blas_core("Cooperlake", true, amd).value_or(""), std::string("SkylakeX"));  // Zen 5: 63 vs 278 GFLOP/s
+    QCOMPARE(better_blas_core("Cooperlake", true, amd).value_or(""),
+             std::string("SkylakeX"));                      // Zen 5: 63 vs 278 GFLOP/s
     QVERIFY(!better_blas_core("Cooperlake", true, intel));  // its own CPU: kept
     QVERIFY(!better_blas_core("SkylakeX", true, amd));
     QVERIFY(!better_blas_core("Haswell", false, intel));  // no DYNAMIC_ARCH: cannot switch
@@ -83,14 +85,18 @@ class TestCliInfo : public QObject {
     }
     QVERIFY2(!cores.isEmpty(), unset.err.constData());
     const QJsonObject blas = blas_of(unset);
-    const bool dynamic = blas.value(QStringLiteral("version")).toString().contains(QStringLiteral("DYNAMIC_ARCH"));
-    const auto better = icet::runtime::better_blas_core(cores.first().toStdString(), dynamic, icet::runtime::this_cpu());
+    const bool dynamic =
+        blas.value(QStringLiteral("version")).toString().contains(QStringLiteral("DYNAMIC_ARCH"));
+    const auto better = icet::runtime::better_blas_core(cores.first().toStdString(), dynamic,
+                                                        icet::runtime::this_cpu());
     const QString kernels = blas.value(QStringLiteral("kernels")).toString();
     if (better) {
       QCOMPARE(cores.size(), 2);  // loaded with OpenBLAS's pick, then restarted
       QCOMPARE(kernels, QString::fromStdString(*better));
       QCOMPARE(cores.last(), kernels);
-      QVERIFY(blas.value(QStringLiteral("kernels_note")).toString().contains(QStringLiteral("chosen by icet")));
+      QVERIFY(blas.value(QStringLiteral("kernels_note"))
+                  .toString()
+                  .contains(QStringLiteral("chosen by icet")));
     } else {
       QCOMPARE(cores.size(), 1);
       QCOMPARE(kernels, cores.first());
@@ -102,7 +108,10 @@ class TestCliInfo : public QObject {
     QCOMPARE(set.code, 0);
     QCOMPARE(blas_of(set).value(QStringLiteral("kernels")).toString(), QStringLiteral("Haswell"));
     if (dynamic && icet::runtime::this_cpu().avx512) {
-      QVERIFY(blas_of(set).value(QStringLiteral("kernels_note")).toString().contains(QStringLiteral("OPENBLAS_CORETYPE")));
+      QVERIFY(blas_of(set)
+                  .value(QStringLiteral("kernels_note"))
+                  .toString()
+                  .contains(QStringLiteral("OPENBLAS_CORETYPE")));
     }
   }
 
