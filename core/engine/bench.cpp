@@ -492,8 +492,11 @@ nlohmann::json run_sweep_benchmark(const SweepBenchOptions& o) {
     j["prefill_gflop_per_row"] = flops / 1e9;
     if (device.is_cpu() && (run_sequential || run_batched)) {
       const double peak = runtime::measure_cpu_matmul_gflops(512, 5) * 1e9;
-      j["matmul_gflops"] = peak / 1e9;
+      const double sustained = runtime::measure_cpu_matmul_gflops_sustained(512, 1.0) * 1e9;
+      j["matmul_gflops"] = peak / 1e9;  // as `icet info --matmul`
       j["prefill_bound_s"] = rows * flops / peak;
+      j["matmul_gflops_sustained"] = sustained / 1e9;
+      j["prefill_bound_sustained_s"] = rows * flops / sustained;
     }
     if (run_batched) j["batched_prefill_gflops"] = rows * flops / bat.prefill / 1e9;
     if (run_sequential) j["sequential_prefill_gflops"] = rows * flops / seq.prefill / 1e9;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <sstream>
 
@@ -103,6 +104,20 @@ nlohmann::json to_json(const GenerationRecord& r) {
 
 namespace {
 
+// Prompt embeddings [L, T, H] built one row at a time, row(i) -> [1, T, H]: each exit layer
+// goes through the projector on its own, as a single generation does. Projecting all L
+// layers in one batch made transients of L x N x H floats (three of 226 MB at 24 x 576 x
+// 4096) that were faulted in afresh on every sweep; one row's stay in the reused heap.
+at::Tensor embed_rows(size_t rows, const std::function<at::Tensor(size_t)>& row) {
+  at::Tensor first = row(0);
+  if (rows == 1) return first;
+  at::Tensor out = at::empty({static_cast<int64_t>(rows), first.size(1), first.size(2)}, first.options());
+  out[0].copy_(first[0]);
+  first = at::Tensor();
+  for (size_t i = 1; i < rows; ++i) out[static_cast<int64_t>(i)].copy_(row(i)[0]);
+  return out;
+}
+
 // A model half per family: preprocessing, the image's cached encoder states, and turning a
 // prompt plus exit layers into a decode request.
 class Family {
@@ -143,12 +158,12 @@ class LlavaFamily final : public Family {
   }
   void prepare(const std::vector<int64_t>& ids, const std::vector<int64_t>& layers,
                generate::DecodeRequest& req) override {
-    // [L, N, Dv] -> [L, N, H] -> embeds [L, T, H]: every chosen layer projected in one batch.
-    std::vector<at::Tensor> selected;
-    for (int64_t layer : layers) selected.push_back(model_->select(states_.at(static_cast<size_t>(layer))));
-    const at::Tensor features = model_->project(at::cat(selected, 0));
+    // One chosen layer at a time: [1, N, Dv] -> [1, N, H] -> its row of embeds [L, T, H].
+    const at::Tensor id_tensor = at::tensor(ids, at::TensorOptions().dtype(at::kLong));
+    req.prompt_embeds = embed_rows(layers.size(), [&](size_t i) {
+      return model_->merge(id_tensor, model_->project(model_->select(states_.at(static_cast<size_t>(layers[i])))));
+    });
     req.lm = &model_->language_model();
-    req.prompt_embeds = model_->merge(at::tensor(ids, at::TensorOptions().dtype(at::kLong)), features);
     req.suppress_ids = {model_->config().image_token_index};
   }
 
@@ -203,18 +218,14 @@ class LlavaNextFamily final : public Family {
   }
   void prepare(const std::vector<int64_t>& ids, const std::vector<int64_t>& layers,
                generate::DecodeRequest& req) override {
-    // All tiles of all chosen layers through the projector in one batch:
-    // [L*N, p*p, Dv] -> [L*N, p*p, H] -> per layer packed [M, H] -> [L, M, H].
-    std::vector<at::Tensor> selected;
-    for (int64_t layer : layers) selected.push_back(model_->select(states_.at(static_cast<size_t>(layer))));
-    const at::Tensor projected = model_->project(at::cat(selected, 0));
-    const int64_t N = states_.front().size(0);
-    std::vector<at::Tensor> packed;
-    for (size_t i = 0; i < layers.size(); ++i) {
-      packed.push_back(model_->pack(projected.narrow(0, static_cast<int64_t>(i) * N, N), height_, width_));
-    }
+    // One chosen layer at a time: its tiles [N, p*p, Dv] -> [N, p*p, H] -> packed [M, H] ->
+    // its row of embeds [L, T, H].
+    const at::Tensor id_tensor = at::tensor(ids, at::TensorOptions().dtype(at::kLong));
+    req.prompt_embeds = embed_rows(layers.size(), [&](size_t i) {
+      const at::Tensor tiles = model_->project(model_->select(states_.at(static_cast<size_t>(layers[i]))));
+      return model_->merge(id_tensor, model_->pack(tiles, height_, width_).unsqueeze(0));
+    });
     req.lm = &model_->language_model();
-    req.prompt_embeds = model_->merge(at::tensor(ids, at::TensorOptions().dtype(at::kLong)), at::stack(packed, 0));
     req.suppress_ids = {model_->config().base.image_token_index};
   }
 
@@ -234,9 +245,10 @@ class MllamaDecoder final : public generate::TextDecoder {
       : lm_(lm), cross_(std::move(cross)) {}
   models::KvCache make_cache(int64_t batch, int64_t capacity) const override { return lm_.make_cache(batch, capacity); }
   at::Tensor forward(const at::Tensor& embeds, const at::Tensor& positions, models::KvCache* cache,
-                     const at::Tensor& key_mask) const override {
+                     const at::Tensor& key_mask, bool last_only) const override {
     if (key_mask.defined()) throw Error("Mllama decoder: padded batches (a key mask) are not supported");
-    return lm_.forward(embeds, positions, cross_, cache);
+    const at::Tensor hidden = lm_.forward(embeds, positions, cross_, cache);  // [B,T,H]
+    return last_only ? hidden.narrow(1, hidden.size(1) - 1, 1) : hidden;
   }
   at::Tensor logits(const at::Tensor& hidden) const override { return lm_.logits(hidden); }
   at::Tensor embed(const at::Tensor& ids) const override { return lm_.embed(ids); }

@@ -37,8 +37,8 @@ class LlamaDecoder final : public TextDecoder {
   explicit LlamaDecoder(const models::LlamaModel& lm) : lm_(lm) {}
   models::KvCache make_cache(int64_t batch, int64_t capacity) const override { return lm_.make_cache(batch, capacity); }
   at::Tensor forward(const at::Tensor& embeds, const at::Tensor& positions, models::KvCache* cache,
-                     const at::Tensor& key_mask) const override {
-    return lm_.forward(embeds, positions, cache, key_mask);
+                     const at::Tensor& key_mask, bool last_only) const override {
+    return lm_.forward(embeds, positions, cache, key_mask, last_only);
   }
   at::Tensor logits(const at::Tensor& hidden) const override { return lm_.logits(hidden); }
   at::Tensor embed(const at::Tensor& ids) const override { return lm_.embed(ids); }
@@ -94,7 +94,7 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
   }
   at::Tensor next_pos = positions.select(1, T - 1) + 1;  // [B]
   at::Tensor logits =
-      lm.logits(lm.forward(req.prompt_embeds, positions, &cache, key_mask).narrow(1, T - 1, 1)).select(1, 0);
+      lm.logits(lm.forward(req.prompt_embeds, positions, &cache, key_mask, /*last_only=*/true)).select(1, 0);
 
   // [V] true at every id LogitsPolicy::clean never generates.
   const int64_t V = logits.size(1);
@@ -203,7 +203,7 @@ std::vector<RowOutput> run_decode(const DecodeRequest& req) {
     // One decode step for the rows still going: [b,1] -> [b,V]
     const at::Tensor ids = at::tensor(chosen, at::TensorOptions().dtype(at::kLong)).to(dev).view({b, 1});
     if (padded) key_mask = at::cat({key_mask, at::ones({b, 1}, key_mask.options())}, 1);  // [b, cache.length + 1]
-    logits = lm.logits(lm.forward(lm.embed(ids), next_pos.view({b, 1}), &cache, key_mask)).select(1, 0);
+    logits = lm.logits(lm.forward(lm.embed(ids), next_pos.view({b, 1}), &cache, key_mask, false)).select(1, 0);
     next_pos = next_pos + 1;
     ++steps;
   }

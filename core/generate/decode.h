@@ -47,9 +47,10 @@ class TextDecoder {
   virtual ~TextDecoder() = default;
   virtual models::KvCache make_cache(int64_t batch, int64_t capacity) const = 0;
   // embeds [B, T, H], positions [B, T], key_mask [B, P+T] (1 = attend; undefined: none)
-  // -> final-norm hidden [B, T, H]. A decoder without key padding throws for a defined mask.
+  // -> final-norm hidden [B, T, H], or [B, 1, H] of the last position with `last_only`.
+  // A decoder without key padding throws for a defined mask.
   virtual at::Tensor forward(const at::Tensor& embeds, const at::Tensor& positions, models::KvCache* cache,
-                             const at::Tensor& key_mask) const = 0;
+                             const at::Tensor& key_mask, bool last_only) const = 0;
   virtual at::Tensor logits(const at::Tensor& hidden) const = 0;  // [B, T, H] -> [B, T, V]
   virtual at::Tensor embed(const at::Tensor& ids) const = 0;      // [B, T] -> [B, T, H]
 };

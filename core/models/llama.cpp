@@ -193,7 +193,7 @@ at::Tensor LlamaModel::attention(const Layer& l, size_t index, const at::Tensor&
 }
 
 at::Tensor LlamaModel::forward(const at::Tensor& embeds, const at::Tensor& positions, KvCache* cache,
-                               const at::Tensor& key_mask) const {
+                               const at::Tensor& key_mask, bool last_only) const {
   const int64_t B = embeds.size(0), T = embeds.size(1);
   const int64_t P = cache != nullptr ? cache->length : 0;
   if (cache != nullptr && P + T > cache->capacity) {
@@ -219,7 +219,7 @@ at::Tensor LlamaModel::forward(const at::Tensor& embeds, const at::Tensor& posit
         for (const auto& t : cache->v) rows.v.push_back(t.narrow(0, b0, n));
       }
       parts.push_back(forward(embeds.narrow(0, b0, n), positions.narrow(0, b0, n), cache != nullptr ? &rows : nullptr,
-                              key_mask.defined() ? key_mask.narrow(0, b0, n) : key_mask));
+                              key_mask.defined() ? key_mask.narrow(0, b0, n) : key_mask, last_only));
     }
     if (cache != nullptr) cache->length = P + T;
     return at::cat(parts, 0);
@@ -256,7 +256,7 @@ at::Tensor LlamaModel::forward(const at::Tensor& embeds, const at::Tensor& posit
   if (cache != nullptr) {
     cache->length = P + T;
   }
-  return rms_norm(x, norm_);
+  return rms_norm(last_only ? x.narrow(1, T - 1, 1) : x, norm_);
 }
 
 at::Tensor LlamaModel::layer_forward(size_t i, const at::Tensor& x_in, const at::Tensor& cos, const at::Tensor& sin,

@@ -42,9 +42,11 @@ class LlamaModel {
 
   // embeds: [B, T, H]; positions: [B, T] int64 (absolute positions of the new tokens);
   // cache: optional, filled from cache->length on; key_mask: optional [B, P+T] (1 = attend,
-  // 0 = padding). -> final-norm hidden states [B, T, H]
+  // 0 = padding). -> final-norm hidden states [B, T, H], or [B, 1, H] of the last position
+  // with `last_only` (a prefill reads nothing else: the other positions skip the final norm
+  // and, in row groups, the [B, T, H] concatenation: 232 MB at 24 x 590 x 4096).
   at::Tensor forward(const at::Tensor& embeds, const at::Tensor& positions, KvCache* cache = nullptr,
-                     const at::Tensor& key_mask = {}) const;
+                     const at::Tensor& key_mask = {}, bool last_only = false) const;
 
   // hidden: [B, T, H] -> logits [B, T, V] (float32)
   at::Tensor logits(const at::Tensor& hidden) const;

@@ -294,4 +294,19 @@ double measure_cpu_matmul_gflops(int n, int reps) {
   return best;
 }
 
+double measure_cpu_matmul_gflops_sustained(int n, double seconds) {
+  const auto a = at::randn({n, n});
+  const auto b = at::randn({n, n});
+  (void)at::mm(a, b);
+  const auto start = std::chrono::steady_clock::now();
+  double elapsed = 0.0;
+  int64_t products = 0;
+  do {
+    (void)at::mm(a, b);
+    ++products;
+    elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  } while (elapsed < seconds);
+  return 2.0 * n * n * static_cast<double>(n) * static_cast<double>(products) / elapsed / 1e9;
+}
+
 }  // namespace icet::runtime

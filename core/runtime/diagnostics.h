@@ -55,5 +55,9 @@ void log_runtime_info(const RuntimeInfo& info);
 // Float32 square matmul throughput on the CPU in GFLOP/s (best of `reps`). For `icet info`
 // and benchmarks only: takes tens of milliseconds.
 double measure_cpu_matmul_gflops(int n, int reps);
+// The same product run back to back for `seconds`: the mean rate, what a long computation
+// sustains (the best single product catches the clock's bursts; on a shared 2-core VM the
+// two differ by up to 25%).
+double measure_cpu_matmul_gflops_sustained(int n, double seconds);
 
 }  // namespace icet::runtime

@@ -93,6 +93,8 @@ class TestAttentionBlocks : public QObject {
     const at::Tensor x = embeds(B, T, 4);
     KvCache cache = lm().make_cache(B, T + 1);
     const at::Tensor all = lm().forward(x, positions(B, 0, T), &cache);
+    // The last position alone (a prefill's only read), without the [B,T,H] concatenation.
+    QVERIFY(at::equal(lm().forward(x, positions(B, 0, T), nullptr, {}, /*last_only=*/true), all.narrow(1, T - 1, 1)));
     const at::Tensor next = embeds(B, 1, 5);
     const at::Tensor step = lm().forward(next, positions(B, T, 1), &cache);
     for (int64_t r : {int64_t{0}, int64_t{37}, B - 1}) {
