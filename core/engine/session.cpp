@@ -104,17 +104,22 @@ nlohmann::json to_json(const GenerationRecord& r) {
 
 namespace {
 
-// Prompt embeddings [L, T, H] built one row at a time, row(i) -> [1, T, H]: each exit layer
-// goes through the projector on its own, as a single generation does. Projecting all L
-// layers in one batch made transients of L x N x H floats (three of 226 MB at 24 x 576 x
-// 4096) that were faulted in afresh on every sweep; one row's stay in the reused heap.
-at::Tensor embed_rows(size_t rows, const std::function<at::Tensor(size_t)>& row) {
-  at::Tensor first = row(0);
-  if (rows == 1) return first;
-  at::Tensor out = at::empty({static_cast<int64_t>(rows), first.size(1), first.size(2)}, first.options());
-  out[0].copy_(first[0]);
-  first = at::Tensor();
-  for (size_t i = 1; i < rows; ++i) out[static_cast<int64_t>(i)].copy_(row(i)[0]);
+// Prompt embeddings [L, T, H] built in groups of rows, rows(i0, n) -> [n, T, H] for exit
+// layers i0 .. i0+n-1, each group's projector activations (row_floats per row) under 16 MiB.
+// Projecting all L layers in one batch made transients of L x N x H floats (three of 226 MB
+// at 24 x 576 x 4096) that were faulted in afresh on every sweep; a group's stay in the
+// reused heap. Small models (the demo: 24 x 16 x 128) still take every layer at once.
+at::Tensor embed_rows(int64_t L, int64_t row_floats, const std::function<at::Tensor(int64_t, int64_t)>& rows) {
+  constexpr int64_t kGroupFloats = 4 << 20;
+  const int64_t group = std::clamp<int64_t>(kGroupFloats / std::max<int64_t>(row_floats, 1), 1, L);
+  if (group == L) return rows(0, L);
+  at::Tensor out;
+  for (int64_t i0 = 0; i0 < L; i0 += group) {
+    const int64_t n = std::min(group, L - i0);
+    const at::Tensor part = rows(i0, n);  // [n,T,H]
+    if (!out.defined()) out = at::empty({L, part.size(1), part.size(2)}, part.options());
+    out.narrow(0, i0, n).copy_(part);
+  }
   return out;
 }
 
@@ -158,10 +163,14 @@ class LlavaFamily final : public Family {
   }
   void prepare(const std::vector<int64_t>& ids, const std::vector<int64_t>& layers,
                generate::DecodeRequest& req) override {
-    // One chosen layer at a time: [1, N, Dv] -> [1, N, H] -> its row of embeds [L, T, H].
+    // Groups of chosen layers: [n, N, Dv] -> [n, N, H] -> their rows of embeds [L, T, H].
     const at::Tensor id_tensor = at::tensor(ids, at::TensorOptions().dtype(at::kLong));
-    req.prompt_embeds = embed_rows(layers.size(), [&](size_t i) {
-      return model_->merge(id_tensor, model_->project(model_->select(states_.at(static_cast<size_t>(layers[i])))));
+    const int64_t L = static_cast<int64_t>(layers.size());
+    const int64_t row_floats = image_tokens() * model_->config().text.hidden_size;
+    req.prompt_embeds = embed_rows(L, row_floats, [&](int64_t i0, int64_t n) {
+      std::vector<at::Tensor> selected;
+      for (int64_t i = i0; i < i0 + n; ++i) selected.push_back(model_->select(states_.at(static_cast<size_t>(layers[i]))));
+      return model_->merge(id_tensor, model_->project(at::cat(selected, 0)));
     });
     req.lm = &model_->language_model();
     req.suppress_ids = {model_->config().image_token_index};
@@ -218,12 +227,19 @@ class LlavaNextFamily final : public Family {
   }
   void prepare(const std::vector<int64_t>& ids, const std::vector<int64_t>& layers,
                generate::DecodeRequest& req) override {
-    // One chosen layer at a time: its tiles [N, p*p, Dv] -> [N, p*p, H] -> packed [M, H] ->
-    // its row of embeds [L, T, H].
+    // Groups of chosen layers: their tiles [n*N, p*p, Dv] -> [n*N, p*p, H] -> per layer packed
+    // [M, H] -> their rows of embeds [L, T, H].
     const at::Tensor id_tensor = at::tensor(ids, at::TensorOptions().dtype(at::kLong));
-    req.prompt_embeds = embed_rows(layers.size(), [&](size_t i) {
-      const at::Tensor tiles = model_->project(model_->select(states_.at(static_cast<size_t>(layers[i]))));
-      return model_->merge(id_tensor, model_->pack(tiles, height_, width_).unsqueeze(0));
+    const int64_t L = static_cast<int64_t>(layers.size());
+    const int64_t N = states_.front().size(0);
+    const int64_t row_floats = states_.front().size(0) * states_.front().size(1) * model_->config().base.text.hidden_size;
+    req.prompt_embeds = embed_rows(L, row_floats, [&](int64_t i0, int64_t n) {
+      std::vector<at::Tensor> selected;
+      for (int64_t i = i0; i < i0 + n; ++i) selected.push_back(model_->select(states_.at(static_cast<size_t>(layers[i]))));
+      const at::Tensor projected = model_->project(at::cat(selected, 0));
+      std::vector<at::Tensor> packed;
+      for (int64_t i = 0; i < n; ++i) packed.push_back(model_->pack(projected.narrow(0, i * N, N), height_, width_));
+      return model_->merge(id_tensor, at::stack(packed, 0));
     });
     req.lm = &model_->language_model();
     req.suppress_ids = {model_->config().base.image_token_index};
