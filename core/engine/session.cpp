@@ -232,7 +232,7 @@ class LlavaNextFamily final : public Family {
     const at::Tensor id_tensor = at::tensor(ids, at::TensorOptions().dtype(at::kLong));
     const int64_t L = static_cast<int64_t>(layers.size());
     const int64_t N = states_.front().size(0);
-    const int64_t row_floats = states_.front().size(0) * states_.front().size(1) * model_->config().base.text.hidden_size;
+    const int64_t row_floats = N * states_.front().size(1) * model_->config().base.text.hidden_size;
     req.prompt_embeds = embed_rows(L, row_floats, [&](int64_t i0, int64_t n) {
       std::vector<at::Tensor> selected;
       for (int64_t i = i0; i < i0 + n; ++i) selected.push_back(model_->select(states_.at(static_cast<size_t>(layers[i]))));
