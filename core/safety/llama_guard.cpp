@@ -148,8 +148,9 @@ GreedyOutput greedy_generate(const models::LlamaModel& model, const std::vector<
 
   models::KvCache cache = model.make_cache(B, T + max_new_tokens);
   at::Tensor mask = out.attention_mask.to(dev);
-  at::Tensor hidden = model.forward(model.embed(out.input_ids), out.prefill_positions.to(dev), &cache, mask);
-  at::Tensor logits = model.logits(hidden.narrow(1, T - 1, 1)).squeeze(1);  // [B,V]
+  at::Tensor hidden =
+      model.forward(model.embed(out.input_ids), out.prefill_positions.to(dev), &cache, mask, /*last_only=*/true);
+  at::Tensor logits = model.logits(hidden).squeeze(1);  // [B,V]
   std::vector<at::Tensor> ids, steps, positions;
   at::Tensor done = at::zeros({B}, at::TensorOptions().dtype(at::kBool).device(dev));
   at::Tensor stops = at::tensor(stop_ids.empty() ? std::vector<int64_t>{-1} : stop_ids, at::kLong).to(dev);
