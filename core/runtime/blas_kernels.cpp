@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
-#include <cstring>
 
 namespace icet::runtime {
 namespace {
@@ -14,8 +13,8 @@ namespace {
 // Set on the restarted process: what OpenBLAS had picked on its own.
 constexpr const char* kPickedEnv = "ICET_OPENBLAS_PICKED";
 
-bool has_dynamic_arch(const char* config) {
-  return config != nullptr && std::strstr(config, "DYNAMIC_ARCH") != nullptr;
+bool has_dynamic_arch(std::string_view config) {
+  return config.find("DYNAMIC_ARCH") != std::string_view::npos;
 }
 
 std::string lower(std::string_view s) {
@@ -76,7 +75,7 @@ std::string blas_kernels() {
   return core != nullptr ? core : "";
 }
 
-std::string blas_kernels_note() {
+std::string blas_kernels_note(std::string_view openblas_config) {
   const std::string running = blas_kernels();
   const char* picked = std::getenv(kPickedEnv);
   const char* chosen = std::getenv("OPENBLAS_CORETYPE");
@@ -84,8 +83,8 @@ std::string blas_kernels_note() {
   if (picked != nullptr && lower(running) == lower(chosen)) {
     return std::string("chosen by icet; OpenBLAS picked ") + picked;
   }
-  if (const auto better = better_blas_core(
-          running, has_dynamic_arch(openblas_string("openblas_get_config")), this_cpu())) {
+  if (const auto better =
+          better_blas_core(running, has_dynamic_arch(openblas_config), this_cpu())) {
     return "kept from OPENBLAS_CORETYPE=" + std::string(chosen) + "; unset it to run " + *better +
            " kernels, usually much faster on this CPU";
   }

@@ -37,7 +37,7 @@ void restart_with_better_blas_kernels(char** argv);
 std::string blas_kernels();
 // For the diagnostics, empty when there is nothing to say: that icet chose the kernels (and
 // what OpenBLAS had picked), or that OPENBLAS_CORETYPE keeps kernels better_blas_core would
-// replace.
-std::string blas_kernels_note();
+// replace. openblas_config: openblas_get_config()'s string, as the diagnostics read it.
+std::string blas_kernels_note(std::string_view openblas_config);
 
 }  // namespace icet::runtime

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <sstream>
 #include <thread>
 
@@ -62,7 +63,7 @@ BlasInfo detect_blas(const std::string& torch_config) {
     info.name = "OpenBLAS";
     info.version = openblas_config();
     info.kernels = blas_kernels();
-    info.kernels_note = blas_kernels_note();
+    info.kernels_note = blas_kernels_note(info.version);
   } else if (probe("mkl_get_version_string") != nullptr ||
              (info.library.empty() && info.torch_build == "mkl")) {
     info.name = "MKL";
@@ -280,33 +281,49 @@ void log_runtime_info(const RuntimeInfo& info) {
   }
 }
 
-double measure_cpu_matmul_gflops(int n, int reps) {
-  const auto a = at::randn({n, n});
-  const auto b = at::randn({n, n});
-  (void)at::mm(a, b);  // warm-up: thread pool and BLAS initialisation
-  double best = 0.0;
-  for (int i = 0; i < std::max(1, reps); ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    (void)at::mm(a, b);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    best = std::max(best, 2.0 * n * n * static_cast<double>(n) / s / 1e9);
-  }
-  return best;
-}
+namespace {
 
-double measure_cpu_matmul_gflops_sustained(int n, double seconds) {
+// Runs float32 n x n products back to back (after a warm-up for the thread pool
+// and BLAS initialisation) until `keep_going(seconds of this product, seconds so far)` says
+// stop; returns the GFLOP of one product.
+double time_square_products(int n, const std::function<bool(double, double)>& keep_going) {
   const auto a = at::randn({n, n});
   const auto b = at::randn({n, n});
   (void)at::mm(a, b);
   const auto start = std::chrono::steady_clock::now();
-  double elapsed = 0.0;
-  int64_t products = 0;
-  do {
+  auto last = start;
+  bool more = true;
+  while (more) {
     (void)at::mm(a, b);
+    const auto now = std::chrono::steady_clock::now();
+    more = keep_going(std::chrono::duration<double>(now - last).count(),
+                      std::chrono::duration<double>(now - start).count());
+    last = now;
+  }
+  return 2.0 * n * n * static_cast<double>(n) / 1e9;
+}
+
+}  // namespace
+
+double measure_cpu_matmul_gflops(int n, int reps) {
+  double best = 0.0;
+  int done = 0;
+  const double gflop = time_square_products(n, [&](double s, double) {
+    best = std::max(best, 1.0 / s);
+    return ++done < std::max(1, reps);
+  });
+  return best * gflop;
+}
+
+double measure_cpu_matmul_gflops_sustained(int n, double seconds) {
+  int64_t products = 0;
+  double elapsed = 0.0;
+  const double gflop = time_square_products(n, [&](double, double total) {
     ++products;
-    elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  } while (elapsed < seconds);
-  return 2.0 * n * n * static_cast<double>(n) * static_cast<double>(products) / elapsed / 1e9;
+    elapsed = total;
+    return total < seconds;
+  });
+  return gflop * static_cast<double>(products) / elapsed;
 }
 
 }  // namespace icet::runtime
