@@ -310,6 +310,31 @@ double prefill_flops(const models::LlavaConfig& c, int64_t prompt_tokens, int64_
   return static_cast<double>(t.num_hidden_layers) * (dense + attention) + projector + lm_head;
 }
 
+// Seconds of the dense products of one text layer over one row's prompt (q, k, v, o and the
+// gated MLP; random data, best of 3): times layers x rows it is the prefill with no attention
+// product and no element-wise pass, the floor under any kernel work on those.
+double dense_layer_seconds(const models::LlamaConfig& t, int64_t prompt_tokens, c10::ScalarType dtype) {
+  const int64_t H = t.hidden_size, I = t.intermediate_size;
+  const int64_t heads = t.num_attention_heads, kv = t.num_key_value_heads > 0 ? t.num_key_value_heads : heads;
+  const int64_t d = t.head_dim > 0 ? t.head_dim : H / heads;
+  const auto opts = at::TensorOptions().dtype(dtype);
+  const at::Tensor x = at::randn({prompt_tokens, H}, opts), wide = at::randn({prompt_tokens, I}, opts);
+  const at::Tensor heads_in = at::randn({prompt_tokens, heads * d}, opts);
+  // [out, in] weights with the inputs they multiply
+  const std::pair<at::Tensor, const at::Tensor*> products[] = {
+      {at::randn({heads * d, H}, opts), &x}, {at::randn({kv * d, H}, opts), &x}, {at::randn({kv * d, H}, opts), &x},
+      {at::randn({H, heads * d}, opts), &heads_in}, {at::randn({I, H}, opts), &x}, {at::randn({I, H}, opts), &x},
+      {at::randn({H, I}, opts), &wide}};
+  double best = 1e30;
+  for (int rep = 0; rep < 4; ++rep) {  // the first is a warm-up
+    const auto t0 = std::chrono::steady_clock::now();
+    for (const auto& [w, in] : products) (void)at::linear(*in, w);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (rep > 0) best = std::min(best, s);
+  }
+  return best;
+}
+
 // Bytes of the text weights one decode step reads: every layer's projections and norms, the
 // final norm and the LM head (tied or not, all of it); of the embedding table only one row.
 double decode_weight_bytes(const models::LlamaConfig& t, size_t element_bytes) {
@@ -497,8 +522,13 @@ nlohmann::json run_sweep_benchmark(const SweepBenchOptions& o) {
       j["prefill_bound_s"] = rows * flops / peak;
       j["matmul_gflops_sustained"] = sustained / 1e9;
       j["prefill_bound_sustained_s"] = rows * flops / sustained;
+      j["prefill_dense_products_s"] = rows * static_cast<double>(cfg.text.num_hidden_layers) *
+                                      dense_layer_seconds(cfg.text, prompt_tokens, dtype);
     }
-    if (run_batched) j["batched_prefill_gflops"] = rows * flops / bat.prefill / 1e9;
+    if (run_batched) {
+      j["batched_prefill_gflops"] = rows * flops / bat.prefill / 1e9;
+      if (j.contains("prefill_bound_s")) j["batched_prefill_vs_bound"] = bat.prefill / j["prefill_bound_s"].get<double>();
+    }
     if (run_sequential) j["sequential_prefill_gflops"] = rows * flops / seq.prefill / 1e9;
     // The memory bound of one decode step of one row: every text weight is read once (the
     // embedding table only a row of it), plus the KV cache so far (the answer's mean length).

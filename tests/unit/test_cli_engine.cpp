@@ -71,6 +71,35 @@ class TestCliEngine : public QObject {
     }
   }
 
+  // `icet bench sweep` at LLaVA-1.5's 576 image tokens (tiny widths, 2 text layers): the
+  // batched sweep (causal tiles, row groups) gives every layer's tokens as the one-by-one
+  // generations, and the compute bound it reports is the stated product.
+  void benchSweepAtImageLengthStatesItsBound() {
+    const Run r = runCli({QStringLiteral("--threads"), QStringLiteral("2"), QStringLiteral("bench"),
+                          QStringLiteral("sweep"), QStringLiteral("--json"), QStringLiteral("--repeats"),
+                          QStringLiteral("1"), QStringLiteral("--max-new-tokens"), QStringLiteral("2"),
+                          QStringLiteral("--text-layers"), QStringLiteral("2"), QStringLiteral("--image-tokens"),
+                          QStringLiteral("576"), QStringLiteral("--patch-size"), QStringLiteral("14")});
+    QVERIFY2(r.code == 0, r.err.constData());
+    const QJsonObject o = QJsonDocument::fromJson(r.out).object();
+    QCOMPARE(o.value(QStringLiteral("image_tokens")).toInt(), 576);
+    QVERIFY(o.value(QStringLiteral("prompt_tokens")).toInt() > 576);
+    QCOMPARE(o.value(QStringLiteral("layers")).toInt(), 24);
+    QVERIFY2(o.value(QStringLiteral("identical_tokens")).toBool(), r.out.constData());
+    const auto num = [&](const char* key) {
+      const QJsonValue v = o.value(QLatin1String(key));
+      if (!v.isDouble() || v.toDouble() <= 0.0) qWarning("%s: %s", key, r.out.constData());
+      return v.toDouble();
+    };
+    // Every row's prefill FLOPs at the measured matmul rate, and the prefill against it.
+    const double bound = num("prefill_bound_s");
+    QVERIFY(qAbs(bound - 24 * num("prefill_gflop_per_row") / num("matmul_gflops")) < 1e-9 * bound);
+    QVERIFY(qAbs(num("batched_prefill_vs_bound") - num("batched_prefill_s") / bound) < 1e-9);
+    QVERIFY(num("prefill_bound_sustained_s") > 0.0);
+    QVERIFY(num("prefill_dense_products_s") > 0.0);
+    QVERIFY(num("sequential_prefill_s") > 0.0);
+  }
+
   void errorsAreClearAndExitNonZero() {
     QTemporaryDir empty;
     Run r = runCli({QStringLiteral("generate"), QStringLiteral("--model"), empty.path(), QStringLiteral("--image"),
