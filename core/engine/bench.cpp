@@ -296,10 +296,9 @@ namespace {
 double prefill_flops(const models::LlavaConfig& c, int64_t prompt_tokens, int64_t image_tokens) {
   const models::LlamaConfig& t = c.text;
   const double T = static_cast<double>(prompt_tokens), H = static_cast<double>(t.hidden_size);
-  const double heads = static_cast<double>(t.num_attention_heads);
-  const double kv = static_cast<double>(t.num_key_value_heads > 0 ? t.num_key_value_heads : t.num_attention_heads);
-  const double d = t.head_dim > 0 ? static_cast<double>(t.head_dim) : H / heads;
-  const double I = static_cast<double>(t.intermediate_size);
+  // The parsed config has num_key_value_heads and head_dim resolved (as the model reads them).
+  const double heads = static_cast<double>(t.num_attention_heads), kv = static_cast<double>(t.num_key_value_heads);
+  const double d = static_cast<double>(t.head_dim), I = static_cast<double>(t.intermediate_size);
   // Per layer: q/k/v/o and the gated MLP for every position, then the causal attention
   // products (QK^T and PV) over the T(T+1)/2 query-key pairs.
   const double dense = 2.0 * T * (H * (heads + 2 * kv) * d + heads * d * H + 3 * H * I);
@@ -315,8 +314,7 @@ double prefill_flops(const models::LlavaConfig& c, int64_t prompt_tokens, int64_
 // product and no element-wise pass, the floor under any kernel work on those.
 double dense_layer_seconds(const models::LlamaConfig& t, int64_t prompt_tokens, c10::ScalarType dtype) {
   const int64_t H = t.hidden_size, I = t.intermediate_size;
-  const int64_t heads = t.num_attention_heads, kv = t.num_key_value_heads > 0 ? t.num_key_value_heads : heads;
-  const int64_t d = t.head_dim > 0 ? t.head_dim : H / heads;
+  const int64_t heads = t.num_attention_heads, kv = t.num_key_value_heads, d = t.head_dim;
   const auto opts = at::TensorOptions().dtype(dtype);
   const at::Tensor x = at::randn({prompt_tokens, H}, opts), wide = at::randn({prompt_tokens, I}, opts);
   const at::Tensor heads_in = at::randn({prompt_tokens, heads * d}, opts);
@@ -339,9 +337,8 @@ double dense_layer_seconds(const models::LlamaConfig& t, int64_t prompt_tokens, 
 // final norm and the LM head (tied or not, all of it); of the embedding table only one row.
 double decode_weight_bytes(const models::LlamaConfig& t, size_t element_bytes) {
   const double H = static_cast<double>(t.hidden_size), I = static_cast<double>(t.intermediate_size);
-  const double heads = static_cast<double>(t.num_attention_heads);
-  const double kv = static_cast<double>(t.num_key_value_heads > 0 ? t.num_key_value_heads : t.num_attention_heads);
-  const double d = t.head_dim > 0 ? static_cast<double>(t.head_dim) : H / heads;
+  const double heads = static_cast<double>(t.num_attention_heads), kv = static_cast<double>(t.num_key_value_heads);
+  const double d = static_cast<double>(t.head_dim);
   double layer = H * (heads + 2 * kv) * d + heads * d * H + 3 * H * I + 2 * H;
   if (t.attention_bias) layer += (heads + 2 * kv) * d + H;
   if (t.mlp_bias) layer += 2 * I + H;
@@ -352,10 +349,8 @@ double decode_weight_bytes(const models::LlamaConfig& t, size_t element_bytes) {
 
 // KV-cache bytes per cached position (keys and values of every layer).
 double kv_cache_bytes_per_position(const models::LlamaConfig& t, size_t element_bytes) {
-  const double H = static_cast<double>(t.hidden_size), heads = static_cast<double>(t.num_attention_heads);
-  const double kv = static_cast<double>(t.num_key_value_heads > 0 ? t.num_key_value_heads : t.num_attention_heads);
-  const double d = t.head_dim > 0 ? static_cast<double>(t.head_dim) : H / heads;
-  return 2.0 * static_cast<double>(t.num_hidden_layers) * kv * d * static_cast<double>(element_bytes);
+  return 2.0 * static_cast<double>(t.num_hidden_layers * t.num_key_value_heads * t.head_dim) *
+         static_cast<double>(element_bytes);
 }
 
 }  // namespace
@@ -515,11 +510,13 @@ nlohmann::json run_sweep_benchmark(const SweepBenchOptions& o) {
                                                     : models::load_llava_next_config(dir / "config.json").base;
     const double flops = prefill_flops(cfg, prompt_tokens, s.image_tokens);
     j["prefill_gflop_per_row"] = flops / 1e9;
+    double bound = 0.0;  // measured on CPU sessions only
     if (device.is_cpu() && (run_sequential || run_batched)) {
       const double peak = runtime::measure_cpu_matmul_gflops(512, 5) * 1e9;
       const double sustained = runtime::measure_cpu_matmul_gflops_sustained(512, 1.0) * 1e9;
       j["matmul_gflops"] = peak / 1e9;  // as `icet info --matmul`
-      j["prefill_bound_s"] = rows * flops / peak;
+      bound = rows * flops / peak;
+      j["prefill_bound_s"] = bound;
       j["matmul_gflops_sustained"] = sustained / 1e9;
       j["prefill_bound_sustained_s"] = rows * flops / sustained;
       j["prefill_dense_products_s"] = rows * static_cast<double>(cfg.text.num_hidden_layers) *
@@ -527,7 +524,7 @@ nlohmann::json run_sweep_benchmark(const SweepBenchOptions& o) {
     }
     if (run_batched) {
       j["batched_prefill_gflops"] = rows * flops / bat.prefill / 1e9;
-      if (j.contains("prefill_bound_s")) j["batched_prefill_vs_bound"] = bat.prefill / j["prefill_bound_s"].get<double>();
+      if (bound > 0.0) j["batched_prefill_vs_bound"] = bat.prefill / bound;
     }
     if (run_sequential) j["sequential_prefill_gflops"] = rows * flops / seq.prefill / 1e9;
     // The memory bound of one decode step of one row: every text weight is read once (the
